@@ -1,0 +1,3 @@
+from koe.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""The `koe` command: `serve`, `config show`, `transcribe`, `say`, `chat` and `bench …`.
+
+Every subcommand reads the same configuration (`--config FILE`, `KOE_*` variables) and lets flags override it.
+Errors end with a one-line message saying what went wrong and what to do, and exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from koe.config import ConfigError, Settings, load_settings, masked_dump, to_toml
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $KOE_CONFIG, then ./koe.toml if present).",
+)
+
+
+def _settings(config_file: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config_file, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _progress(message: str) -> None:
+    click.echo(f"koe: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="koe")
+def main() -> None:
+    """koe (声): a real-time voice streaming gateway on local models."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--host", default=None, help="Address to listen on (default from config: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default from config: 8000).")
+@click.option("--public", is_flag=True, default=None, help="Refuse to start unless every door requires a key.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+def serve(
+    config_file: Path | None, host: str | None, port: int | None, public: bool | None, log_level: str | None
+) -> None:
+    """Load the engines and serve every door on one port."""
+    server = {k: v for k, v in {"host": host, "port": port, "public": public, "log_level": log_level}.items() if v}
+    settings = _settings(config_file, {"server": server} if server else None)
+    from koe.server.run import run_server
+
+    sys.exit(run_server(settings, progress=_progress))
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+def config_show(config_file: Path | None, as_json: bool) -> None:
+    """Print the effective configuration, with secrets masked."""
+    data = masked_dump(_settings(config_file))
+    click.echo(json.dumps(data, indent=2) if as_json else to_toml(data), nl=as_json)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with word timings.")
+@click.option("--language", default=None, help="Language code (default from config).")
+def transcribe(config_file: Path | None, files: tuple[Path, ...], as_json: bool, language: str | None) -> None:
+    """Transcribe audio files (WAV, Ogg/Opus, MP3, anything PyAV reads)."""
+    from koe.audio.files import read_audio
+    from koe.audio.pcm import ENGINE_RATE, AudioFormatError
+    from koe.engines.base import EngineError
+    from koe.engines.stt_whisper import WhisperSTT
+
+    stt = _load(config_file, "stt")
+    assert isinstance(stt, WhisperSTT)
+    failed = False
+    for path in files:
+        try:
+            pcm = read_audio(path, ENGINE_RATE)
+            result = stt.transcribe_sync(pcm, language=language, words=as_json)
+        except (AudioFormatError, EngineError) as exc:
+            click.echo(f"koe: {path}: {exc}", err=True)
+            failed = True
+            continue
+        if as_json:
+            words = [
+                {
+                    "word": w.text,
+                    "start": round(w.start_s, 3),
+                    "end": round(w.end_s, 3),
+                    "probability": round(w.probability, 3),
+                }
+                for w in result.words
+            ]
+            record = {"file": str(path), "text": result.text, "duration_s": round(result.duration_s, 3)}
+            click.echo(json.dumps({**record, "language": result.language, "words": words}, ensure_ascii=False))
+        else:
+            click.echo(result.text if len(files) == 1 else f"{path}: {result.text}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("text", required=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="WAV file to write.")
+@click.option("--voice", default=None, help="Installed Piper voice name (see --list-voices).")
+@click.option("--list-voices", is_flag=True, help="List installed voices and exit.")
+def say(config_file: Path | None, text: str | None, output: Path | None, voice: str | None, list_voices: bool) -> None:
+    """Synthesize speech to a WAV file."""
+    import numpy as np
+
+    from koe.audio.files import write_wav
+    from koe.engines.base import EngineError
+    from koe.engines.tts_piper import PiperTTS
+
+    tts = _load(config_file, "tts")
+    assert isinstance(tts, PiperTTS)
+    if list_voices:
+        for name in tts.voices():
+            click.echo(name + (" (default)" if name == tts.default_voice else ""))
+        return
+    if not text or output is None:
+        raise click.UsageError('give the text and an output file: koe say "Hello" -o hello.wav')
+    try:
+        chunks = list(tts.synthesize_sync(text, voice))
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rate = chunks[0].rate if chunks else tts.sample_rate(voice)
+    pcm = np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, dtype=np.int16)
+    write_wav(output, pcm, rate)
+    click.echo(f"koe: wrote {output} ({pcm.size / rate:.2f} s at {rate} Hz)", err=True)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("question")
+@click.option("--system", "system_prompt", default=None, help="System prompt (default from config).")
+def chat(config_file: Path | None, question: str, system_prompt: str | None) -> None:
+    """Ask the configured LLM (embedded or remote) a question; the answer streams to stdout."""
+    from koe.engines.base import LLM, ChatMessage, ChatRequest, EngineError, Finished, TextDelta, ToolCall
+
+    settings = _settings(config_file)
+    llm = _load(config_file, "llm")
+
+    async def ask(model: LLM) -> None:
+        request = ChatRequest(
+            [
+                ChatMessage("system", system_prompt or settings.llm.system_prompt),
+                ChatMessage("user", question),
+            ]
+        )
+        async for event in model.stream(request):
+            if isinstance(event, TextDelta):
+                click.echo(event.text, nl=False)
+            elif isinstance(event, ToolCall):
+                click.echo(f"\n[tool call {event.name}({event.arguments})]", nl=False)
+            elif isinstance(event, Finished):
+                click.echo()
+        aclose = getattr(model, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    try:
+        asyncio.run(ask(llm))
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; results go to bench/results/."""
+
+
+@bench.command("engines")
+@CONFIG_OPTION
+@click.option("--runs", type=int, default=5, show_default=True, help="Repetitions per measurement (median).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/engines.json"))
+def bench_engines(config_file: Path | None, runs: int, out: Path) -> None:
+    """Model load times, real-time factors, per-frame DSP costs, LLM latency and peak memory."""
+    from koe.bench.engines import run_engine_bench
+
+    result = run_engine_bench(_settings(config_file), runs=runs, progress=_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2)
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    _progress(f"wrote {out}")
+
+
+def _load(config_file: Path | None, kind: str) -> Any:
+    from koe.engines.registry import load_engines
+
+    engines = load_engines(_settings(config_file), [kind], progress=_progress)  # type: ignore[list-item]
+    status = engines.status[kind]
+    if not status.loaded:
+        raise click.ClickException(f"the {kind} engine could not be loaded: {status.error}")
+    return getattr(engines, kind)
+
+
+if __name__ == "__main__":
+    main()

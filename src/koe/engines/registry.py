@@ -1,0 +1,151 @@
+"""Loading the configured backends once, and what /healthz reports about them.
+
+`load_engines()` loads each requested backend in turn, reporting progress, and records a failure instead of
+raising it: a server whose TTS voice is missing still transcribes. `Engines` is what the doors and the voice engine
+receive; `Engines.require()` gives a backend or a clear error naming why it is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from koe.config import Settings
+from koe.engines.base import LLM, STT, TTS, VAD, EngineUnavailable
+from koe.engines.pool import WorkerPool
+
+EngineKind = Literal["vad", "stt", "tts", "llm"]
+ALL_ENGINES: tuple[EngineKind, ...] = ("vad", "stt", "tts", "llm")
+T = TypeVar("T")
+
+
+@dataclass
+class EngineStatus:
+    kind: EngineKind
+    loaded: bool = False
+    name: str = ""
+    load_s: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"loaded": self.loaded, "name": self.name, "load_s": round(self.load_s, 3)}
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+@dataclass
+class Engines:
+    vad: VAD | None = None
+    stt: STT | None = None
+    tts: TTS | None = None
+    llm: LLM | None = None
+    status: dict[str, EngineStatus] = field(default_factory=dict)
+
+    def require(self, kind: EngineKind) -> Any:
+        engine = getattr(self, kind)
+        if engine is None:
+            status = self.status.get(kind)
+            why = status.error if status and status.error else "it was not loaded"
+            raise EngineUnavailable(f"the {kind} engine is unavailable: {why}")
+        return engine
+
+    def pools(self) -> list[WorkerPool]:
+        found = (getattr(engine, "pool", None) for engine in (self.stt, self.tts, self.llm))
+        return [pool for pool in found if isinstance(pool, WorkerPool)]
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "engines": {kind: status.as_dict() for kind, status in self.status.items()},
+            "pools": {pool.name: {"depth": pool.depth, "active": pool.active} for pool in self.pools()},
+        }
+
+
+def load_engines(
+    settings: Settings,
+    kinds: Iterable[EngineKind] = ALL_ENGINES,
+    progress: Callable[[str], None] | None = None,
+) -> Engines:
+    engines = Engines()
+    say = progress or (lambda _msg: None)
+    loaders: dict[EngineKind, Callable[[], Any]] = {
+        "vad": lambda: _load_vad(settings),
+        "stt": lambda: _load_stt(settings),
+        "tts": lambda: _load_tts(settings),
+        "llm": lambda: _load_llm(settings),
+    }
+    for kind in kinds:
+        status = EngineStatus(kind)
+        say(f"loading {kind}…")
+        started = time.perf_counter()
+        try:
+            engine = loaders[kind]()
+        except Exception as exc:  # any backend failure is reported, not fatal
+            status.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EngineUnavailable) else str(exc)
+            say(f"{kind} failed to load: {status.error}")
+        else:
+            setattr(engines, kind, engine)
+            status.loaded = True
+            status.name = str(engine.name)
+            status.load_s = time.perf_counter() - started
+            say(f"{kind} ready: {status.name} ({status.load_s:.2f} s)")
+        engines.status[kind] = status
+    return engines
+
+
+def _load_vad(settings: Settings) -> VAD:
+    from koe.engines.vad_silero import SileroVAD
+
+    return SileroVAD.load(settings.vad.model_path, threads=settings.vad.threads)
+
+
+def _load_stt(settings: Settings) -> STT:
+    from koe.engines.stt_whisper import WhisperSTT
+
+    s = settings.stt
+    return WhisperSTT.load(
+        s.model_path,
+        compute_type=s.compute_type,
+        threads=s.threads,
+        workers=s.workers,
+        beam_size=s.beam_size,
+        language=s.language,
+        queue_limit=s.queue_limit,
+    )
+
+
+def _load_tts(settings: Settings) -> TTS:
+    from koe.engines.tts_piper import PiperTTS
+
+    s = settings.tts
+    return PiperTTS.load(
+        s.voice, voice_dirs=s.voice_dirs, threads=s.threads, workers=s.workers, queue_limit=s.queue_limit
+    )
+
+
+def _load_llm(settings: Settings) -> LLM:
+    s = settings.llm
+    if s.backend == "remote":
+        from koe.engines.llm_openai import OpenAICompatibleLLM
+
+        return OpenAICompatibleLLM(
+            s.base_url,
+            s.model,
+            api_key=s.api_key.get_secret_value() if s.api_key else None,
+            api_version=s.api_version,
+            temperature=s.temperature,
+            max_tokens=s.max_tokens,
+            timeout_s=s.timeout_s,
+        )
+    from koe.engines.llm_llama import LlamaLLM
+
+    return LlamaLLM.load(
+        s.model_path,
+        threads=s.threads,
+        context_tokens=s.context_tokens,
+        temperature=s.temperature,
+        max_tokens=s.max_tokens,
+        queue_limit=s.queue_limit,
+    )

@@ -1,0 +1,37 @@
+"""The ASGI application: every door on one port. `create_app()` is what `koe serve` runs under Hypercorn.
+
+Until the protocol doors land, it serves `GET /healthz`: which engines loaded (and why one did not), and the
+depth of each inference queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from koe import __version__
+from koe.config import Settings
+from koe.engines.registry import Engines
+
+
+def create_app(settings: Settings, engines: Engines) -> Starlette:
+    started = time.time()
+
+    async def healthz(_request: Request) -> JSONResponse:
+        body: dict[str, Any] = {
+            "status": "ok" if all(s.loaded for s in engines.status.values()) else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - started, 1),
+            **engines.health(),
+        }
+        return JSONResponse(body)
+
+    app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"])])
+    app.state.settings = settings
+    app.state.engines = engines
+    return app

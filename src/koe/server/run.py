@@ -1,0 +1,66 @@
+"""Running the server: load the engines with progress, then serve the app with Hypercorn until interrupted.
+
+`run_server()` is what `koe serve` calls. Engines that fail to load are reported and skipped; the server still
+starts so the doors that do not need them keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+
+from koe.config import Settings
+from koe.engines.registry import load_engines
+from koe.log import setup_logging
+
+log = logging.getLogger("koe.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from koe.server.app import create_app
+
+    setup_logging(settings.server.log_level, settings.server.log_json)
+    if settings.server.public and not settings.server.api_keys:
+        progress("refusing to start with --public: no API keys are configured (set server.api_keys)")
+        return 1
+    engines = load_engines(settings, progress=progress)
+    failed = [kind for kind, status in engines.status.items() if not status.loaded]
+    if failed:
+        progress(f"starting without: {', '.join(failed)} (see the messages above, and GET /healthz)")
+    if not settings.server.api_keys:
+        progress("no API keys configured: only clients on this machine (loopback) are accepted")
+    app = create_app(settings, engines)
+    config = Config()
+    config.bind = [f"{settings.server.host}:{settings.server.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.websocket_ping_interval = None
+    config.keep_alive_timeout = 75
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        progress(f"serving on http://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
+
+    asyncio.run(main())
+    for pool in engines.pools():
+        pool.shutdown()
+    return 0

@@ -1,0 +1,48 @@
+"""Shared test fixtures: paths to the shared audio and protocol fixtures, fixture audio loaders, and the
+expected texts. Model-backed fixtures (`engines`) are session-scoped: each model loads once per test run."""
+
+from __future__ import annotations
+
+import json
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from koe.audio.pcm import Pcm
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+AUDIO = FIXTURES / "audio"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def audio_dir() -> Path:
+    return AUDIO
+
+
+@pytest.fixture(scope="session")
+def texts() -> dict[str, str]:
+    data: dict[str, str] = json.loads((AUDIO / "texts.json").read_text("utf-8"))
+    return data
+
+
+def load_wav(name: str) -> tuple[Pcm, int]:
+    """A fixture WAV as (samples, rate), reading only the bytes actually present (see reply_espeak_22k.wav)."""
+    with wave.open(str(AUDIO / name)) as handle:
+        rate = handle.getframerate()
+        data = handle.readframes(handle.getnframes())
+    return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").copy(), rate
+
+
+@pytest.fixture(scope="session")
+def wav() -> Iterator[object]:
+    yield load_wav
