@@ -93,6 +93,40 @@ class AudioSettings(BaseModel):
     noise_suppression: bool = False
 
 
+class SoraSettings(BaseModel):
+    """The Sora audio streaming door: its own HTTP/2 listener, Suzu-compatible (see `koe.server.sora`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5890, ge=0, le=65535)
+    # Suzu serves /metrics on a second listener; koe also serves it on the main Sora port. None: no second one.
+    exporter_port: int | None = Field(None, ge=0, le=65535)
+    https: bool = False
+    tls_fullchain_file: Path | None = None
+    tls_privkey_file: Path | None = None
+    # A CA file, or a directory of them: clients must then present a certificate it signed (mTLS).
+    tls_verify_cacert_path: Path | None = None
+    # Must match Sora's own `audio_streaming_header`: false = one Opus packet per DATA frame, true = 20-byte header.
+    audio_streaming_header: bool = False
+    # What POST /speech does: "koe" transcribes locally, "relay" forwards to a remote realtime transcription API,
+    # "test" and "dump" are Suzu's debug services (also always at POST /test and POST /dump).
+    service: Literal["koe", "relay", "test", "dump"] = "koe"
+    disable_silent_packet: bool = False
+    time_to_wait_for_opus_packet_ms: int = Field(10000, ge=10)
+    audio_sample_rate: int = 48000
+    audio_channel_count: int = Field(1, ge=1, le=2)
+    # The dump service appends its JSON lines here (None: answer only), and writes <session>-<connection>.ogg here.
+    dump_file: Path | None = None
+    dump_ogg_dir: Path | None = None
+    partial_results: bool = True
+    silence_duration_ms: int = Field(500, ge=100, le=5000)
+    # The relay service: an OpenAI Realtime (session.type=transcription) or Azure Voice Live WebSocket URL.
+    relay_url: str = "ws://127.0.0.1:8000/v1/realtime?intent=transcription"
+    relay_kind: Literal["openai", "voicelive"] = "openai"
+    relay_model: str = "whisper-1"
+    relay_api_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with `load_settings()`."""
 
@@ -109,6 +143,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=lambda: TTSSettings())
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     audio: AudioSettings = Field(default_factory=lambda: AudioSettings())
+    sora: SoraSettings = Field(default_factory=lambda: SoraSettings())
 
     @classmethod
     def settings_customise_sources(
