@@ -1,0 +1,304 @@
+"""The ACS media-streaming client: connects to a transport URL as ACS does and streams a call's audio to it.
+
+Build `MediaOptions` and a `CallAudio` (see `participants`), then `report = await MediaStream(options, audio).run()`.
+It sends the handshake headers (and a Bearer JWT when `options.token` is set), `AudioMetadata`, then one 20 ms
+`AudioData` per channel per tick, paced at `speed` × real time, with `DtmfData` at the scheduled times. Outbound
+`AudioData`/`StopAudio` in any casing feed a real-time playout queue (`Playout`); unknown kinds, binary frames and
+bad audio are recorded as violations. `hang_up()` ends the stream from outside (close code 1000 by default).
+A connection that cannot be opened raises `MediaConnectError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from koe.protocols.acs import FRAME_MS, AudioData, AudioMetadata, DtmfData, encode, frame_bytes, iso_timestamp
+from koe.protocols.acs_outbound import (
+    OutboundAudioData,
+    OutboundFormatError,
+    StopAudio,
+    UnknownOutbound,
+    parse_outbound,
+)
+from koe.sim.acs.participants import CallAudio
+from koe.sim.acs.playback import BargeIn, Playout
+
+log = logging.getLogger("koe.sim.acs")
+
+MAX_INBOUND_MESSAGE_BYTES = 2048
+"""The official .NET samples read one 2048-byte buffer per message, so every frame must fit in it."""
+MAX_OUTBOUND_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class MediaConnectError(Exception):
+    """The transport URL could not be reached, or the server refused the WebSocket (`status` says how)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class MediaOptions:
+    url: str
+    rate: int = 16000
+    call_connection_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    subscription_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    bidirectional: bool = True
+    enable_dtmf: bool = False
+    dtmf: Sequence[tuple[int, str]] = ()
+    """(media time in ms, tone) pairs, sent only with `enable_dtmf`."""
+    speed: float = 1.0
+    """Multiple of real time; 0 or less sends as fast as the socket takes it."""
+    token: str | None = None
+    downgrade_tls: bool = True
+    """Connect `wss://` and `https://` URLs on loopback hosts as `ws://`: the samples force `wss://`."""
+    ca_file: Path | None = None
+    linger_ms: int = 0
+    """After the audio ends, keep streaming silence until the server's audio has been quiet this long."""
+    max_linger_ms: int = 30_000
+    close_code: int = 1000
+    open_timeout_s: float = 5.0
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MediaReport:
+    url: str
+    rate: int
+    frames_sent: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    largest_message_bytes: int = 0
+    media_ms: float = 0.0
+    wall_s: float = 0.0
+    outbound_audio_messages: int = 0
+    outbound_audio_bytes: int = 0
+    stop_audio: int = 0
+    unknown_kinds: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    playback: dict[str, Any] = field(default_factory=dict)
+    barge_ins: list[BargeIn] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {key: value for key, value in self.__dict__.items() if key != "barge_ins"}
+        data["barge_ins"] = [
+            {
+                "participant": b.participant_raw_id,
+                "onset_ms": round(b.onset_ms, 1),
+                "stop_ms": round(b.stop_ms, 1),
+                "latency_ms": round(b.latency_ms, 1),
+                "dropped_ms": round(b.dropped_ms, 1),
+            }
+            for b in self.barge_ins
+        ]
+        return data
+
+
+class MediaStream:
+    def __init__(self, options: MediaOptions, audio: CallAudio) -> None:
+        if audio.rate != options.rate:
+            raise ValueError(f"call audio is at {audio.rate} Hz but the stream is {options.rate} Hz")
+        self.options = options
+        self.audio = audio
+        self.playout = Playout(options.rate)
+        self.report = MediaReport(options.url, options.rate)
+        self.started = asyncio.Event()
+        """Set once the socket is open and `AudioMetadata` went out (when ACS reports MediaStreamingStarted)."""
+        self._stop = asyncio.Event()
+        self._t0 = 0.0
+        self._epoch0 = 0.0
+        self._ticks_sent = 0
+        self._last_outbound_ms = -1e9
+        self._closed_by_us = False
+
+    def hang_up(self, code: int | None = None) -> None:
+        if code is not None:
+            self.options.close_code = code
+        self._stop.set()
+
+    def media_ms(self) -> float:
+        """The call's media clock: real time × speed since streaming began (or frames sent, when unpaced)."""
+        if self.options.speed <= 0:
+            return self._ticks_sent * FRAME_MS
+        return (time.monotonic() - self._t0) * 1000.0 * self.options.speed
+
+    async def run(self) -> MediaReport:
+        websocket = await self._connect()
+        started_wall = time.monotonic()
+        receiver = asyncio.create_task(self._receive(websocket))
+        try:
+            await self._send_all(websocket)
+        except ConnectionClosed:
+            pass
+        finally:
+            if not receiver.done():
+                self._closed_by_us = True
+                with contextlib.suppress(Exception):
+                    await websocket.close(self.options.close_code)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(receiver, 5.0)
+            receiver.cancel()
+            self._finish(websocket, time.monotonic() - started_wall)
+        return self.report
+
+    async def _connect(self) -> ClientConnection:
+        url, context = self._target()
+        headers = {
+            "x-ms-call-connection-id": self.options.call_connection_id,
+            "x-ms-call-correlation-id": self.options.correlation_id,
+            **self.options.extra_headers,
+        }
+        if self.options.token:
+            headers["Authorization"] = f"Bearer {self.options.token}"
+        try:
+            return await connect(
+                url,
+                additional_headers=headers,
+                ssl=context,
+                compression=None,
+                max_size=MAX_OUTBOUND_MESSAGE_BYTES,
+                open_timeout=self.options.open_timeout_s,
+                ping_interval=None,
+                proxy=None,
+                user_agent_header=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise MediaConnectError(f"{url} refused the WebSocket with HTTP {status}", status) from exc
+        except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as exc:
+            raise MediaConnectError(f"cannot open a WebSocket to {url}: {exc}") from exc
+
+    def _target(self) -> tuple[str, ssl.SSLContext | None]:
+        parts = urlsplit(self.options.url)
+        scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if scheme == "wss" and self.options.downgrade_tls and loopback:
+            scheme = "ws"
+        url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        if scheme != "wss":
+            return url, None
+        context = ssl.create_default_context(cafile=str(self.options.ca_file) if self.options.ca_file else None)
+        return url, context
+
+    async def _send_all(self, websocket: ClientConnection) -> None:
+        options = self.options
+        metadata = AudioMetadata(options.subscription_id, options.rate, length=frame_bytes(options.rate))
+        self._t0 = time.monotonic()
+        self._epoch0 = time.time()
+        await self._send(websocket, encode(metadata))
+        self.started.set()
+        dtmf = sorted(options.dtmf) if options.enable_dtmf else []
+        tick = 0
+        while not self._stop.is_set():
+            if tick >= self.audio.ticks and not self._lingering(tick):
+                break
+            await self._pace(tick)
+            at_ms = tick * FRAME_MS
+            self.playout.advance(self.media_ms())
+            stamp = iso_timestamp(self._epoch0 + at_ms / 1000.0)
+            for frame in self.audio.frames(tick):
+                message = AudioData(frame.pcm, stamp, frame.participant_raw_id, frame.silent)
+                await self._send(websocket, encode(message))
+                if frame.pcm:
+                    self.playout.add_inbound(np.frombuffer(frame.pcm, dtype="<i2"), at_ms)
+            while dtmf and dtmf[0][0] <= at_ms:
+                _, tone = dtmf.pop(0)
+                who = self.audio.raw_ids[0]
+                await self._send(websocket, encode(DtmfData(tone, stamp, who)))
+            tick += 1
+            self._ticks_sent = tick
+            self.report.frames_sent = tick
+
+    def _lingering(self, tick: int) -> bool:
+        options = self.options
+        if options.linger_ms <= 0 or (tick - self.audio.ticks) * FRAME_MS >= options.max_linger_ms:
+            return False
+        now = self.media_ms()
+        return self.playout.queued_ms > 0 or now - self._last_outbound_ms < options.linger_ms
+
+    async def _pace(self, tick: int) -> None:
+        if self.options.speed <= 0:
+            await asyncio.sleep(0)
+            return
+        due = self._t0 + tick * FRAME_MS / 1000.0 / self.options.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _send(self, websocket: ClientConnection, text: str) -> None:
+        size = len(text.encode("utf-8"))
+        if size >= MAX_INBOUND_MESSAGE_BYTES:
+            raise AssertionError(f"simulator bug: a {size}-byte frame would break the .NET samples' 2048-byte reads")
+        await websocket.send(text)
+        self.report.messages_sent += 1
+        self.report.bytes_sent += size
+        self.report.largest_message_bytes = max(self.report.largest_message_bytes, size)
+
+    async def _receive(self, websocket: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in websocket:
+                self._on_outbound(frame)
+        if not self._closed_by_us:
+            self._stop.set()
+
+    def _on_outbound(self, frame: str | bytes) -> None:
+        report = self.report
+        now = self.media_ms()
+        if isinstance(frame, bytes):
+            report.violations.append(f"{now:.0f} ms: binary frame of {len(frame)} bytes (ACS expects text)")
+            return
+        try:
+            message = parse_outbound(frame)
+        except OutboundFormatError as exc:
+            report.violations.append(f"{now:.0f} ms: {exc}")
+            return
+        if isinstance(message, UnknownOutbound):
+            report.unknown_kinds[message.kind] = report.unknown_kinds.get(message.kind, 0) + 1
+            report.violations.append(f"{now:.0f} ms: unknown kind {message.kind!r} (ignored)")
+        elif isinstance(message, StopAudio):
+            report.stop_audio += 1
+            self.playout.stop(now)
+        elif isinstance(message, OutboundAudioData):
+            if not self.options.bidirectional:
+                report.violations.append(f"{now:.0f} ms: AudioData sent but enableBidirectional is false")
+                return
+            report.outbound_audio_messages += 1
+            report.outbound_audio_bytes += len(message.data)
+            self._last_outbound_ms = now
+            self.playout.enqueue(message.data, now)
+
+    def _finish(self, websocket: ClientConnection, wall_s: float) -> None:
+        report = self.report
+        end_ms = self.media_ms()
+        self.playout.advance(end_ms)
+        report.media_ms = round(end_ms, 1)
+        report.wall_s = round(wall_s, 3)
+        report.playback = self.playout.stats()
+        report.barge_ins = self.playout.barge_ins(self.audio.speech_onsets_ms())
+        report.close_code = websocket.close_code
+        report.close_reason = websocket.close_reason or ""
+        report.closed_by = "simulator" if self._closed_by_us else "server"
+
+    def write_recording(self, path: str | Path) -> None:
+        self.playout.write_recording(path)
