@@ -127,6 +127,78 @@ class SoraSettings(BaseModel):
     relay_api_key: SecretStr | None = None
 
 
+ACSMode = Literal["transcribe", "agent", "bridge", "echo"]
+
+
+class ACSJWTSettings(BaseModel):
+    """Validation of the RS256 token ACS puts in `Authorization: Bearer` on each media WebSocket."""
+
+    enabled: bool = False
+    jwks_url: str = "https://acscallautomation.communication.azure.com/calling/keys"
+    issuer: str = "https://acscallautomation.communication.azure.com"
+    # The ACS resource's immutable id (a GUID).
+    audience: str = ""
+    # A CA bundle to trust when fetching the JWKS (for a local emulator); None: the system store.
+    ca_file: Path | None = None
+
+
+class ACSBridgeSettings(BaseModel):
+    """Bridge mode: the remote Realtime endpoint that hears the call and answers it."""
+
+    # ws(s)://host/openai/realtime?api-version=…&deployment=… (OpenAI/Azure OpenAI), …/voice-live/realtime?…
+    # (Voice Live), or koe's own /v1/realtime.
+    url: str = "ws://127.0.0.1:8000/v1/realtime"
+    api_key: SecretStr | None = None
+    dialect: Literal["openai", "voicelive"] = "openai"
+    model: str | None = None
+    instructions: str | None = None
+    voice: str | None = None
+    ca_file: Path | None = None
+
+
+class ACSRoute(BaseModel):
+    path: str
+    mode: ACSMode = "transcribe"
+
+
+class ACSSettings(BaseModel):
+    """The ACS door (`koe.server.acs`): media streaming WebSocket, Call Automation webhooks, modes."""
+
+    enabled: bool = True
+    media_path: str = "/acs/media"
+    mode: ACSMode = "transcribe"
+    # More media paths, each with its own mode (each also accepts per-call path segments below it).
+    routes: list[ACSRoute] = Field(default_factory=list)
+    # Let a transport URL pick its mode with ?mode=transcribe|agent|bridge|echo.
+    allow_mode_override: bool = True
+    language: str | None = None
+    partial_results: bool = True
+    silence_duration_ms: int = Field(500, ge=100, le=5000)
+    # "feed": silent:true frames go to the VAD like any audio (it needs silence to end turns); "drop": ignored.
+    silent_frames: Literal["feed", "drop"] = "feed"
+    require_metadata_first: bool = True
+    jwt: ACSJWTSettings = Field(default_factory=lambda: ACSJWTSettings())
+    # POST each selected result event (see koe.server.calls) to this URL.
+    webhook_url: str | None = None
+    webhook_events: list[str] = Field(default_factory=lambda: ["transcript.completed"])
+    bridge: ACSBridgeSettings = Field(default_factory=lambda: ACSBridgeSettings())
+    # Call Automation: "endpoint=https://….communication.azure.com/;accesskey=…", used to answer calls.
+    connection_string: SecretStr | None = None
+    # A CA bundle to trust for the Call Automation endpoint (for a local emulator); None: the system store.
+    ca_file: Path | None = None
+    # koe's public base URL as ACS reaches it (https://…): callbacks go to {base}/acs/callbacks, and the
+    # default transport URL is wss://{host}{media_path}/{callConnectionId}.
+    public_url: str | None = None
+    transport_url: str | None = None
+    audio_format: Literal["pcm16KMono", "pcm24KMono"] = "pcm16KMono"
+    audio_channel_type: Literal["mixed", "unmixed"] = "mixed"
+    enable_bidirectional: bool = True
+    enable_dtmf: bool = True
+    start_media_streaming: bool = True
+    # Check Event Grid deliveries for this header value (aeg-subscription-name or a ?code= secret); None: off.
+    event_grid_secret: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with `load_settings()`."""
 
@@ -144,6 +216,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     audio: AudioSettings = Field(default_factory=lambda: AudioSettings())
     sora: SoraSettings = Field(default_factory=lambda: SoraSettings())
+    acs: ACSSettings = Field(default_factory=lambda: ACSSettings())
 
     @classmethod
     def settings_customise_sources(
