@@ -31,7 +31,14 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         }
         return JSONResponse(body)
 
-    app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"])])
+    from koe.server.acs import acs_routes
+    from koe.server.calls import CallRegistry
+    from koe.server.calls_api import calls_routes
+
+    calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
+    door_routes = [*calls_routes(calls, settings), *acs_routes(settings, engines, calls)]
+    app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *door_routes])
+    app.state.calls = calls
     app.state.settings = settings
     app.state.engines = engines
     return app
