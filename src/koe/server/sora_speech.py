@@ -1,0 +1,177 @@
+"""The Sora door's `koe` service: each connection's Opus is decoded and transcribed by a voice `Session`.
+
+`KoeService(settings, engines, metrics)` is what `POST /speech` uses when `sora.service = "koe"`. `check()` refuses
+(400) a language the installed STT model does not support; `open()` starts one transcribe-mode `Session` per
+connection. Packets are decoded by libopus straight to 16 kHz (the engine rate, so no separate resampling step), and
+the session's VAD and streaming STT turn them into results:
+
+- a partial result (`is_final: false`) for every `TranscriptDelta`, when `sora.partial_results` is on;
+- a final result (`is_final: true`) for every `TranscriptCompleted`, one per utterance;
+- for a failed utterance, `{"type":"error","reason":"TRANSCRIPTION-FAILED: …","result_id":…}`, and the stream goes
+  on (only stream-level errors end a response).
+
+`result_id` is the session's item id, shared by an utterance's partials and its final result. Times are ms on the
+connection's audio timeline (its first packet is 0; injected silent packets count, so the timeline follows wall time
+through Sora's idle gaps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from koe.audio.opus import OpusDecoder, OpusError
+from koe.audio.pcm import ENGINE_RATE
+from koe.config import SoraSettings
+from koe.engines.base import EngineUnavailable
+from koe.engines.registry import Engines
+from koe.protocols.sora import Packet, SoraRequest
+from koe.protocols.sora_results import error_result, koe_result
+from koe.server.sora_metrics import SoraMetrics
+from koe.server.sora_services import ResultSink, ServiceStream
+
+log = logging.getLogger("koe.sora")
+
+WALL_CLOCK_PACKETS = 3000
+"""Arrival times kept per stream to measure final-result latency: 60 s of 20 ms packets."""
+
+
+class KoeService:
+    name = "koe"
+
+    def __init__(self, settings: SoraSettings, engines: Engines | None, metrics: SoraMetrics) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.metrics = metrics
+
+    def check(self, request: SoraRequest) -> str | None:
+        if self.engines is None:
+            raise EngineUnavailable("no engines are loaded")
+        stt = self.engines.require("stt")
+        self.engines.require("vad")
+        try:
+            _voice()
+        except ImportError as exc:
+            raise EngineUnavailable(f"the voice engine is unavailable: {exc}") from exc
+        supports = getattr(stt, "supports_language", None)
+        if supports is not None and not supports(request.language_code):
+            return (
+                f"language not supported: {request.language_code} "
+                f"(the installed STT model {stt.name} cannot transcribe it)"
+            )
+        return None
+
+    def open(self, request: SoraRequest, sink: ResultSink) -> ServiceStream:
+        assert self.engines is not None
+        return _SpeechStream(self, request, sink)
+
+
+class _SpeechStream:
+    def __init__(self, service: KoeService, request: SoraRequest, sink: ResultSink) -> None:
+        voice = _voice()
+        self._service = service
+        self._request = request
+        self._sink = sink
+        self._decoder = OpusDecoder(ENGINE_RATE)
+        self._samples = 0
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=WALL_CLOCK_PACKETS)
+        self._starts: dict[str, int] = {}
+        config = voice.config.SessionConfig(
+            mode="transcribe",
+            language=request.language_code,
+            turn_detection=voice.config.TurnDetection(
+                type="server_vad", silence_duration_ms=service.settings.silence_duration_ms
+            ),
+            partial_results=service.settings.partial_results,
+        )
+        assert service.engines is not None
+        self._session: Any = voice.session.Session(service.engines, config)
+        self._events = asyncio.get_running_loop().create_task(self._read_events())
+
+    def packet(self, packet: Packet) -> None:
+        try:
+            pcm = self._decoder.decode(packet.payload)
+        except OpusError as exc:
+            self._service.metrics.malformed_packets += 1
+            self._sink.fail(f"OPUS-DECODE-ERROR: {exc}", "opus")
+            return
+        self._samples += pcm.size
+        self._arrivals.append((self._samples * 1000 // ENGINE_RATE, time.perf_counter()))
+        self._session.append_audio(pcm, ENGINE_RATE)
+
+    async def finish(self) -> None:
+        await self._session.end_input()
+        await self._events
+
+    def abort(self) -> None:
+        self._events.cancel()
+        task = asyncio.get_running_loop().create_task(self._session.close())
+        task.add_done_callback(_ignore_result)
+
+    async def _read_events(self) -> None:
+        ev = _voice().events
+        request = self._request
+        try:
+            async for event in self._session.events():
+                if isinstance(event, ev.SpeechStarted):
+                    self._starts[event.item_id] = event.audio_start_ms
+                elif isinstance(event, ev.TranscriptDelta):
+                    if self._service.settings.partial_results and event.text:
+                        start = self._starts.get(event.item_id, 0)
+                        self._emit(event.item_id, False, event.text, start, max(start, self._now_ms()))
+                elif isinstance(event, ev.TranscriptCompleted):
+                    self._starts.pop(event.item_id, None)
+                    self._latency(event.audio_end_ms)
+                    language = request.language_code
+                    self._emit(event.item_id, True, event.text, event.audio_start_ms, event.audio_end_ms, language)
+                elif isinstance(event, ev.TranscriptFailed):
+                    self._service.metrics.stream_error("transcript")
+                    failure = error_result(f"TRANSCRIPTION-FAILED: {event.message}")
+                    self._sink.emit({**failure, "result_id": event.item_id})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the engine failed for this stream: say so, end this stream only
+            log.exception("sora: the voice session failed")
+            self._sink.fail(f"ENGINE-ERROR: {exc}", "engine")
+
+    def _emit(self, item_id: str, final: bool, text: str, start: int, end: int, language: str | None = None) -> None:
+        result: dict[str, Any] = koe_result(
+            channel_id=self._request.channel_id,
+            connection_id=self._request.connection_id,
+            result_id=item_id,
+            is_final=final,
+            message=text,
+            language=language or self._request.language_code,
+            start_ms=int(start),
+            end_ms=int(end),
+        )
+        self._sink.emit(result)
+
+    def _now_ms(self) -> int:
+        return self._samples * 1000 // ENGINE_RATE
+
+    def _latency(self, audio_end_ms: int) -> None:
+        # The wall time at which the utterance's last packet arrived, from the packet that covered audio_end_ms.
+        for end_ms, arrived in self._arrivals:
+            if end_ms >= audio_end_ms:
+                self._service.metrics.final_latency(time.perf_counter() - arrived)
+                return
+
+
+def _voice() -> Any:
+    """The voice engine's modules, imported when first needed (ImportError if this build lacks them)."""
+    import importlib
+    import types
+
+    return types.SimpleNamespace(
+        **{name: importlib.import_module(f"koe.voice.{name}") for name in ("config", "events", "session")}
+    )
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
