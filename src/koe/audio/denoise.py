@@ -2,7 +2,8 @@
 
 RNNoise works on 10 ms frames of 480 samples at 48 kHz. `NoiseSuppressor` resamples to 48 kHz, re-frames, denoises
 and converts back, so a caller feeds it 20 ms frames at 16 kHz (or anything else) and gets the same amount of audio
-back: exactly as many samples as went in, delayed by a fixed `delay_samples`. The C library comes from the
+back: exactly as many samples as went in, `delay_samples` behind the input (about 40 ms at 48 kHz, 80 ms at 16 kHz:
+RNNoise's own 20 ms, plus what the two streaming resamplers and the re-framer hold back). The C library comes from the
 pyrnnoise wheel; it is loaded with ctypes directly, because importing pyrnnoise's Python package drags in plotting
 and file libraries.
 """
@@ -10,6 +11,7 @@ and file libraries.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import threading
 from pathlib import Path
@@ -21,6 +23,10 @@ from koe.audio.resample import Resampler
 
 RNNOISE_RATE = 48000
 RNNOISE_FRAME = 480
+RNNOISE_DELAY_SAMPLES = 960
+"""RNNoise's output lags its input by one frame plus its window's 10 ms lookahead (measured: 20 ms at 48 kHz)."""
+_PRIME_CHUNK_MS = 10
+_PRIME_MS = 300
 _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
 
@@ -68,13 +74,20 @@ class NoiseSuppressor:
         self._up = Resampler(rate, RNNOISE_RATE)
         self._down = Resampler(RNNOISE_RATE, rate)
         self._frames = Reframer(RNNOISE_FRAME)
-        # Enough lead to cover one RNNoise frame plus both resamplers' filter delay, so output never runs dry.
-        self.delay_samples = rate * 30 // 1000
-        self._fifo: Pcm = np.zeros(self.delay_samples, dtype=np.int16)
+        # The output starts with this much silence, so that what the resamplers and the re-framer hold back never
+        # leaves a caller short: the delay is then fixed from the first call on.
+        self._lead = _pipeline_lag(rate) + -(-RNNOISE_FRAME * rate // RNNOISE_RATE)
+        self._inserted = 0
+        self._fifo: Pcm = np.zeros(self._lead, dtype=np.int16)
         self._buf = np.zeros(RNNOISE_FRAME, dtype=np.float32)
         self._ptr = self._buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         self.speech_probability = 0.0
         """RNNoise's own voice-activity estimate for the last frame it processed."""
+
+    @property
+    def delay_samples(self) -> int:
+        """How far (at `rate`) the output lags the input."""
+        return self._lead + self._inserted + RNNOISE_DELAY_SAMPLES * self.rate // RNNOISE_RATE
 
     def process(self, pcm: Pcm) -> Pcm:
         """Denoise the next chunk: the result has exactly `pcm.size` samples, `delay_samples` behind the input."""
@@ -87,7 +100,8 @@ class NoiseSuppressor:
             out.append(np.clip(np.rint(self._buf), -32768, 32767).astype(np.int16))
         if out:
             self._fifo = np.concatenate((self._fifo, self._down.process(np.concatenate(out))))
-        if self._fifo.size < pcm.size:  # only if the resampler held back more than the lead allows for
+        if self._fifo.size < pcm.size:  # only if a caller's chunking held back more than the lead allows for
+            self._inserted += pcm.size - self._fifo.size
             self._fifo = np.concatenate((np.zeros(pcm.size - self._fifo.size, dtype=np.int16), self._fifo))
         result, self._fifo = self._fifo[: pcm.size], self._fifo[pcm.size :]
         return result
@@ -99,3 +113,19 @@ class NoiseSuppressor:
 
     def __del__(self) -> None:
         self.close()
+
+
+@functools.cache
+def _pipeline_lag(rate: int) -> int:
+    """Most samples (at `rate`) the resample, re-frame, resample chain withholds, found by running it on silence."""
+    if rate == RNNOISE_RATE:
+        return 0
+    up, down, frames = Resampler(rate, RNNOISE_RATE), Resampler(RNNOISE_RATE, rate), Reframer(RNNOISE_FRAME)
+    chunk = np.zeros(rate * _PRIME_CHUNK_MS // 1000, dtype=np.int16)
+    fed = produced = worst = 0
+    for _ in range(_PRIME_MS // _PRIME_CHUNK_MS):
+        fed += chunk.size
+        for frame in frames.push(up.process(chunk)):
+            produced += down.process(frame).size
+        worst = max(worst, fed - produced)
+    return worst

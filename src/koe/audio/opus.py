@@ -12,16 +12,20 @@ import av
 import av.error
 import numpy as np
 
-from koe.audio.pcm import Pcm, Reframer, samples_for_ms
+from koe.audio.pcm import SUPPORTED_RATES, Pcm, Reframer, samples_for_ms
+from koe.audio.resample import SteadyResampler
 
 OPUS_RATE = 48000
 FRAME_MS = 20
 FRAME_SAMPLES = samples_for_ms(OPUS_RATE, FRAME_MS)
 MAX_PACKET_BYTES = 1275 * 3 + 7
-"""RFC 6716 §3.4 [R5]: no valid Opus packet is longer than 1275 bytes per frame, three frames' worth in all."""
+"""koe's limit on one packet from the wire: three frames of the largest size RFC 6716 §3.2.1 allows (1275 bytes)
+plus framing, i.e. 60 ms at 510 kbit/s. Padding makes longer packets legal, but no voice stream sends them."""
 SILENT_PACKET = b"\xfc\xff\xfe"
 """A 20 ms CELT packet that decodes to silence (TOC 0xFC: config 31, mono, code 0)."""
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+OPUS_HEAD_PRE_SKIP_OFFSET = 10
+DEFAULT_LOOKAHEAD = 312
 
 
 class OpusError(ValueError):
@@ -60,8 +64,16 @@ class OpusEncoder:
 
     @property
     def lookahead_samples(self) -> int:
-        """The encoder's algorithmic delay at 48 kHz: decoded audio lags the input by this much (Ogg pre-skip)."""
-        return 312
+        """The encoder's algorithmic delay at 48 kHz: decoded audio lags the input by this much (Ogg pre-skip).
+
+        312 samples for "voip" and "audio", 120 for "lowdelay"; read from the OpusHead libavcodec builds on open.
+        """
+        if not self._ctx.is_open:
+            self._ctx.open()
+        head = self._ctx.extradata
+        if head is None or len(head) < OPUS_HEAD_PRE_SKIP_OFFSET + 2:
+            return DEFAULT_LOOKAHEAD
+        return int.from_bytes(head[OPUS_HEAD_PRE_SKIP_OFFSET : OPUS_HEAD_PRE_SKIP_OFFSET + 2], "little")
 
     def encode(self, pcm: Pcm) -> list[bytes]:
         """Add samples; return the packets for every whole frame so far."""
@@ -91,18 +103,28 @@ class OpusEncoder:
 
 
 class OpusDecoder:
-    """Decodes Opus packets to mono PCM16 at `rate` (libopus resamples internally to 8–48 kHz)."""
+    """Decodes Opus packets to mono PCM16 at `rate`: each packet gives exactly its duration in samples.
+
+    libavcodec's libopus wrapper always outputs 48 kHz, so other rates go through a `SteadyResampler`, which
+    delays the audio by `delay_samples` (20 ms at 16 kHz) but keeps one packet's worth of output per packet.
+    """
 
     def __init__(self, rate: int = OPUS_RATE) -> None:
-        if rate not in OPUS_RATES:
-            raise OpusError(f"Opus decodes at {OPUS_RATES} Hz, not {rate}")
+        if rate not in OPUS_RATES or rate == 12000:  # 12 kHz is an Opus rate but not one koe resamples to
+            raise OpusError(f"koe decodes Opus to {', '.join(map(str, SUPPORTED_RATES))} Hz, not {rate}")
         self.rate = rate
         self._ctx = self._open()
+        self._down = SteadyResampler(OPUS_RATE, rate) if rate != OPUS_RATE else None
+
+    @property
+    def delay_samples(self) -> int:
+        """How far (at `rate`) the output lags what libopus decoded."""
+        return self._down.delay_samples if self._down is not None else 0
 
     def _open(self) -> av.AudioCodecContext:
         ctx = av.CodecContext.create("libopus", "r")
         assert isinstance(ctx, av.AudioCodecContext)
-        ctx.sample_rate = self.rate
+        ctx.sample_rate = OPUS_RATE
         ctx.layout = "mono"
         return ctx
 
@@ -119,10 +141,9 @@ class OpusDecoder:
             # libopus may leave the context in an error or EOF state: start a fresh one for the next packet.
             self._ctx = self._open()
             raise OpusError(f"undecodable Opus packet (TOC 0x{packet[0]:02x}, {len(packet)} bytes): {exc}") from exc
-        if not frames:
-            return np.zeros(0, dtype=np.int16)
         chunks = [_to_int16_mono(frame) for frame in frames]
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        pcm = np.zeros(0, dtype=np.int16) if not chunks else chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return self._down.process(pcm) if self._down is not None else pcm
 
 
 def _to_int16_mono(frame: av.AudioFrame) -> Pcm:
