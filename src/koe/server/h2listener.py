@@ -50,6 +50,8 @@ MAX_HEADER_LIST_BYTES = 1048896
 MAX_HTTP1_BODY_BYTES = 1 << 20
 """An `Upgrade: h2c` request's body is read whole before switching; larger ones are refused."""
 MAX_HTTP1_HEADER_BYTES = 64 * 1024
+HTTP1_REQUEST_TIMEOUT_S = 30.0
+"""An HTTP/1.1 client gets this long to send its whole (small) request."""
 
 
 @dataclass
@@ -205,6 +207,7 @@ class _Connection(asyncio.Protocol):
         self._h11: h11.Connection | None = None
         self._h1_request: h11.Request | None = None
         self._h1_body = bytearray()
+        self._h1_timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
@@ -234,10 +237,16 @@ class _Connection(asyncio.Protocol):
             else:
                 self.mode = "h1"
                 self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HTTP1_HEADER_BYTES)
+                if not data[:1].isupper():  # not an HTTP method: no point waiting for a request line
+                    self._h1_reply(Response(400, b'{"message":"Bad Request"}\n'))
+                    return
+                self._h1_timer = asyncio.get_running_loop().call_later(HTTP1_REQUEST_TIMEOUT_S, self._close)
                 self._h1_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self._h1_timer is not None:
+            self._h1_timer.cancel()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             if stream.handler is not None and not stream.ended:
@@ -290,12 +299,24 @@ class _Connection(asyncio.Protocol):
             length = int.from_bytes(self._scan_header[:3], "big")
             kind = self._scan_header[3]
             self._scan_header = b""
+            if length > MAX_FRAME_BYTES:
+                # `h2` would buffer up to 16 MiB waiting for this frame; it is a FRAME_SIZE_ERROR right away.
+                log.info("closing HTTP/2 connection from %s: a %d-byte frame exceeds MAX_FRAME_SIZE", self.peer, length)
+                self.goaway = True
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.close_connection(h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+                self.loop_call(self._abort_all)
+                return data[: max(frame_start, 0)]
             if kind == _GOAWAY:
                 self.goaway = True
                 self.loop_call(self._close_if_idle)
                 return data[: max(frame_start, 0)]
             self._scan_skip = length
         return data
+
+    def _abort_all(self) -> None:
+        self.flush()
+        self._close()
 
     def loop_call(self, callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from koe.audio.ogg import OggError, OggOpusWriter
+from koe.audio.ogg import PION_VENDOR, OggError, OggOpusWriter
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import dump_result, encode, service_test_result
 
@@ -27,7 +27,8 @@ log = logging.getLogger("koe.sora")
 
 SUZU_PRE_SKIP = 3840
 """OpusHead pre-skip that the reference gateway (pion) writes: 80 ms at 48 kHz."""
-SUZU_VENDOR = "pion"
+SUZU_VENDOR = PION_VENDOR
+"""pion writes a 5-byte vendor string, its terminating NUL included."""
 SUZU_INITIAL_GRANULE = 1
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
