@@ -1,0 +1,70 @@
+"""Combining a session's settings with one response's overrides into a `ResponsePlan`.
+
+Call `plan_response(session, options)` right before a response starts: it reads the conversation as it is at that
+moment (transcripts included), picks the voice, the tools and the token limit, and writes the system prompt.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from koe.engines.base import ChatMessage
+from koe.voice.config import ResponseOptions
+from koe.voice.conversation import Item, chat_messages, new_id
+from koe.voice.response import ResponsePlan
+
+if TYPE_CHECKING:
+    from koe.voice.session import Session
+
+
+def plan_response(
+    session: Session, options: ResponseOptions | None, pending_user_text: str | None = None
+) -> ResponsePlan:
+    config = session.config
+    opts = options or ResponseOptions()
+    instructions = opts.instructions if opts.instructions is not None else config.instructions
+    if instructions is None:
+        instructions = session.default_instructions
+    if opts.additional_instructions:
+        instructions = f"{instructions}\n\n{opts.additional_instructions}".strip()
+    tools = opts.tools if opts.tools is not None else config.tools
+    choice = opts.tool_choice if opts.tool_choice is not None else config.tool_choice
+    if choice == "none":
+        tools = ()
+    elif choice == "required" and tools:
+        instructions += "\n\nYou must answer by calling one of the tools."
+    elif choice not in ("auto", "required"):
+        tools = tuple(tool for tool in tools if tool.name == choice)
+        if tools:
+            instructions += f"\n\nYou must answer by calling the tool {choice}."
+    messages = chat_messages(_input_items(session, opts), instructions)
+    if pending_user_text is not None:  # a speculative reply answers a turn that is not committed yet
+        messages.append(ChatMessage("user", pending_user_text))
+    tts = session.engines.tts
+    voice = opts.voice or config.voice or (tts.default_voice if tts is not None else "")
+    if tts is not None and not tts.has_voice(voice):
+        voice = tts.default_voice
+    output_audio = opts.output_audio if opts.output_audio is not None else config.output_audio
+    return ResponsePlan(
+        response_id=new_id("resp"),
+        messages=messages,
+        tools=tuple(tools),
+        temperature=opts.temperature if opts.temperature is not None else config.temperature,
+        max_output_tokens=opts.max_output_tokens or config.max_output_tokens,
+        output_audio=output_audio and tts is not None,
+        voice=voice,
+        output_rate=config.output_rate,
+        in_conversation=opts.in_conversation,
+        metadata=opts.metadata,
+        cache_key=session.id,
+    )
+
+
+def _input_items(session: Session, opts: ResponseOptions) -> list[Item]:
+    if opts.input_item_ids is not None:
+        found = {item.id: item for item in session.conversation.items}
+        items = [found[item_id] for item_id in opts.input_item_ids if item_id in found]
+    else:
+        items = list(session.conversation.items)
+    items.extend(item for item in opts.extra_input if isinstance(item, Item))
+    return items

@@ -1,0 +1,116 @@
+"""The playback clock: what the listener has heard of the audio a session sent, and what is playing right now.
+
+Transports give no acknowledgement of playback (ACS has no marks; Realtime clients only report it when they
+truncate), so koe models it: audio plays in real time from the moment it is sent, without gaps, and an underrun
+leaves a gap until the next chunk arrives. `interrupt()` answers the barge-in question (how many ms of this item
+were heard, how many will now never be played), and `far_end()` gives the echo canceller what is coming out of the
+listener's speaker at this moment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from koe.audio.pcm import ENGINE_RATE, Pcm
+from koe.audio.resample import Resampler
+
+FAR_END_HISTORY_S = 2.0
+"""How far back the echo reference reaches; longer than any echo tail the canceller models."""
+
+
+@dataclass
+class _Chunk:
+    start: float
+    duration: float
+    pcm16k: Pcm | None
+
+
+class PlaybackClock:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, keep_reference: bool = False) -> None:
+        self._clock = clock
+        self._keep_reference = keep_reference
+        self._end = 0.0
+        """Wall time at which everything sent so far will have been played."""
+        self.item_id: str | None = None
+        self.response_id: str | None = None
+        self._item_chunks: list[_Chunk] = []
+        self._history: deque[_Chunk] = deque()
+        self._to_16k: Resampler | None = None
+
+    def now(self) -> float:
+        return self._clock()
+
+    def sent(self, response_id: str | None, item_id: str, pcm: Pcm, rate: int) -> None:
+        """Record audio handed to the transport for `item_id`; it plays after everything sent before it."""
+        now = self._clock()
+        if item_id != self.item_id:
+            self.item_id, self.response_id, self._item_chunks = item_id, response_id, []
+        start = max(now, self._end)
+        duration = pcm.size / rate
+        self._end = start + duration
+        reference: Pcm | None = None
+        if self._keep_reference:
+            if self._to_16k is None or self._to_16k.src_rate != rate:
+                self._to_16k = Resampler(rate, ENGINE_RATE)
+            reference = self._to_16k.process(pcm)
+        chunk = _Chunk(start, duration, reference)
+        self._item_chunks.append(chunk)
+        self._history.append(chunk)
+        while self._history and self._history[0].start + self._history[0].duration < now - FAR_END_HISTORY_S:
+            self._history.popleft()
+
+    def is_playing(self) -> bool:
+        return self._end > self._clock()
+
+    def pending_ms(self) -> int:
+        return max(0, round((self._end - self._clock()) * 1000))
+
+    def played_ms(self, item_id: str) -> int:
+        if item_id != self.item_id:
+            return 0
+        now = self._clock()
+        heard = sum(min(max(now - chunk.start, 0.0), chunk.duration) for chunk in self._item_chunks)
+        return round(heard * 1000)
+
+    def sent_ms(self, item_id: str) -> int:
+        if item_id != self.item_id:
+            return 0
+        return round(sum(chunk.duration for chunk in self._item_chunks) * 1000)
+
+    def interrupt(self) -> tuple[str | None, str | None, int, int]:
+        """Stop playback now: (response_id, item_id, ms of the item heard, ms sent but never to be played)."""
+        item_id = self.item_id
+        played = self.played_ms(item_id) if item_id else 0
+        dropped = self.pending_ms()
+        now = self._clock()
+        self._end = min(self._end, now)
+        for chunk in self._history:  # the echo reference must not contain audio that was flushed
+            if chunk.start + chunk.duration > now:
+                chunk.duration = max(0.0, now - chunk.start)
+        return self.response_id, item_id, played, dropped
+
+    def far_end(self, samples: int) -> Pcm:
+        """The 16 kHz audio playing during the last `samples` samples of wall time (zeros where nothing played)."""
+        out = np.zeros(samples, dtype=np.int16)
+        if not self._keep_reference or not self._history:
+            return out
+        now = self._clock()
+        window_start = now - samples / ENGINE_RATE
+        for chunk in self._history:
+            if chunk.pcm16k is None:
+                continue
+            lo = max(chunk.start, window_start)
+            hi = min(chunk.start + chunk.duration, now)
+            if hi <= lo:
+                continue
+            src = int((lo - chunk.start) * ENGINE_RATE)
+            dst = int((lo - window_start) * ENGINE_RATE)
+            count = min(int((hi - lo) * ENGINE_RATE), samples - dst, chunk.pcm16k.size - src)
+            if count > 0:
+                out[dst : dst + count] = chunk.pcm16k[src : src + count]
+        return out

@@ -1,0 +1,302 @@
+"""One response: the LLM's reply streamed through TTS clause by clause, as engine events.
+
+`ResponseRun.run()` emits the whole sequence (created, output items, content parts, text and audio deltas, done).
+The LLM keeps generating while the first clause is being synthesized, so the first audio leaves after one short
+clause rather than after the whole reply. `cancel()` closes everything synchronously (open parts and items become
+`incomplete`, then `ResponseDone(cancelled)`), so no delta of a cancelled response can follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from koe.audio.pcm import Pcm, samples_for_ms
+from koe.audio.resample import Resampler
+from koe.engines.base import LLM, TTS, ChatMessage, ChatRequest, EngineError, Finished, TextDelta, ToolCall, ToolSpec
+from koe.voice import events as ev
+from koe.voice.conversation import Item, Part, new_id
+
+AUDIO_CHUNK_MS = 200
+"""Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often."""
+FIRST_CLAUSE_CHARS = 12
+FIRST_CLAUSE_MAX_CHARS = 40
+"""The first clause is cut at a word boundary past this length even without punctuation: it gates first audio."""
+CLAUSE_CHARS = 40
+MAX_CLAUSE_CHARS = 160
+_CLAUSE_BREAK = re.compile(r"[.!?…。！？]+[\"')\]]*\s|[,;:—]\s")
+_UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]+")
+
+
+class ClauseSplitter:
+    """Cuts streamed text into speakable clauses: the first one short (it sets the time to first audio)."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._first = True
+
+    def feed(self, delta: str) -> list[str]:
+        self._text += delta
+        clauses: list[str] = []
+        while True:
+            wanted = FIRST_CLAUSE_CHARS if self._first else CLAUSE_CHARS
+            cut = None
+            for match in _CLAUSE_BREAK.finditer(self._text):
+                sentence_end = match.group(0)[0] not in ",;:—"
+                if match.end() >= wanted or (sentence_end and match.end() >= FIRST_CLAUSE_CHARS):
+                    cut = match.end()
+                    break
+            limit = FIRST_CLAUSE_MAX_CHARS if self._first else MAX_CLAUSE_CHARS
+            if cut is None and len(self._text) > limit:
+                cut = self._text.rfind(" ", 0, limit) + 1 or limit
+            if cut is None:
+                return clauses
+            clause, self._text = self._text[:cut].strip(), self._text[cut:]
+            if _speakable(clause):
+                clauses.append(clause)
+                self._first = False
+
+    def flush(self) -> list[str]:
+        rest, self._text = self._text.strip(), ""
+        return [rest] if _speakable(rest) else []
+
+
+def _speakable(text: str) -> str:
+    return _UNSPEAKABLE.sub(" ", text).strip()
+
+
+@dataclass
+class ResponsePlan:
+    """A response's settings after the session defaults and the per-response overrides were combined."""
+
+    response_id: str
+    messages: list[ChatMessage]
+    tools: tuple[ToolSpec, ...]
+    temperature: float | None
+    max_output_tokens: int | None
+    output_audio: bool
+    voice: str
+    output_rate: int
+    in_conversation: bool = True
+    metadata: dict[str, str] | None = None
+    cache_key: str | None = None
+
+
+@dataclass
+class _Open:
+    """The assistant message item being produced, with what has been said and sent so far."""
+
+    item: Item
+    output_index: int
+    kind: Literal["audio", "text"]
+    text: list[str] = field(default_factory=list)
+    audio: list[Pcm] = field(default_factory=list)
+    clauses: list[tuple[str, float]] = field(default_factory=list)
+
+
+class ResponseRun:
+    def __init__(
+        self,
+        plan: ResponsePlan,
+        llm: LLM,
+        tts: TTS | None,
+        emit: Callable[[ev.Event], None],
+    ) -> None:
+        self.plan = plan
+        self._llm = llm
+        self._tts = tts
+        self._emit_to = emit
+        self.output: list[Item] = []
+        self._open: _Open | None = None
+        self._closed = False
+        self._usage_in = 0
+        self._usage_out = 0
+        self._audio_ms = 0.0
+        self.first_audio_at: float | None = None
+
+    @property
+    def response_id(self) -> str:
+        return self.plan.response_id
+
+    @property
+    def done(self) -> bool:
+        return self._closed
+
+    def _emit(self, event: ev.Event) -> None:
+        if not self._closed:
+            self._emit_to(event)
+
+    async def run(self) -> None:
+        plan = self.plan
+        self._emit(
+            ev.ResponseCreated(plan.response_id, plan.output_audio, plan.voice, plan.in_conversation, plan.metadata)
+        )
+        try:
+            finished = await self._generate()
+        except EngineError as exc:
+            self._close("failed", str(exc))
+            return
+        if finished.reason == "length":
+            self._close("incomplete", "max_output_tokens")
+        else:
+            self._close("completed", None)
+
+    def cancel(self, reason: str) -> None:
+        """Close the response now (status cancelled); the caller also cancels the task running `run()`."""
+        self._close("cancelled", reason)
+
+    async def _generate(self) -> Finished:
+        plan = self.plan
+        request = ChatRequest(plan.messages, plan.tools, plan.temperature, plan.max_output_tokens, plan.cache_key)
+        if not plan.output_audio or self._tts is None:
+            return await self._generate_text(request)
+        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak(clauses))
+        try:
+            finished = await self._generate_text(request, clauses)
+            await clauses.put(None)
+            await speaker
+        finally:
+            if not speaker.done():
+                speaker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await speaker
+        return finished
+
+    async def _generate_text(self, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None) -> Finished:
+        splitter = ClauseSplitter()
+        finished = Finished("stop")
+        async for event in self._llm.stream(request):
+            if isinstance(event, TextDelta):
+                if clauses is None:
+                    part = self._open_message("text")
+                    part.text.append(event.text)
+                    self._emit(
+                        ev.ResponseTextDelta(
+                            self.response_id, part.item.id, part.output_index, 0, event.text, audio=False
+                        )
+                    )
+                else:
+                    for clause in splitter.feed(event.text):
+                        await clauses.put(clause)
+            elif isinstance(event, ToolCall):
+                if clauses is not None:
+                    for clause in splitter.flush():
+                        await clauses.put(clause)
+                self._function_call(event)
+            else:
+                finished = event
+                self._usage_in, self._usage_out = event.prompt_tokens, event.completion_tokens
+        if clauses is not None:
+            for clause in splitter.flush():
+                await clauses.put(clause)
+        return finished
+
+    async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
+        assert self._tts is not None
+        plan = self.plan
+        resampler: Resampler | None = None
+        while (clause := await clauses.get()) is not None:
+            part = self._open_message("audio")
+            spoken = _speakable(clause)
+            delta = (" " if part.text else "") + clause
+            part.text.append(delta)
+            self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, delta, audio=True))
+            clause_ms = 0.0
+            async for chunk in self._tts.synthesize(spoken, plan.voice):
+                if resampler is None or resampler.src_rate != chunk.rate:
+                    resampler = Resampler(chunk.rate, plan.output_rate)
+                pcm = resampler.process(chunk.pcm)
+                clause_ms += self._send_audio(part, pcm)
+            part.clauses.append((clause, clause_ms))
+        if resampler is not None and self._open is not None:
+            self._send_audio(self._open, resampler.flush())
+
+    def _send_audio(self, part: _Open, pcm: Pcm) -> float:
+        step = samples_for_ms(self.plan.output_rate, AUDIO_CHUNK_MS)
+        for start in range(0, pcm.size, step):
+            piece = pcm[start : start + step]
+            if self.first_audio_at is None:
+                self.first_audio_at = asyncio.get_running_loop().time()
+            part.audio.append(piece)
+            self._emit(
+                ev.ResponseAudioDelta(
+                    self.response_id, part.item.id, part.output_index, 0, piece, self.plan.output_rate
+                )
+            )
+        duration = pcm.size * 1000.0 / self.plan.output_rate
+        self._audio_ms += duration
+        return duration
+
+    def _open_message(self, kind: Literal["audio", "text"]) -> _Open:
+        if self._open is None:
+            item = Item(new_id("item"), "message", "assistant", (), "in_progress")
+            self._open = _Open(item, len(self.output), kind)
+            self.output.append(item)
+            self._emit(ev.OutputItemAdded(self.response_id, self._open.output_index, item))
+            self._emit(
+                ev.ContentPartAdded(
+                    self.response_id, item.id, self._open.output_index, 0, "audio" if kind == "audio" else "text"
+                )
+            )
+        return self._open
+
+    def _close_message(self, status: str) -> None:
+        part, self._open = self._open, None
+        if part is None:
+            return
+        text = "".join(part.text)
+        kind = part.kind
+        if kind == "audio":
+            audio = np.concatenate(part.audio) if part.audio else np.zeros(0, dtype=np.int16)
+            content = Part(
+                "audio",
+                transcript=text,
+                audio=audio,
+                rate=self.plan.output_rate,
+                clauses=tuple(part.clauses) or ((text, audio.size * 1000.0 / self.plan.output_rate),),
+            )
+        else:
+            content = Part("text", text=text)
+        item = replace(part.item, content=(content,), status=status)  # type: ignore[arg-type]  # status literal
+        self.output[part.output_index] = item
+        self._emit(ev.ContentPartDone(self.response_id, item.id, part.output_index, 0, kind, text))
+        self._emit(ev.OutputItemDone(self.response_id, part.output_index, item))
+
+    def _function_call(self, call: ToolCall) -> None:
+        self._close_message("completed")
+        index = len(self.output)
+        item = Item(new_id("item"), "function_call", None, (), "in_progress", call_id=call.call_id, name=call.name)
+        self.output.append(item)
+        self._emit(ev.OutputItemAdded(self.response_id, index, item))
+        self._emit(ev.FunctionCallArgumentsDelta(self.response_id, item.id, index, call.call_id, call.arguments))
+        self._emit(
+            ev.FunctionCallArgumentsDone(self.response_id, item.id, index, call.call_id, call.name, call.arguments)
+        )
+        done = replace(item, arguments=call.arguments, status="completed")
+        self.output[index] = done
+        self._emit(ev.OutputItemDone(self.response_id, index, done))
+
+    def _close(self, status: ev.ResponseStatus, reason: str | None) -> None:
+        if self._closed:
+            return
+        self._close_message("completed" if status == "completed" else "incomplete")
+        usage = ev.Usage(self._usage_in, self._usage_out, round(self._audio_ms))
+        self._emit(
+            ev.ResponseDone(
+                self.response_id,
+                status,
+                reason,
+                tuple(self.output),
+                usage,
+                self.plan.in_conversation,
+                self.plan.metadata,
+            )
+        )
+        self._closed = True

@@ -1,0 +1,110 @@
+"""Speculation: transcribing, and maybe answering, a turn during the pause that may end it.
+
+When a caller stops speaking, `Speculation.run()` transcribes what was said so far at once. In converse mode it
+then starts the reply as a *held* response: the LLM and TTS run, but their events are kept back. If the pause ends
+the turn, the session takes the held response (`take_run()`, `release()`) and its first audio goes out at the
+same moment the turn is committed. If the caller goes on speaking, `discard()` stops everything and nothing was
+ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from koe.audio.pcm import Pcm
+from koe.engines.base import EngineError, Transcript
+from koe.voice import events as ev
+from koe.voice.planning import plan_response
+from koe.voice.response import ResponseRun
+
+if TYPE_CHECKING:
+    from koe.voice.session import Session
+
+
+class Speculation:
+    def __init__(self, session: Session, audio: Pcm, respond: bool) -> None:
+        self._session = session
+        self.audio = audio
+        self._respond = respond
+        self._transcript: asyncio.Future[Transcript | None] = asyncio.get_running_loop().create_future()
+        self._held: list[ev.Event] = []
+        self._emit: Callable[[ev.Event], None] | None = None
+        self.run_: ResponseRun | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.discarded = False
+
+    @property
+    def text(self) -> str | None:
+        """The speculative transcript, once it is ready (None before)."""
+        if not self._transcript.done():
+            return None
+        result = self._transcript.result()
+        return result.text if result is not None else ""
+
+    @property
+    def responding(self) -> bool:
+        """Whether this speculation answers the turn too (its reply may already be running, held back)."""
+        return self._respond and not self.discarded
+
+    async def run(self) -> None:
+        result: Transcript | None = None
+        try:
+            result = await self._session._stt(self.audio)
+        except EngineError:
+            pass  # the turn will be transcribed again when it is committed, and fail there visibly
+        finally:
+            if not self._transcript.done():
+                self._transcript.set_result(result)
+        if self.discarded or not self._respond or result is None or not result.text.strip():
+            return
+        session = self._session
+        plan = plan_response(session, None, pending_user_text=result.text)
+        tts = session.engines.tts if plan.output_audio else None
+        self.run_ = ResponseRun(plan, session.engines.require("llm"), tts, self._hold)
+        self._task = asyncio.get_running_loop().create_task(self.run_.run())
+
+    async def transcript(self) -> Transcript | None:
+        return await asyncio.shield(self._transcript)
+
+    def covers(self, audio: Pcm) -> bool:
+        """Whether `audio` (a committed turn) is this speculation's audio followed only by the pause."""
+        n = self.audio.size
+        return audio.size >= n and np.array_equal(audio[:n], self.audio)
+
+    def _hold(self, event: ev.Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+        else:
+            self._held.append(event)
+
+    def take_run(self) -> ResponseRun | None:
+        """The held response, if it is still worth keeping (not failed)."""
+        run = self.run_
+        if run is None or self.discarded:
+            return None
+        if any(isinstance(event, ev.ResponseDone) and event.status == "failed" for event in self._held):
+            self.discard()
+            return None
+        return run
+
+    def release(self, emit: Callable[[ev.Event], None]) -> None:
+        """Send everything held so far through `emit`, and let the response go on live."""
+        held, self._held = self._held, []
+        for event in held:
+            emit(event)
+        self._emit = emit
+
+    async def finish(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def discard(self) -> None:
+        self.discarded = True
+        if self._task is not None and not self._task.done() and self._emit is None:
+            self._task.cancel()
