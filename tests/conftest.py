@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from koe.audio.pcm import Pcm
+from koe.engines.registry import Engines
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -46,3 +47,15 @@ def load_wav(name: str) -> tuple[Pcm, int]:
 @pytest.fixture(scope="session")
 def wav() -> Iterator[object]:
     yield load_wav
+
+
+@pytest.fixture(scope="session")
+def engines() -> Engines:
+    """All four engines with their embedded models (VAD, Whisper, Piper, SmolLM2), loaded once per test run."""
+    from koe.config import Settings
+    from koe.engines.registry import load_engines
+
+    loaded = load_engines(Settings())
+    failed = {kind: status.error for kind, status in loaded.status.items() if not status.loaded}
+    assert not failed, f"engines failed to load: {failed}"
+    return loaded

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from koe.engines.base import EngineError
@@ -73,6 +73,11 @@ class WorkerPool:
                 )
             self._waiting += 1
 
+    def _forget(self) -> None:
+        """A queued job was cancelled (the pool shut down) before it started."""
+        with self._lock:
+            self._waiting -= 1
+
     def _wrap(self, fn: Callable[P, T]) -> Callable[P, T]:
         def job(*args: P.args, **kwargs: P.kwargs) -> T:
             with self._lock:
@@ -92,6 +97,7 @@ class WorkerPool:
         self._admit()
         loop = asyncio.get_running_loop()
         future = self._executor.submit(self._wrap(fn), *args, **kwargs)
+        future.add_done_callback(lambda done: self._forget() if done.cancelled() else None)
         return await asyncio.wrap_future(future, loop=loop)
 
     async def stream(self, produce: Callable[[Cancelled], Iterator[T]]) -> AsyncIterator[T]:
@@ -111,7 +117,7 @@ class WorkerPool:
             except RuntimeError:  # the loop closed under us: nobody is listening any more
                 cancelled.set()
 
-        def pump() -> None:
+        def pump() -> BaseException | None:
             try:
                 generator = produce(cancelled)
                 try:
@@ -124,11 +130,20 @@ class WorkerPool:
                     if close is not None:
                         close()
             except BaseException as exc:  # handed to the consumer, which re-raises it
-                put(_Failure(exc))
-            finally:
-                put(_DONE)
+                return exc
+            return None
+
+        def finished(done: Future[BaseException | None]) -> None:
+            # Runs after the job's bookkeeping, so a consumer that sees the end also sees `active` drop.
+            if done.cancelled():
+                self._forget()
+                put(_Failure(EngineError(f"the {self.name} engine shut down before this request ran")))
+                return
+            failure = done.result()
+            put(_DONE if failure is None else _Failure(failure))
 
         future = self._executor.submit(self._wrap(pump))
+        future.add_done_callback(finished)
         try:
             while True:
                 item = await queue.get()
@@ -138,10 +153,8 @@ class WorkerPool:
                     raise item.exc
                 yield item  # type: ignore[misc]  # the queue only carries T besides the two markers
         finally:
+            # The worker sees this at its next item and stops; the loop never blocks waiting for it.
             cancelled.set()
-            if not future.done():
-                # Let the worker finish its current step in the background; don't block the loop on it.
-                future.add_done_callback(lambda _f: None)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

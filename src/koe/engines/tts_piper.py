@@ -30,6 +30,7 @@ MAX_TEXT_CHARS = 20_000
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|(?<=[。！？])")
 _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+_SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？")
 
 
 def split_clauses(text: str) -> list[str]:
@@ -46,7 +47,7 @@ def split_clauses(text: str) -> list[str]:
                 clauses.append(current)
                 current = ""
         if current:
-            if clauses and len(current) < MIN_CLAUSE_CHARS // 2 and not clauses[-1].endswith((".", "!", "?")):
+            if clauses and len(current) < MIN_CLAUSE_CHARS // 2 and not clauses[-1].endswith(_SENTENCE_MARKS):
                 clauses[-1] = f"{clauses[-1]} {current}"
             else:
                 clauses.append(current)

@@ -1,0 +1,168 @@
+"""A stand-in for an OpenAI-compatible `POST /v1/chat/completions` server, on loopback, speaking HTTP/1.1 by hand.
+
+No real OpenAI-compatible server can run here (the llama.cpp server binary is not available), so this follows
+OpenAI's documented streaming format byte for byte: `text/event-stream`, one `data: {chat.completion.chunk}` event
+per chunk, each chunk carrying `id`, `object`, `created`, `model`, `system_fingerprint` and `choices` (with
+`index`, `delta`, `logprobs`, `finish_reason`), `usage: null` until the final usage chunk when
+`stream_options.include_usage` is set, then `data: [DONE]`. Errors are OpenAI's JSON error bodies.
+
+The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments
+arrive in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection
+mid-stream, anything else is streamed back as text. Start it with `async with StandIn() as server:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+CREATED = 1_735_689_600
+FINGERPRINT = "fp_koe_standin"
+REPLY_WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
+ERRORS = {
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    401: (
+        "Incorrect API key provided: sk-wrong. You can find your API key at the dashboard.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+}
+TOOL_CALLS = [
+    ("call_weather0", "get_weather", ['{"ci', 'ty": "Pa', 'ris", "unit"', ': "celsius"}']),
+    ("call_time0001", "get_time", ['{"zone":', ' "Europe/Paris"}']),
+]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class StandIn:
+    host: str = "127.0.0.1"
+    requests: list[Received] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}/v1"
+
+    async def __aenter__(self) -> StandIn:
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await _read_request(reader)
+            self.requests.append(request)
+            await _respond(request, writer)
+        finally:
+            writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Received:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    method, path, _version = head[0].split(" ", 2)
+    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in head[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return Received(method, path, headers, json.loads(body) if body else {})
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-koestandin0001",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def _event(data: dict[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+def _http_chunk(payload: bytes) -> bytes:
+    return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
+
+
+async def _respond(request: Received, writer: asyncio.StreamWriter) -> None:
+    if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
+        await _error(writer, 404, ("Invalid URL (POST /v1/chat/completions expected)", "invalid_request_error", None))
+        return
+    prompt = next((m["content"] for m in reversed(request.body["messages"]) if m["role"] == "user"), "")
+    for status, error in ERRORS.items():
+        if prompt == f"fail {status}":
+            await _error(writer, status, error)
+            return
+    model = request.body["model"]
+    usage = bool(request.body.get("stream_options", {}).get("include_usage"))
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+        b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    )
+    events = [_chunk(model, {"role": "assistant", "content": ""}, usage=usage)]
+    finish = "stop"
+    if prompt == "tools please":
+        finish = "tool_calls"
+        for index, (call_id, name, fragments) in enumerate(TOOL_CALLS):
+            opening = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            events.append(_chunk(model, {"tool_calls": [opening]}, usage=usage))
+            for fragment in fragments:
+                events.append(
+                    _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}, usage=usage)
+                )
+    else:
+        events += [_chunk(model, {"content": word}, usage=usage) for word in REPLY_WORDS]
+    events.append(_chunk(model, {}, finish, usage=usage))
+    if usage:
+        completion = len(events) - 2
+        events.append(
+            {
+                "id": "chatcmpl-koestandin0001",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": FINGERPRINT,
+                "choices": [],
+                "usage": {"prompt_tokens": 21, "completion_tokens": completion, "total_tokens": 21 + completion},
+            }
+        )
+    for number, event in enumerate(events):
+        if prompt == "drop" and number == 4:
+            await writer.drain()
+            return  # the connection closes without the terminating zero-length chunk or [DONE]
+        writer.write(_http_chunk(_event(event)))
+        await writer.drain()
+    writer.write(_http_chunk(_event("[DONE]")) + b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def _error(writer: asyncio.StreamWriter, status: int, error: tuple[str, str, str | None]) -> None:
+    message, kind, code = error
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}, indent=2).encode()
+    reason = {401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}[status]
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()

@@ -1,0 +1,98 @@
+"""Piper speaks the fixture texts, Whisper hears them again, clauses stream one by one, and voices are chosen by
+name from the installed ones (plus extra folders)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from koe.audio.resample import resample
+from koe.engines.base import EngineError, EngineUnavailable
+from koe.engines.registry import Engines
+from koe.engines.stt_whisper import WhisperSTT
+from koe.engines.tts_piper import DEFAULT_VOICE, PiperTTS, discover_voices, split_clauses
+from tests.wer import wer
+
+MAX_WER = 0.10
+PIPER_RATE = 22050
+SECOND_VOICE = "en_US-koetest-medium"
+
+
+def _tts(engines: Engines) -> PiperTTS:
+    tts = engines.require("tts")
+    assert isinstance(tts, PiperTTS)
+    return tts
+
+
+@pytest.mark.parametrize("key", ["utterance", "short", "reply"])
+async def test_speaks_each_fixture_text_and_whisper_hears_it(engines: Engines, texts: dict[str, str], key: str) -> None:
+    chunks = [chunk async for chunk in _tts(engines).synthesize(texts[key])]
+    assert chunks
+    assert {chunk.rate for chunk in chunks} == {PIPER_RATE}
+    pcm = np.concatenate([chunk.pcm for chunk in chunks])
+    assert 1.5 < pcm.size / PIPER_RATE < 10
+    assert np.abs(pcm).max() > 3000
+    stt = engines.require("stt")
+    assert isinstance(stt, WhisperSTT)
+    transcript = await stt.transcribe(resample(pcm, PIPER_RATE, 16000))
+    assert wer(texts[key], transcript.text) <= MAX_WER, transcript.text
+
+
+def test_two_sentences_stream_as_two_chunks(engines: Engines, texts: dict[str, str]) -> None:
+    chunks = list(_tts(engines).synthesize_sync(texts["reply"]))
+    assert [c.text for c in chunks] == [
+        "Sure, I can help with that.",
+        "The nearest pharmacy opens at nine tomorrow morning.",
+    ]
+    assert all(c.pcm.size > PIPER_RATE // 2 for c in chunks)
+
+
+def test_clause_splitting() -> None:
+    assert split_clauses("One. Two! Three?") == ["One.", "Two!", "Three?"]
+    long = "When the train arrives at the station tonight, we will walk to the restaurant, then eat."
+    assert split_clauses(long) == [
+        "When the train arrives at the station tonight,",
+        "we will walk to the restaurant, then eat.",
+    ]
+    assert split_clauses("  ") == []
+    assert split_clauses("こんにちは。元気ですか？") == ["こんにちは。", "元気ですか？"]
+
+
+async def test_unknown_voice_is_an_engine_error(engines: Engines) -> None:
+    tts = _tts(engines)
+    with pytest.raises(EngineError, match=r"unknown voice 'nobody'.*en_US-joe-medium"):
+        list(tts.synthesize_sync("Hello.", "nobody"))
+    with pytest.raises(EngineError, match="unknown voice 'nobody'"):
+        async for _chunk in tts.synthesize("Hello.", "nobody"):
+            pass
+    assert tts.pool.depth == 0
+
+
+def test_empty_and_oversize_text(engines: Engines) -> None:
+    with pytest.raises(EngineError, match="text is empty"):
+        list(_tts(engines).synthesize_sync("   "))
+    with pytest.raises(EngineError, match="exceeds"):
+        list(_tts(engines).synthesize_sync("a" * 20_001))
+
+
+def test_a_second_voice_is_selected_by_name(engines: Engines, tmp_path: Path) -> None:
+    joe = discover_voices()[DEFAULT_VOICE]
+    (tmp_path / f"{SECOND_VOICE}.onnx").symlink_to(joe)
+    shutil.copy(joe.with_name(joe.name + ".json"), tmp_path / f"{SECOND_VOICE}.onnx.json")
+    (tmp_path / "lonely.onnx").write_bytes(b"")  # no .json beside it: not a voice
+    tts = PiperTTS.load(DEFAULT_VOICE, voice_dirs=[tmp_path], threads=1)
+    assert tts.voices() == sorted([DEFAULT_VOICE, SECOND_VOICE])
+    assert tts.has_voice(SECOND_VOICE)
+    chunks = list(tts.synthesize_sync("Hello there.", SECOND_VOICE))
+    assert chunks
+    assert chunks[0].rate == PIPER_RATE
+    assert SECOND_VOICE in tts._loaded
+    tts.pool.shutdown()
+
+
+def test_default_voice_must_be_installed(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable, match=r"'en_US-nobody-low' is not installed.*en_US-joe-medium"):
+        PiperTTS.load("en_US-nobody-low", voice_dirs=[tmp_path])
