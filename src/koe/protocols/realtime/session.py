@@ -191,6 +191,8 @@ class SessionPatch:
 def apply_session_update(config: SessionConfig, patch: SessionPatch) -> SessionConfig:
     """The config after deep-merging `patch` (spec §1.2, §3). Raises `RealtimeError` for an impossible combination."""
     merged = _merge(to_canonical(config), patch.fields)
+    if "input_audio_format" in patch.fields and "input_audio_sampling_rate" not in patch.fields:
+        merged["input_audio_sampling_rate"] = None  # a new codec starts at its own default rate
     return from_canonical(merged, model=config.model)
 
 
