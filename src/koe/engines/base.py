@@ -143,6 +143,8 @@ class ChatRequest:
     max_tokens: int | None = None
     cache_key: str | None = None
     """Sessions pass a stable key so a backend can keep their prompt prefix warm between turns."""
+    tool_choice: str = "auto"
+    """`auto`, `none`, `required` (some tool must be called), or the name of the tool that must be called."""
 
 
 @dataclass(frozen=True, slots=True)

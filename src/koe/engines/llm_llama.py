@@ -3,18 +3,22 @@
 `LlamaLLM.load()` opens the GGUF once; `stream()` generates on the LLM's single worker (one llama.cpp context
 serves one request at a time, and the pool queues the rest). The prompt is built with the model's own chat
 template; llama.cpp keeps the KV cache of the previous prompt, so a session whose history only grew pays only for
-the new tokens. Tools use the text convention in `koe.engines._toolcalls`.
+the new tokens. Tools use the text convention in `koe.engines._toolcalls`; when a request requires a call
+(`tool_choice` `required` or a tool name), a grammar built from the tools' JSON schemas makes the model produce one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from koe.engines._toolcalls import ToolCallParser, render_messages
+from koe.engines._toolcalls import CLOSE_TAG, OPEN_TAG, ToolCallParser, render_messages
 from koe.engines.base import (
     ChatRequest,
     EngineError,
@@ -22,7 +26,7 @@ from koe.engines.base import (
     Finished,
     LLMEvent,
     TextDelta,
-    ToolCall,
+    ToolSpec,
 )
 from koe.engines.pool import Cancelled, WorkerPool
 
@@ -99,6 +103,8 @@ class LlamaLLM:
 
     def stream_sync(self, request: ChatRequest, cancelled: Cancelled | None = None) -> Iterator[LLMEvent]:
         """Blocking generation; for the CLI and benchmarks. Servers use `stream()`."""
+        if request.tool_choice == "none":
+            request = replace(request, tools=())
         prompt = self.prompt(request)
         max_tokens = request.max_tokens or self.max_tokens
         prompt_tokens = len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
@@ -108,6 +114,7 @@ class LlamaLLM:
                 f"the conversation ({prompt_tokens} tokens) no longer fits the model's {self._llama.n_ctx()}-token "
                 "context; shorten it or raise llm.context_tokens"
             )
+        grammar = self._tool_grammar(request)
         parser = ToolCallParser() if request.tools else None
         produced = 0
         reason = "stop"
@@ -119,6 +126,7 @@ class LlamaLLM:
             repeat_penalty=1.1,
             stop=self._stop,
             stream=True,
+            grammar=grammar,
         )
         try:
             for chunk in chunks:
@@ -143,9 +151,36 @@ class LlamaLLM:
                 reason = "tool_calls"
         yield Finished(reason, prompt_tokens, produced)  # type: ignore[arg-type]  # one of the literals above
 
+    def _tool_grammar(self, request: ChatRequest) -> Any:
+        """A grammar that forces a well-formed call when the request requires one (small models rarely volunteer)."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        text = tool_call_grammar(request.tools, request.tool_choice)
+        return LlamaGrammar.from_string(text, verbose=False) if text else None
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         async for event in self.pool.stream(lambda cancelled: self.stream_sync(request, cancelled)):
             yield event
 
 
-__all__ = ["LlamaLLM", "ToolCall"]
+def tool_call_grammar(tools: Sequence[ToolSpec], choice: str) -> str | None:
+    """GBNF for `<tool_call>{"name": …, "arguments": …}</tool_call>` over the tools `choice` allows, or None."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    if choice in ("auto", "none"):
+        return None
+    chosen = [tool for tool in tools if choice == "required" or tool.name == choice]
+    if not chosen:
+        return None
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": tool.name}, "arguments": dict(tool.parameters) or {"type": "object"}},
+            "required": ["name", "arguments"],
+        }
+        for tool in chosen
+    ]
+    schema = options[0] if len(options) == 1 else {"oneOf": options}
+    rules = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
+    rules = re.sub(r"^root ::=", "call ::=", rules, flags=re.MULTILINE)
+    return f'root ::= "{OPEN_TAG}" call "{CLOSE_TAG}"\n{rules}'

@@ -125,6 +125,10 @@ class OpenAICompatibleLLM:
                 }
                 for t in request.tools
             ]
+            if request.tool_choice in ("auto", "none", "required"):
+                body["tool_choice"] = request.tool_choice
+            else:
+                body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:

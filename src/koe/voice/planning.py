@@ -31,12 +31,6 @@ def plan_response(
     choice = opts.tool_choice if opts.tool_choice is not None else config.tool_choice
     if choice == "none":
         tools = ()
-    elif choice == "required" and tools:
-        instructions += "\n\nYou must answer by calling one of the tools."
-    elif choice not in ("auto", "required"):
-        tools = tuple(tool for tool in tools if tool.name == choice)
-        if tools:
-            instructions += f"\n\nYou must answer by calling the tool {choice}."
     messages = chat_messages(_input_items(session, opts), instructions)
     if pending_user_text is not None:  # a speculative reply answers a turn that is not committed yet
         messages.append(ChatMessage("user", pending_user_text))
@@ -57,6 +51,7 @@ def plan_response(
         in_conversation=opts.in_conversation,
         metadata=opts.metadata,
         cache_key=session.id,
+        tool_choice=choice if tools else "auto",
     )
 
 

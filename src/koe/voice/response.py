@@ -86,6 +86,7 @@ class ResponsePlan:
     in_conversation: bool = True
     metadata: dict[str, str] | None = None
     cache_key: str | None = None
+    tool_choice: str = "auto"
 
 
 @dataclass
@@ -153,7 +154,9 @@ class ResponseRun:
 
     async def _generate(self) -> Finished:
         plan = self.plan
-        request = ChatRequest(plan.messages, plan.tools, plan.temperature, plan.max_output_tokens, plan.cache_key)
+        request = ChatRequest(
+            plan.messages, plan.tools, plan.temperature, plan.max_output_tokens, plan.cache_key, plan.tool_choice
+        )
         if not plan.output_audio or self._tts is None:
             return await self._generate_text(request)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
