@@ -100,7 +100,10 @@ class AcsDoor:
                 self.connections[call_id] -= 1
                 if not self.connections[call_id]:
                     del self.connections[call_id]
-                    self.registry.end(call_id, "media stream closed")
+                    call = self.registry.get(call_id)
+                    # A call answered through Call Automation outlives its media: CallDisconnected ends it.
+                    if call is not None and not call.info.get("managed"):
+                        self.registry.end(call_id, "media stream closed")
 
     async def _admit(self, websocket: WebSocket) -> bool:
         """JWT (when configured) or koe's own access rule, checked before the upgrade."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -85,7 +86,8 @@ class AcsTokenValidator:
         raise TokenRejected(401, f"token signed with unknown key {kid!r}")
 
     async def _fetch(self) -> None:
-        verify: str | bool = str(self.settings.ca_file) if self.settings.ca_file else True
+        ca_file = self.settings.ca_file
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         try:
             async with httpx.AsyncClient(timeout=JWKS_TIMEOUT_S, verify=verify) as client:
                 response = await client.get(self.settings.jwks_url)

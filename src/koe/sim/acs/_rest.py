@@ -1,0 +1,276 @@
+"""The Call Automation REST surface of the emulator (spec §5, §11.2), as a Starlette app served by Hypercorn.
+
+`serve_rest(emulator, host, port, tls)` starts it and returns (server handle, bound port). Requests may carry any
+`api-version`; enum values compare case-insensitively; `transportType` or `kind` names the transport; HMAC
+signatures are checked when `emulator.verify_hmac`; bad input gets a 4xx with an ACS-like error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import socket
+import time
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from koe.sim.acs import cloudevents as ce
+from koe.sim.acs.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from koe.sim.acs.callautomation import CallAutomationEmulator, EmulatedCall, MediaConfig
+
+MAX_CLOCK_SKEW_S = 15 * 60
+MAX_BODY_BYTES = 256 * 1024
+AUDIO_FORMATS = {"pcm16kmono": 16000, "pcm24kmono": 24000}
+
+
+class _RestError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class _Server:
+    def __init__(self, stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+        self._stop, self._task = stop, task
+
+    async def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, 5)
+
+
+async def serve_rest(
+    emulator: CallAutomationEmulator, host: str, port: int, tls: TlsFiles | None
+) -> tuple[_Server, int]:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(build_app(emulator), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.02)
+    return _Server(stop, task), port
+
+
+def build_app(emulator: CallAutomationEmulator) -> Starlette:
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise _RestError(413, "RequestEntityTooLarge", "request body too large")
+        if emulator.verify_hmac:
+            _check_hmac(request, raw, emulator.access_key)
+        if not raw:
+            return {}
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _RestError(400, "BadRequest", f"request body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _RestError(400, "BadRequest", "request body must be a JSON object")
+        return body
+
+    def find(request: Request) -> EmulatedCall:
+        call = emulator.calls.get(request.path_params["call_id"])
+        if call is None:
+            raise _RestError(404, "8522", "Call not found.")
+        return call
+
+    def handler(work: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                result: Response = await work(request)
+                return result
+            except _RestError as exc:
+                return _error(exc.status, exc.code, exc.message)
+
+        return endpoint
+
+    async def answer(request: Request) -> Response:
+        body = await body_of(request)
+        context = body.get("incomingCallContext")
+        callback = _required_str(body, "callbackUri")
+        match = [c for c in emulator.calls.values() if c.incoming_call_context == context]
+        if not match:
+            raise _RestError(400, "BadRequest", "incomingCallContext is not valid for any ringing call")
+        call = match[0]
+        if call.state != "ringing":
+            raise _RestError(400, "8532", "Call is already answered or ended.")
+        call.rest.append("answer")
+        media = _media_options(body.get("mediaStreamingOptions"))
+        emulator.answer(call, callback, _opt_str(body, "operationContext"), media)
+        return JSONResponse(call.properties(), status_code=200)
+
+    async def create(request: Request, status: int = 201, op: str = "create") -> Response:
+        body = await body_of(request)
+        callback = _required_str(body, "callbackUri")
+        if op == "create":
+            targets = body.get("targets")
+            if not isinstance(targets, list) or not targets:
+                raise _RestError(400, "BadRequest", "targets must be a non-empty array")
+            caller = ce.raw_id_of(targets[0]) or "4:+15550100001"
+        else:
+            if not isinstance(body.get("callLocator"), dict):
+                raise _RestError(400, "BadRequest", "callLocator is required")
+            caller = "4:+15550100001"
+        call = emulator.outbound_call(caller)
+        call.rest.append(op)
+        emulator.answer(
+            call, callback, _opt_str(body, "operationContext"), _media_options(body.get("mediaStreamingOptions"))
+        )
+        return JSONResponse(call.properties(), status_code=status)
+
+    async def connect(request: Request) -> Response:
+        return await create(request, 200, "connect")
+
+    async def get_call(request: Request) -> Response:
+        if emulator.verify_hmac:
+            _check_hmac(request, b"", emulator.access_key)
+        call = find(request)
+        call.rest.append("get")
+        return JSONResponse(call.properties())
+
+    async def hang_up(request: Request) -> Response:
+        await body_of(request)
+        call = find(request)
+        call.rest.append("terminate" if request.method == "POST" else "delete")
+        await emulator.hang_up(call.call_connection_id)
+        return Response(status_code=204)
+
+    async def streaming(request: Request) -> Response:
+        body = await body_of(request)
+        call = find(request)
+        start = request.url.path.endswith(":startMediaStreaming")
+        call.rest.append("startMediaStreaming" if start else "stopMediaStreaming")
+        if call.state != "connected":
+            raise _RestError(400, "8501", "Action is not valid when call is not in Established state.")
+        if call.media is None:
+            raise _RestError(400, "BadRequest", "Media streaming was not configured for this call.")
+        context = _opt_str(body, "operationContext")
+        uri = _opt_str(body, "operationCallbackUri")
+        if start:
+            if call.streaming == "started":
+                raise _RestError(400, "8582", "Media streaming is already active.")
+            emulator.spawn(emulator.start_streaming(call, context, uri))
+        else:
+            if call.streaming != "started":
+                raise _RestError(400, "8583", "Media streaming is not active.")
+            emulator.spawn(emulator.stop_streaming(call, context, uri))
+        return Response(status_code=202)
+
+    async def keys(_request: Request) -> Response:
+        return JSONResponse(emulator.signing_key.jwks())
+
+    async def openid(_request: Request) -> Response:
+        return JSONResponse({"issuer": emulator.signing_key.issuer, "jwks_uri": emulator.endpoint + "calling/keys"})
+
+    routes = [
+        Route("/calling/callConnections:answer", handler(answer), methods=["POST"]),
+        Route("/calling/callConnections:connect", handler(connect), methods=["POST"]),
+        Route("/calling/callConnections", handler(create), methods=["POST"]),
+        Route("/calling/callConnections/{call_id}:terminate", handler(hang_up), methods=["POST"]),
+        Route("/calling/callConnections/{call_id}:startMediaStreaming", handler(streaming), methods=["POST"]),
+        Route("/calling/callConnections/{call_id}:stopMediaStreaming", handler(streaming), methods=["POST"]),
+        Route("/calling/callConnections/{call_id}", handler(get_call), methods=["GET"]),
+        Route("/calling/callConnections/{call_id}", handler(hang_up), methods=["DELETE"]),
+        Route("/calling/keys", keys, methods=["GET"]),
+        Route("/calling/.well-known/acsopenidconfiguration", openid, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _required_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise _RestError(400, "BadRequest", f"{key} is required")
+    return value
+
+
+def _opt_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _media_options(options: Any) -> MediaConfig | None:
+    from koe.sim.acs.callautomation import MediaConfig
+
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise _RestError(400, "BadRequest", "mediaStreamingOptions must be an object")
+    transport = str(options.get("transportType") or options.get("kind") or "").lower()
+    if transport != "websocket":
+        raise _RestError(400, "BadRequest", f"unsupported media streaming transport {transport!r}")
+    url = _required_str(options, "transportUrl")
+    channels = str(options.get("audioChannelType", "")).lower()
+    if channels not in ("mixed", "unmixed"):
+        raise _RestError(400, "BadRequest", "audioChannelType must be mixed or unmixed")
+    audio_format = str(options.get("audioFormat") or "pcm16KMono").lower()
+    if audio_format not in AUDIO_FORMATS:
+        raise _RestError(400, "BadRequest", f"unsupported audioFormat {options.get('audioFormat')!r}")
+    content = str(options.get("contentType") or "audio").lower()
+    if content != "audio":
+        raise _RestError(400, "BadRequest", f"unsupported contentType {content!r}")
+    return MediaConfig(
+        transport_url=url,
+        rate=AUDIO_FORMATS[audio_format],
+        mixed=channels == "mixed",
+        bidirectional=bool(options.get("enableBidirectional")),
+        dtmf=bool(options.get("enableDtmfTones")),
+        start=bool(options.get("startMediaStreaming")),
+    )
+
+
+def _check_hmac(request: Request, body: bytes, access_key: str) -> None:
+    """The SDK's HMAC-SHA256 request signature (spec §4.4)."""
+    headers = request.headers
+    auth = headers.get("authorization", "")
+    date = headers.get("x-ms-date", "")
+    content_hash = headers.get("x-ms-content-sha256", "")
+    if not auth.startswith("HMAC-SHA256 ") or not date or not content_hash:
+        raise _RestError(401, "Unauthorized", "missing HMAC-SHA256 authorization, x-ms-date or x-ms-content-sha256")
+    if content_hash != base64.b64encode(hashlib.sha256(body).digest()).decode():
+        raise _RestError(401, "Unauthorized", "x-ms-content-sha256 does not match the body")
+    try:
+        skew = abs(parsedate_to_datetime(date).timestamp() - time.time())
+    except (TypeError, ValueError) as exc:
+        raise _RestError(401, "Unauthorized", "x-ms-date is not an RFC 1123 date") from exc
+    if skew > MAX_CLOCK_SKEW_S:
+        raise _RestError(401, "Unauthorized", "lifetime validation of the signed http request failed")
+    path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    target = path + ("?" + query if query else "")
+    to_sign = f"{request.method}\n{target}\n{date};{headers.get('host', '')};{content_hash}"
+    digest = hmac.new(base64.b64decode(access_key), to_sign.encode(), hashlib.sha256).digest()
+    expected = base64.b64encode(digest).decode()
+    signature = auth.split("Signature=", 1)[-1]
+    if not hmac.compare_digest(signature, expected):
+        raise _RestError(401, "Unauthorized", "the HMAC signature does not match")

@@ -1,0 +1,352 @@
+"""The Call Automation emulator: enough of ACS that an app written against the official SDK answers a simulated
+call, gets its callbacks and receives the call's media, with only its endpoint and key changed.
+
+    emulator = CallAutomationEmulator()
+    await emulator.start(tls_dir=Path("/tmp/acs"))      # HTTPS with a throwaway CA (see `tls`), or tls_dir=None
+    # the app uses emulator.connection_string and trusts emulator.ca_file (REQUESTS_CA_BUNDLE / SSL_CERT_FILE)
+    call = await emulator.ring("http://127.0.0.1:8000/acs/events", script)   # Event Grid validation + IncomingCall
+    await call.wait_for("CallDisconnected")
+    await emulator.stop()
+
+REST (`koe.sim.acs._rest`): answer, create, connect, GET call, DELETE, `:terminate`, `:startMediaStreaming`,
+`:stopMediaStreaming`, plus the JWKS at `/calling/keys`. Callbacks go out as CloudEvents arrays, signed with the
+emulator's key; media goes out through `MediaStream`. `emulator.hang_up(call_id)` is the remote party hanging up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from koe.audio.pcm import Pcm
+from koe.audio.resample import resample
+from koe.sim.acs import cloudevents as ce
+from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaReport, MediaStream
+from koe.sim.acs.participants import CallAudio, Participant, SilencePolicy, phone_raw_id
+from koe.sim.acs.tls import make_loopback_tls
+from koe.sim.acs.tokens import CALLBACK_TOKEN_LIFETIME_S, SigningKey
+
+log = logging.getLogger("koe.sim.acs")
+
+DELIVERY_TIMEOUT_S = 5.0
+"""The JS sample never answers its callbacks, so deliveries must time out."""
+
+
+@dataclass
+class Speaker:
+    """One voice in a scripted call: PCM at any supported rate, resampled to the negotiated one."""
+
+    raw_id: str
+    pcm: Pcm
+    rate: int
+    start_ms: int = 0
+
+
+@dataclass
+class CallScript:
+    """What happens on the caller's side once media flows."""
+
+    speakers: Sequence[Speaker]
+    speed: float = 1.0
+    silence: SilencePolicy = "continuous"
+    dtmf: Sequence[tuple[int, str]] = ()
+    linger_ms: int = 1500
+    hang_up_when_done: bool = True
+    """After the script's audio (and the server's answer) ends, the caller hangs up."""
+    caller: str = field(default_factory=lambda: phone_raw_id(1))
+    callee: str = field(default_factory=lambda: phone_raw_id(9999))
+
+
+@dataclass
+class MediaConfig:
+    transport_url: str
+    rate: int
+    mixed: bool
+    bidirectional: bool
+    dtmf: bool
+    start: bool
+
+
+@dataclass
+class EmulatedCall:
+    call_connection_id: str
+    server_call_id: str
+    correlation_id: str
+    incoming_call_context: str
+    script: CallScript
+    state: str = "ringing"
+    callback_uri: str = ""
+    operation_context: str | None = None
+    media: MediaConfig | None = None
+    subscription_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    streaming: str = "disabled"
+    stream: MediaStream | None = None
+    stream_task: asyncio.Task[None] | None = None
+    media_reports: list[MediaReport] = field(default_factory=list)
+    callbacks: list[tuple[str, int | None]] = field(default_factory=list)
+    """(event type, HTTP status or None on a delivery failure) in order."""
+    rest: list[str] = field(default_factory=list)
+    """REST operations the app performed on this call."""
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def properties(self) -> dict[str, Any]:
+        """`CallConnectionProperties`, always with `targets` and `source` (SDK 1.4.0 crashes without targets)."""
+        body: dict[str, Any] = {
+            "callConnectionId": self.call_connection_id,
+            "serverCallId": self.server_call_id,
+            "targets": [ce.identifier(self.script.caller)],
+            "source": ce.identifier(self.script.callee),
+            "callConnectionState": self.state if self.state != "ringing" else "connecting",
+            "callbackUri": self.callback_uri,
+            "correlationId": self.correlation_id,
+        }
+        if self.script.callee.startswith("4:"):
+            body["answeredFor"] = {"value": self.script.callee[2:]}
+        if self.media is not None:
+            body["mediaStreamingSubscription"] = {
+                "id": self.subscription_id,
+                "state": "active" if self.streaming == "started" else "inactive",
+                "subscribedContentTypes": ["audio"],
+            }
+        return body
+
+    async def wait_for(self, event_type: str, timeout_s: float = 30.0) -> None:
+        """Until a callback of `event_type` (short name, like `CallConnected`) has been delivered."""
+        async with asyncio.timeout(timeout_s):
+            while not any(kind == ce.EVENT_PREFIX + event_type for kind, _ in self.callbacks):
+                self._changed.clear()
+                await self._changed.wait()
+
+    def callback_types(self) -> list[str]:
+        return [kind.removeprefix(ce.EVENT_PREFIX) for kind, _ in self.callbacks]
+
+
+class CallAutomationEmulator:
+    def __init__(self, access_key: str | None = None, resource_id: str | None = None) -> None:
+        self.access_key = access_key or base64.b64encode(secrets.token_bytes(32)).decode()
+        self.resource_id = resource_id or str(uuid.uuid4())
+        self.signing_key = SigningKey()
+        self.calls: dict[str, EmulatedCall] = {}
+        self.verify_hmac = True
+        self.ca_file: Path | None = None
+        self.endpoint = ""
+        self.validated_urls: set[str] = set()
+        self.errors: list[str] = []
+        self._server: Any = None
+        self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.outbound_script: CallScript | None = None
+        """What the callee says on calls the app creates or connects (default: one second of silence)."""
+
+    @property
+    def connection_string(self) -> str:
+        return f"endpoint={self.endpoint};accesskey={self.access_key}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls_dir: Path | None = None) -> str:
+        """Serve the REST API (HTTPS when `tls_dir` is given) and return the endpoint URL."""
+        from koe.sim.acs._rest import serve_rest
+
+        tls = make_loopback_tls(tls_dir) if tls_dir is not None else None
+        self.ca_file = tls.ca_cert if tls else None
+        self._server, bound = await serve_rest(self, host, port, tls)
+        self.endpoint = f"{'https' if tls else 'http'}://{host}:{bound}/"
+        return self.endpoint
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            if call.state not in ("disconnected",):
+                await self.hang_up(call.call_connection_id)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            await self._server.stop()
+        await self._http.aclose()
+
+    # --- Event Grid -------------------------------------------------------------------------------------------
+
+    async def ring(self, events_url: str, script: CallScript) -> EmulatedCall:
+        """Deliver `IncomingCall` to an Event Grid webhook (validating the subscription first, once per URL)."""
+        if events_url not in self.validated_urls:
+            await self._validate_subscription(events_url)
+        call = EmulatedCall(
+            call_connection_id=str(uuid.uuid4()),
+            server_call_id=base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("="),
+            correlation_id=str(uuid.uuid4()),
+            incoming_call_context=base64.b64encode(secrets.token_bytes(48)).decode(),
+            script=script,
+        )
+        self.calls[call.call_connection_id] = call
+        delivery = ce.incoming_call(
+            script.caller, script.callee, call.server_call_id, call.incoming_call_context, call.correlation_id
+        )
+        response = await self._http.post(events_url, json=delivery, headers={"aeg-event-type": "Notification"})
+        if response.status_code >= 300:
+            raise RuntimeError(f"{events_url} refused IncomingCall with HTTP {response.status_code}")
+        return call
+
+    async def _validate_subscription(self, events_url: str) -> None:
+        code, delivery = ce.subscription_validation(self.endpoint + "eventgrid/validate")
+        headers = {"aeg-event-type": "SubscriptionValidation"}
+        response = await self._http.post(events_url, json=delivery, headers=headers)
+        answer = response.json() if response.status_code == 200 else {}
+        if answer.get("validationResponse") != code:
+            raise RuntimeError(f"{events_url} failed the Event Grid validation handshake: {response.text[:200]}")
+        self.validated_urls.add(events_url)
+
+    # --- call lifecycle (called by the REST layer) -------------------------------------------------------------
+
+    def outbound_call(self, target: str) -> EmulatedCall:
+        """A call the app placed (create) or joined (connect): it connects at once."""
+        script = self.outbound_script or CallScript([Speaker(target, np.zeros(16000, dtype=np.int16), 16000)])
+        call = EmulatedCall(
+            call_connection_id=str(uuid.uuid4()),
+            server_call_id=base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("="),
+            correlation_id=str(uuid.uuid4()),
+            incoming_call_context="",
+            script=script,
+        )
+        self.calls[call.call_connection_id] = call
+        return call
+
+    def answer(self, call: EmulatedCall, callback_uri: str, context: str | None, media: MediaConfig | None) -> None:
+        call.callback_uri = callback_uri
+        call.operation_context = context
+        call.media = media
+        call.state = "connected"
+        self.spawn(self._after_connect(call))
+
+    async def _after_connect(self, call: EmulatedCall) -> None:
+        await self.callback(call, "CallConnected", call.operation_context)
+        participants = [{"identifier": ce.identifier(s.raw_id), "isMuted": False} for s in call.script.speakers]
+        await self.callback(call, "ParticipantsUpdated", None, participants=participants, sequenceNumber=1)
+        if call.media is not None and call.media.start:
+            await self.start_streaming(call, call.operation_context)
+
+    async def start_streaming(self, call: EmulatedCall, context: str | None, callback_uri: str | None = None) -> None:
+        media = call.media
+        if media is None or call.streaming == "started":
+            return
+        audio = CallAudio(
+            _participants(call.script, media.rate), media.rate, mixed=media.mixed, silence=call.script.silence
+        )
+        options = MediaOptions(
+            media.transport_url,
+            media.rate,
+            call_connection_id=call.call_connection_id,
+            correlation_id=call.correlation_id,
+            subscription_id=call.subscription_id,
+            bidirectional=media.bidirectional,
+            enable_dtmf=media.dtmf,
+            dtmf=call.script.dtmf,
+            speed=call.script.speed,
+            token=self.signing_key.sign(self.resource_id),
+            ca_file=self.ca_file,
+            linger_ms=call.script.linger_ms,
+        )
+        stream = MediaStream(options, audio)
+        call.stream = stream
+        call.streaming = "starting"
+        runner = asyncio.create_task(stream.run())
+        started = asyncio.create_task(stream.started.wait())
+        await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            call.streaming = "failed"
+            exc = runner.exception()
+            detail = "initialWebSocketConnectionFailed" if isinstance(exc, MediaConnectError) else "unspecifiedError"
+            self.errors.append(f"{call.call_connection_id}: {exc}")
+            update = ce.media_streaming_update("mediaStreamingFailed", detail)
+            result = ce.RESULT_STREAM_FAILED
+            await self.callback(
+                call, "MediaStreamingFailed", context, result, callback_uri, mediaStreamingUpdate=update
+            )
+            return
+        call.streaming = "started"
+        update = ce.media_streaming_update("mediaStreamingStarted", "subscriptionStarted")
+        await self.callback(call, "MediaStreamingStarted", context, None, callback_uri, mediaStreamingUpdate=update)
+        call.stream_task = self.spawn(self._stream_ended(call, runner, context))
+
+    async def _stream_ended(self, call: EmulatedCall, runner: asyncio.Task[MediaReport], context: str | None) -> None:
+        try:
+            report = await runner
+        except Exception as exc:
+            self.errors.append(f"{call.call_connection_id}: media failed: {exc}")
+            return
+        call.media_reports.append(report)
+        if call.streaming != "started":
+            return  # stopped through the API or a hang-up, which report it themselves
+        call.streaming = "stopped"
+        by_server = report.closed_by == "server"
+        details = "streamConnectionInterrupted" if by_server else "subscriptionStopped"
+        update = ce.media_streaming_update("mediaStreamingStopped", details)
+        await self.callback(call, "MediaStreamingStopped", context, None, None, mediaStreamingUpdate=update)
+        if call.script.hang_up_when_done and not by_server:
+            await self.hang_up(call.call_connection_id)
+
+    async def stop_streaming(self, call: EmulatedCall, context: str | None, callback_uri: str | None = None) -> None:
+        if call.streaming != "started" or call.stream is None:
+            return
+        call.streaming = "stopped"
+        call.stream.hang_up()
+        if call.stream_task is not None:
+            await call.stream_task
+        update = ce.media_streaming_update("mediaStreamingStopped", "subscriptionStopped")
+        await self.callback(call, "MediaStreamingStopped", context, None, callback_uri, mediaStreamingUpdate=update)
+
+    async def hang_up(self, call_id: str) -> None:
+        """The call ends (either side): streaming stops automatically, then `CallDisconnected`."""
+        call = self.calls.get(call_id)
+        if call is None or call.state == "disconnected":
+            return
+        call.state = "disconnecting"
+        if call.streaming == "started":
+            await self.stop_streaming(call, call.operation_context)
+        call.state = "disconnected"
+        await self.callback(call, "CallDisconnected", call.operation_context, ce.RESULT_HANGUP)
+
+    async def callback(
+        self,
+        call: EmulatedCall,
+        kind: str,
+        context: str | None,
+        result: dict[str, Any] | None = None,
+        uri: str | None = None,
+        **data: Any,
+    ) -> None:
+        event = ce.cloud_event(
+            kind, call.call_connection_id, call.server_call_id, call.correlation_id, context, result, **data
+        )
+        token = self.signing_key.sign(self.resource_id, lifetime_s=CALLBACK_TOKEN_LIFETIME_S)
+        status: int | None = None
+        target = uri or call.callback_uri
+        if target:
+            try:
+                response = await self._http.post(target, json=[event], headers={"Authorization": f"Bearer {token}"})
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                self.errors.append(f"callback {kind} to {target} failed: {exc}")
+        call.callbacks.append((event["type"], status))
+        call._changed.set()
+
+    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _participants(script: CallScript, rate: int) -> list[Participant]:
+    return [
+        Participant(s.raw_id, np.asarray(resample(s.pcm, s.rate, rate), dtype=np.int16), s.start_ms)
+        for s in script.speakers
+    ]
