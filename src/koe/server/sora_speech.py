@@ -33,6 +33,9 @@ from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.sora_metrics import SoraMetrics
 from koe.server.sora_services import ResultSink, ServiceStream
+from koe.voice import events as ev
+from koe.voice.config import SessionConfig, TurnDetection
+from koe.voice.session import Session
 
 log = logging.getLogger("koe.sora")
 
@@ -53,10 +56,6 @@ class KoeService:
             raise EngineUnavailable("no engines are loaded")
         stt = self.engines.require("stt")
         self.engines.require("vad")
-        try:
-            _voice()
-        except ImportError as exc:
-            raise EngineUnavailable(f"the voice engine is unavailable: {exc}") from exc
         supports = getattr(stt, "supports_language", None)
         if supports is not None and not supports(request.language_code):
             return (
@@ -72,7 +71,6 @@ class KoeService:
 
 class _SpeechStream:
     def __init__(self, service: KoeService, request: SoraRequest, sink: ResultSink) -> None:
-        voice = _voice()
         self._service = service
         self._request = request
         self._sink = sink
@@ -80,16 +78,15 @@ class _SpeechStream:
         self._samples = 0
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=WALL_CLOCK_PACKETS)
         self._starts: dict[str, int] = {}
-        config = voice.config.SessionConfig(
+        config = SessionConfig(
             mode="transcribe",
             language=request.language_code,
-            turn_detection=voice.config.TurnDetection(
-                type="server_vad", silence_duration_ms=service.settings.silence_duration_ms
-            ),
+            turn_detection=TurnDetection(type="server_vad", silence_duration_ms=service.settings.silence_duration_ms),
             partial_results=service.settings.partial_results,
+            echo_cancellation=False,  # nothing is played back to a Sora connection
         )
         assert service.engines is not None
-        self._session: Any = voice.session.Session(service.engines, config)
+        self._session = Session(service.engines, config)
         self._events = asyncio.get_running_loop().create_task(self._read_events())
 
     def packet(self, packet: Packet) -> None:
@@ -113,7 +110,6 @@ class _SpeechStream:
         task.add_done_callback(_ignore_result)
 
     async def _read_events(self) -> None:
-        ev = _voice().events
         request = self._request
         try:
             async for event in self._session.events():
@@ -132,6 +128,8 @@ class _SpeechStream:
                     self._service.metrics.stream_error("transcript")
                     failure = error_result(f"TRANSCRIPTION-FAILED: {event.message}")
                     self._sink.emit({**failure, "result_id": event.item_id})
+                elif isinstance(event, ev.Error):
+                    log.warning("sora: voice session error %s: %s", event.code, event.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failed for this stream: say so, end this stream only
@@ -160,16 +158,6 @@ class _SpeechStream:
             if end_ms >= audio_end_ms:
                 self._service.metrics.final_latency(time.perf_counter() - arrived)
                 return
-
-
-def _voice() -> Any:
-    """The voice engine's modules, imported when first needed (ImportError if this build lacks them)."""
-    import importlib
-    import types
-
-    return types.SimpleNamespace(
-        **{name: importlib.import_module(f"koe.voice.{name}") for name in ("config", "events", "session")}
-    )
 
 
 def _ignore_result(task: asyncio.Task[Any]) -> None:

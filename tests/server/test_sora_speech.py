@@ -1,0 +1,50 @@
+"""The `koe` service on bad input: an undecodable packet ends that stream with an error object; the others go on."""
+
+from __future__ import annotations
+
+import pytest
+
+from koe.config import Settings
+from koe.engines.registry import Engines, load_engines
+from koe.protocols.sora import SoraRequest
+from koe.sim.sora.source import opus_packets
+from tests.conftest import AUDIO
+from tests.server.sora_helpers import connect, fixture_packets, framed, post, running_gateway
+from tests.wer import wer
+
+ENGLISH = SoraRequest("sora", "S", "C", "en-US")
+
+
+@pytest.fixture(scope="module")
+def speech_engines() -> Engines:
+    return load_engines(Settings(), ["vad", "stt"])
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("framing", ["header", "raw"])
+async def test_bad_packets_end_only_their_stream(speech_engines: Engines, texts: dict[str, str], framing: str) -> None:
+    speech = opus_packets(AUDIO / "short_16k.wav")
+    bad_code3 = fixture_packets("bad_code3.jsonl")[0]
+    garbage = b"\x0b\xff" + bytes(300)  # code 3 claiming 63 frames of 60 ms: libopus refuses it
+    header = framing == "header"
+    async with running_gateway(speech_engines, service="koe", audio_streaming_header=header) as gateway:
+        conn = await connect(gateway)
+        headers = framed if header else list
+        good = await post(conn, "/speech", [], ENGLISH, end=False)
+        victims = [
+            await post(conn, "/speech", headers([speech[0], bad]), ENGLISH, end=False) for bad in (bad_code3, garbage)
+        ]
+        for victim in victims:
+            await victim.closed(10)
+        for frame in headers(speech):
+            await good.send(frame)
+        await good.end()
+        await good.closed(30)
+        await conn.close()
+    for victim in victims:
+        (error,) = victim.text_results()
+        assert error["type"] == "error"
+        assert error["reason"].startswith("OPUS-DECODE-ERROR: ")
+    finals = [r for r in good.text_results() if r.get("is_final")]
+    assert wer(texts["short"], " ".join(r["message"] for r in finals)) <= 0.2
+    assert gateway.metrics.malformed_packets == 2
