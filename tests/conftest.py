@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,8 @@ def load_wav(name: str) -> tuple[Pcm, int]:
 
 
 @pytest.fixture(scope="session")
-def wav() -> Iterator[object]:
-    yield load_wav
+def wav() -> Callable[[str], tuple[Pcm, int]]:
+    return load_wav
 
 
 @pytest.fixture(scope="session")

@@ -293,17 +293,24 @@ def _mask(value: Any) -> Any:
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Render `masked_dump()` output as TOML that `load_settings()` reads back. Unset values become comments."""
+    """Render `masked_dump()` output as TOML that `load_settings()` reads back. Unset values become comments;
+    nested sections (`[acs.jwt]`) follow their parent's plain keys."""
     lines: list[str] = []
     for section, values in data.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if value is None:
-                lines.append(f"# {key} =  (unset)")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+        _toml_table(section, values, lines)
     return "\n".join(lines)
+
+
+def _toml_table(name: str, values: dict[str, Any], lines: list[str]) -> None:
+    lines.append(f"[{name}]")
+    tables = {key: value for key, value in values.items() if isinstance(value, dict)}
+    for key, value in values.items():
+        if key in tables:
+            continue
+        lines.append(f"# {key} =  (unset)" if value is None else f"{key} = {_toml_value(value)}")
+    lines.append("")
+    for key, value in tables.items():
+        _toml_table(f"{name}.{key}", value, lines)
 
 
 def _toml_value(value: Any) -> str:
@@ -313,5 +320,7 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # inside a list: an inline table; TOML has no null, so unset keys are left out
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
