@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from koe.config import Settings
 from koe.engines.registry import load_engines
@@ -58,9 +59,29 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         progress(f"serving on http://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
+        sora = await _start_sora(settings, engines, app.state.calls, progress)
+        try:
+            await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
+        finally:
+            if sora is not None:
+                await sora.close()
 
     asyncio.run(main())
     for pool in engines.pools():
         pool.shutdown()
     return 0
+
+
+async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None]) -> Any:
+    """The Sora door listens on its own HTTP/2 port (see `koe.server.sora` for why)."""
+    if not settings.sora.enabled:
+        return None
+    from koe.server.sora import SoraGateway
+
+    gateway = SoraGateway(settings.sora, engines, calls)
+    await gateway.start()
+    s = settings.sora
+    scheme = "https" if s.https else "http"
+    framing = "20-byte header" if s.audio_streaming_header else "raw"
+    progress(f"Sora audio streaming gateway on {scheme}://{s.host}:{gateway.port}/speech ({s.service}, {framing})")
+    return gateway

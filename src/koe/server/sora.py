@@ -43,6 +43,7 @@ from koe.protocols.sora import (
     parse_request_headers,
 )
 from koe.protocols.sora_results import encode, error_result, http_error_body
+from koe.server.calls import CallRegistry
 from koe.server.h2listener import Request, Response, ResponseStream, StreamHandler, start_listener, tls_context
 from koe.server.sora_metrics import CONTENT_TYPE, SoraMetrics
 from koe.server.sora_services import DumpService, Service, ServiceStream, TestService
@@ -53,9 +54,13 @@ AUDIO_PATHS = ("/speech", "/test", "/dump")
 
 
 class SoraGateway:
-    def __init__(self, settings: SoraSettings, engines: Engines | None = None) -> None:
+    def __init__(
+        self, settings: SoraSettings, engines: Engines | None = None, calls: CallRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.engines = engines
+        self.calls = calls
+        self.call_streams: dict[str, int] = {}
         self.metrics = SoraMetrics()
         self.framing: Framing = "header" if settings.audio_streaming_header else "raw"
         self.silence_wait_s = (
@@ -188,6 +193,8 @@ class SoraStream:
         self._ids = {"channel_id": request.channel_id, "connection_id": request.connection_id}
         gateway.metrics.streams_active += 1
         gateway.streams.add(self)
+        self.call_id = f"sora:{request.channel_id}:{request.session_id}"
+        self._register(service.name)
         response.start(200, [("content-type", "application/json")])
         with bind(**self._ids):
             log.info("sora: stream opened (%s, %s)", service.name, request.language_code)
@@ -214,6 +221,10 @@ class SoraStream:
         self.response.finish()
         with contextlib.suppress(Exception):
             self.service.abort()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        if self.gateway.calls is not None:
+            self.gateway.calls.publish(self.call_id, {**event, "participant": self.request.connection_id})
 
     # --- StreamHandler ------------------------------------------------------------------------------------------
 
@@ -307,6 +318,29 @@ class SoraStream:
         self._cancel_timer()
         self.gateway.metrics.streams_active -= 1
         self.gateway.streams.discard(self)
+        calls = self.gateway.calls
+        if calls is not None:
+            left = self.gateway.call_streams.get(self.call_id, 1) - 1
+            calls.update(self.call_id, connections=left)
+            if left <= 0:
+                self.gateway.call_streams.pop(self.call_id, None)
+                calls.end(self.call_id, "every Sora connection's stream ended")
+            else:
+                self.gateway.call_streams[self.call_id] = left
+
+    def _register(self, service: str) -> None:
+        # One monitored call per Sora session; its participants are the session's connections.
+        calls = self.gateway.calls
+        if calls is None:
+            return
+        count = self.gateway.call_streams.get(self.call_id, 0) + 1
+        self.gateway.call_streams[self.call_id] = count
+        request = self.request
+        calls.open(self.call_id, door="sora", mode=service, channel_id=request.channel_id,
+                   session_id=request.session_id)  # fmt: skip
+        calls.publish(self.call_id, {"type": "participant.joined", "participant": request.connection_id,
+                                     "language": request.language_code})  # fmt: skip
+        calls.update(self.call_id, "streaming", connections=count)
 
 
 def _normalize(path: str) -> str:

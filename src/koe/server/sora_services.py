@@ -40,6 +40,9 @@ class ResultSink(Protocol):
     def fail(self, reason: str, kind: str = "service") -> None:
         """Send `{"reason": …, "type": "error"}` once and end the response; the stream is over."""
 
+    def publish(self, event: dict[str, Any]) -> None:
+        """Tell the call monitor (`koe.server.calls`) about an engine event, with this connection as participant."""
+
 
 class ServiceStream(Protocol):
     def packet(self, packet: Packet) -> None: ...

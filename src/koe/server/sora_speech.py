@@ -113,6 +113,7 @@ class _SpeechStream:
         request = self._request
         try:
             async for event in self._session.events():
+                self._publish(event)
                 if isinstance(event, ev.SpeechStarted):
                     self._starts[event.item_id] = event.audio_start_ms
                 elif isinstance(event, ev.TranscriptDelta):
@@ -135,6 +136,28 @@ class _SpeechStream:
         except Exception as exc:  # the engine failed for this stream: say so, end this stream only
             log.exception("sora: the voice session failed")
             self._sink.fail(f"ENGINE-ERROR: {exc}", "engine")
+
+    def _publish(self, event: ev.Event) -> None:
+        item: dict[str, Any] | None = None
+        if isinstance(event, ev.SpeechStarted):
+            item = {"type": "speech.started", "item_id": event.item_id, "audio_start_ms": event.audio_start_ms}
+        elif isinstance(event, ev.SpeechStopped):
+            item = {"type": "speech.stopped", "item_id": event.item_id, "audio_end_ms": event.audio_end_ms}
+        elif isinstance(event, ev.TranscriptDelta):
+            item = {"type": "transcript.delta", "item_id": event.item_id, "delta": event.delta, "text": event.text}
+        elif isinstance(event, ev.TranscriptCompleted):
+            item = {
+                "type": "transcript.completed",
+                "item_id": event.item_id,
+                "text": event.text,
+                "audio_start_ms": event.audio_start_ms,
+                "audio_end_ms": event.audio_end_ms,
+                "language": self._request.language_code,
+            }
+        elif isinstance(event, ev.TranscriptFailed):
+            item = {"type": "transcript.failed", "item_id": event.item_id, "message": event.message}
+        if item is not None:
+            self._sink.publish(item)
 
     def _emit(self, item_id: str, final: bool, text: str, start: int, end: int, language: str | None = None) -> None:
         result: dict[str, Any] = koe_result(
