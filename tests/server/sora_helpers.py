@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from koe.config import SoraSettings
 from koe.engines.registry import Engines
 from koe.protocols.sora import SoraRequest, frame_packet, request_headers
+from koe.server.calls import CallRegistry
 from koe.server.sora import SoraGateway
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream, TLSOptions
 from tests.conftest import FIXTURES
@@ -42,9 +43,11 @@ def framed(packets: list[bytes]) -> list[bytes]:
 
 
 @asynccontextmanager
-async def running_gateway(engines: Engines | None = None, **settings: Any) -> AsyncIterator[SoraGateway]:
+async def running_gateway(
+    engines: Engines | None = None, calls: CallRegistry | None = None, **settings: Any
+) -> AsyncIterator[SoraGateway]:
     defaults: dict[str, Any] = {"port": 0, "service": "test", "time_to_wait_for_opus_packet_ms": 10000}
-    gateway = SoraGateway(SoraSettings(**{**defaults, **settings}), engines)
+    gateway = SoraGateway(SoraSettings(**{**defaults, **settings}), engines, calls)
     await gateway.start()
     try:
         yield gateway

@@ -7,6 +7,7 @@ import pytest
 from koe.config import Settings
 from koe.engines.registry import Engines, load_engines
 from koe.protocols.sora import SoraRequest
+from koe.server.calls import CallRegistry
 from koe.sim.sora.source import opus_packets
 from tests.conftest import AUDIO
 from tests.server.sora_helpers import connect, fixture_packets, framed, post, running_gateway
@@ -27,7 +28,8 @@ async def test_bad_packets_end_only_their_stream(speech_engines: Engines, texts:
     bad_code3 = fixture_packets("bad_code3.jsonl")[0]
     garbage = b"\x0b\xff" + bytes(300)  # code 3 claiming 63 frames of 60 ms: libopus refuses it
     header = framing == "header"
-    async with running_gateway(speech_engines, service="koe", audio_streaming_header=header) as gateway:
+    calls = CallRegistry()
+    async with running_gateway(speech_engines, calls, service="koe", audio_streaming_header=header) as gateway:
         conn = await connect(gateway)
         headers = framed if header else list
         good = await post(conn, "/speech", [], ENGLISH, end=False)
@@ -48,3 +50,14 @@ async def test_bad_packets_end_only_their_stream(speech_engines: Engines, texts:
     finals = [r for r in good.text_results() if r.get("is_final")]
     assert wer(texts["short"], " ".join(r["message"] for r in finals)) <= 0.2
     assert gateway.metrics.malformed_packets == 2
+    # The call monitor saw one call for the Sora session, with its transcript, ended once every stream ended.
+    (call,) = calls.calls()
+    assert call.id == "sora:sora:S"
+    assert call.door == "sora"
+    assert call.state == "ended"
+    kinds = [e["type"] for e in call.recent]
+    assert kinds[:2] == ["call.started", "participant.joined"]
+    assert kinds[-1] == "call.ended"
+    completed = [e for e in call.recent if e["type"] == "transcript.completed"]
+    assert [e["text"] for e in completed] == [r["message"] for r in finals]
+    assert all(e["participant"] == "C" for e in completed)
