@@ -440,6 +440,7 @@ class Session:
                 f"buffer only has {who.input.buffered_ms():.2f}ms of audio.",
             )
             return
+        who.input.detector.reset()  # speech that goes on after a manual commit is a new turn, with its own onset
         self._on_signal(who, Signal(TurnInput.COMMIT, who.input.now_ms))
 
     def clear(self, participant: str | None = None) -> None:

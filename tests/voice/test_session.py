@@ -1,0 +1,316 @@
+"""The voice session end to end on the real models: turns, transcripts, replies, barge-in and the commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from koe.audio.pcm import Pcm
+from koe.audio.resample import resample
+from koe.engines.base import ToolSpec
+from koe.engines.registry import Engines
+from koe.voice import events as ev
+from koe.voice.config import ResponseOptions, SessionConfig, TurnDetection
+from koe.voice.conversation import Item, Part
+from koe.voice.session import Session
+from tests.conftest import load_wav
+from tests.wer import wer
+
+FRAME = 320  # 20 ms at 16 kHz
+INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
+
+
+class Recorder:
+    """Reads a session's events in the background and lets a test wait for one."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.events: list[ev.Event] = []
+        self._changed = asyncio.Event()
+        self.on_event: Callable[[ev.Event], None] | None = None
+        self._task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for event in self.session.events():
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+            self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[ev.Event], bool], within_s: float = 30.0) -> ev.Event:
+        async def scan() -> ev.Event:
+            seen = 0
+            while True:
+                for event in self.events[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.events)
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), within_s)
+
+    def of(self, kind: type[ev.Event]) -> list[ev.Event]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self._task
+
+
+async def feed(session: Session, pcm: Pcm, participant: str | None = None, pace_s: float = 0.0) -> None:
+    for start in range(0, pcm.size, FRAME):
+        session.append_audio(pcm[start : start + FRAME], 16000, participant)
+        await asyncio.sleep(pace_s)
+
+
+def speech(name: str = "short_16k.wav", lead_s: float = 0.5, tail_s: float = 1.0) -> Pcm:
+    pcm, rate = load_wav(name)
+    assert rate == 16000
+    return np.concatenate((np.zeros(int(lead_s * 16000), np.int16), pcm, np.zeros(int(tail_s * 16000), np.int16)))
+
+
+def converse(engines: Engines, **turn: object) -> Session:
+    td = TurnDetection(silence_duration_ms=300, **turn)  # type: ignore[arg-type]
+    config = SessionConfig(mode="converse", turn_detection=td, max_output_tokens=24)
+    return Session(engines, config, default_instructions=INSTRUCTIONS)
+
+
+async def test_transcribe_mode_reports_the_turn(engines: Engines, texts: dict[str, str]) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe"))
+    recorder = Recorder(session)
+    await feed(session, speech())
+    await session.end_input()
+    await recorder._task
+    kinds = [type(event) for event in recorder.events]
+    assert kinds == [ev.SpeechStarted, ev.SpeechStopped, ev.TranscriptCompleted]
+    started, _stopped, done = recorder.events
+    assert isinstance(done, ev.TranscriptCompleted) and isinstance(started, ev.SpeechStarted)
+    assert wer(texts["short"], done.text) <= 0.1
+    assert done.item_id == started.item_id
+    assert 150 <= done.audio_start_ms <= 600 and done.audio_end_ms > 3000
+
+
+async def test_unmixed_participants_get_their_own_turns(engines: Engines, texts: dict[str, str]) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe"))
+    recorder = Recorder(session)
+    first, second = speech("short_16k.wav"), speech("reply_16k.wav", lead_s=1.5)
+    length = max(first.size, second.size)
+    first = np.concatenate((first, np.zeros(length - first.size, np.int16)))
+    second = np.concatenate((second, np.zeros(length - second.size, np.int16)))
+    for start in range(0, length, FRAME):
+        session.append_audio(first[start : start + FRAME], 16000, "4:+15551230001")
+        session.append_audio(second[start : start + FRAME], 16000, "8:acs:caller-2")
+        await asyncio.sleep(0)
+    await session.end_input()
+    await recorder._task
+    done = {e.participant: e.text for e in recorder.of(ev.TranscriptCompleted)}  # type: ignore[attr-defined]
+    assert wer(texts["short"], done["4:+15551230001"]) <= 0.1
+    assert wer(texts["reply"], done["8:acs:caller-2"]) <= 0.1
+
+
+async def test_partial_results_grow_while_speaking(engines: Engines) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe", partial_results=True))
+    recorder = Recorder(session)
+    await feed(session, speech("utterance_16k.wav"), pace_s=0.02)
+    await session.end_input()
+    await recorder._task
+    partials = recorder.of(ev.TranscriptDelta)
+    assert partials, "no partial transcript while speaking"
+    final = recorder.of(ev.TranscriptCompleted)[0]
+    assert all(p.item_id == final.item_id for p in partials)  # type: ignore[attr-defined]
+    assert len(partials[-1].text) <= len(final.text) + 5  # type: ignore[attr-defined]
+
+
+async def test_a_spoken_turn_gets_a_spoken_reply(engines: Engines, texts: dict[str, str]) -> None:
+    session = converse(engines)
+    recorder = Recorder(session)
+    await feed(session, speech())
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    assert isinstance(done, ev.ResponseDone) and done.status in ("completed", "incomplete")
+    transcript = recorder.of(ev.TranscriptCompleted)[0]
+    assert wer(texts["short"], transcript.text) <= 0.1  # type: ignore[attr-defined]
+    order = [type(e) for e in recorder.events]
+    assert order.index(ev.TranscriptCompleted) < order.index(ev.ResponseCreated)
+    audio = np.concatenate([e.pcm for e in recorder.of(ev.ResponseAudioDelta)])  # type: ignore[attr-defined]
+    heard = engines.require("stt").transcribe_sync(resample(audio, 24000, 16000))
+    said = done.output[0].text
+    assert heard.text and wer(said, heard.text) <= 0.35
+    # The conversation now holds the user turn (with its transcript) and the reply.
+    roles = [(item.role, bool(item.text)) for item in session.conversation.items]
+    assert roles == [("user", True), ("assistant", True)]
+    await recorder.close()
+
+
+async def test_barge_in_during_the_first_audio_delta(engines: Engines) -> None:
+    session = converse(engines, auto_truncate=True)
+    recorder = Recorder(session)
+    interruption = speech("short_16k.wav", lead_s=0.0, tail_s=0.0)[:16000]
+    interrupted = asyncio.Event()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.ResponseAudioDelta) and not interrupted.is_set():
+            interrupted.set()
+            for start in range(0, interruption.size, FRAME):  # speech arrives right behind the first delta
+                session.append_audio(interruption[start : start + FRAME], 16000)
+
+    recorder.on_event = on_event
+    session.create_item(Item("item_q", "message", "user", (Part("input_text", text="Tell me a long story."),)))
+    session.create_response()
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    assert isinstance(done, ev.ResponseDone)
+    assert (done.status, done.reason) == ("cancelled", "turn_detected")
+    after = recorder.events[recorder.events.index(done) :]
+    assert not [e for e in after if isinstance(e, ev.ResponseAudioDelta) and e.response_id == done.response_id]
+    assert done.output and done.output[0].status == "incomplete"
+    cut = await recorder.wait_for(lambda e: isinstance(e, ev.AudioInterrupted))
+    assert isinstance(cut, ev.AudioInterrupted) and cut.played_ms < 1000
+    truncated = await recorder.wait_for(lambda e: isinstance(e, ev.ItemTruncated))
+    assert isinstance(truncated, ev.ItemTruncated) and truncated.audio_end_ms == cut.played_ms
+    item = session.conversation.get(cut.item_id)
+    assert item.content[0].audio_ms <= cut.played_ms + 1
+    await recorder.close()
+
+
+async def test_manual_commit_during_speech(engines: Engines) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe"))
+    recorder = Recorder(session)
+    audio = speech("utterance_16k.wav")
+    await feed(session, audio[: 16000 * 2])
+    session.commit()
+    await feed(session, audio[16000 * 2 :])
+    await session.end_input()
+    await recorder._task
+    commits = recorder.of(ev.TranscriptCompleted)
+    started = recorder.of(ev.SpeechStarted)
+    assert len(commits) == 2 and len(started) == 2
+    assert commits[0].item_id != commits[1].item_id  # type: ignore[attr-defined]
+    assert len(recorder.of(ev.SpeechStopped)) == 2
+
+
+async def test_errors_for_empty_commit_idle_cancel_and_overlapping_create(engines: Engines) -> None:
+    session = Session(
+        engines, SessionConfig(turn_detection=None, max_output_tokens=16), default_instructions=INSTRUCTIONS
+    )
+    recorder = Recorder(session)
+    session.commit()
+    session.cancel_response()
+    session.create_item(Item("item_hi", "message", "user", (Part("input_text", text="Say hello."),)))
+    session.create_response()
+    session.create_response()
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    codes = [e.code for e in recorder.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [
+        "input_audio_buffer_commit_empty",
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+    ]
+    assert len(recorder.of(ev.ResponseCreated)) == 1
+    await recorder.close()
+
+
+async def test_push_to_talk_commit_then_respond(engines: Engines, texts: dict[str, str]) -> None:
+    session = Session(
+        engines, SessionConfig(turn_detection=None, max_output_tokens=16), default_instructions=INSTRUCTIONS
+    )
+    recorder = Recorder(session)
+    await feed(session, speech())
+    assert not recorder.of(ev.SpeechStarted)  # no VAD turns
+    session.commit()
+    session.create_response(ResponseOptions(output_audio=False))
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    transcript = recorder.of(ev.TranscriptCompleted)[0]
+    assert wer(texts["short"], transcript.text) <= 0.1  # type: ignore[attr-defined]
+    assert isinstance(done, ev.ResponseDone) and done.output[0].text
+    assert not recorder.of(ev.ResponseAudioDelta)
+    assert all(not e.audio for e in recorder.of(ev.ResponseTextDelta))  # type: ignore[attr-defined]
+    await recorder.close()
+
+
+async def test_replacing_an_active_response_cancels_it_first(engines: Engines) -> None:
+    session = Session(
+        engines, SessionConfig(turn_detection=None, max_output_tokens=16), default_instructions=INSTRUCTIONS
+    )
+    recorder = Recorder(session)
+    session.create_item(Item("item_a", "message", "user", (Part("input_text", text="Count to ten."),)))
+    session.create_response()
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseCreated))
+    session.create_response(ResponseOptions(output_audio=False), replace_active=True)
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone) and e.status == "completed")
+    first = recorder.of(ev.ResponseDone)[0]
+    assert isinstance(first, ev.ResponseDone) and (first.status, first.reason) == ("cancelled", "client_cancelled")
+    assert len(recorder.of(ev.ResponseCreated)) == 2
+    await recorder.close()
+
+
+async def test_required_tool_call_and_its_output(engines: Engines) -> None:
+    weather = ToolSpec(
+        "get_weather",
+        "Current weather for a city",
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    )
+    config = SessionConfig(turn_detection=None, tools=(weather,), tool_choice="required", max_output_tokens=40)
+    session = Session(engines, config, default_instructions=INSTRUCTIONS)
+    recorder = Recorder(session)
+    session.create_item(Item("item_w", "message", "user", (Part("input_text", text="Weather in Tokyo?"),)))
+    session.create_response()
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    call = recorder.of(ev.FunctionCallArgumentsDone)[0]
+    assert call.name == "get_weather" and "Tokyo" in call.arguments  # type: ignore[attr-defined]
+    assert isinstance(done, ev.ResponseDone) and done.output[-1].type == "function_call"
+    output = Item("item_o", "function_call_output", call_id=call.call_id, output='{"sky": "clear"}')  # type: ignore[attr-defined]
+    session.create_item(output)
+    session.update(SessionConfig(turn_detection=None, tools=(weather,), tool_choice="auto", max_output_tokens=24))
+    session.create_response(ResponseOptions(output_audio=False))
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone) and e is not done)
+    kinds = [item.type for item in session.conversation.items]
+    assert kinds[:3] == ["message", "function_call", "function_call_output"]
+    await recorder.close()
+
+
+async def test_out_of_band_response_stays_out_of_the_conversation(engines: Engines) -> None:
+    session = Session(
+        engines, SessionConfig(turn_detection=None, max_output_tokens=8), default_instructions=INSTRUCTIONS
+    )
+    recorder = Recorder(session)
+    session.create_item(Item("item_x", "message", "user", (Part("input_text", text="Hi."),)))
+    session.create_response(ResponseOptions(in_conversation=False, output_audio=False, metadata={"topic": "x"}))
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    assert isinstance(done, ev.ResponseDone) and not done.in_conversation and done.metadata == {"topic": "x"}
+    assert [item.id for item in session.conversation.items] == ["item_x"]
+    await recorder.close()
+
+
+async def test_token_limit_ends_incomplete(engines: Engines) -> None:
+    session = Session(engines, SessionConfig(turn_detection=None), default_instructions=INSTRUCTIONS)
+    recorder = Recorder(session)
+    session.create_item(Item("item_l", "message", "user", (Part("input_text", text="Describe Paris in detail."),)))
+    session.create_response(ResponseOptions(output_audio=False, max_output_tokens=3))
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    assert isinstance(done, ev.ResponseDone) and (done.status, done.reason) == ("incomplete", "max_output_tokens")
+    await recorder.close()
+
+
+@pytest.mark.parametrize("kind", ["server_vad", "semantic_vad"])
+async def test_semantic_vad_waits_through_an_unfinished_sentence(engines: Engines, kind: str) -> None:
+    tts = engines.require("tts")
+    first = np.concatenate([c.pcm for c in tts.synthesize_sync("I would like to book a table for")])
+    second = np.concatenate([c.pcm for c in tts.synthesize_sync("four people tonight.")])
+    rate = tts.sample_rate()
+    gap = np.zeros(int(0.9 * 16000), np.int16)
+    audio = np.concatenate(
+        (resample(first, rate, 16000), gap, resample(second, rate, 16000), np.zeros(3 * 16000, np.int16))
+    )
+    td = TurnDetection(type=kind, silence_duration_ms=500, eou_timeout_ms=2500)  # type: ignore[arg-type]
+    session = Session(engines, SessionConfig(mode="transcribe", turn_detection=td))
+    recorder = Recorder(session)
+    for start in range(0, audio.size, FRAME):
+        session.append_audio(audio[start : start + FRAME], 16000)
+        await asyncio.sleep(0.001)  # give speculative transcription a chance to finish, as in real time
+    await session.end_input()
+    await recorder._task
+    turns = recorder.of(ev.TranscriptCompleted)
+    assert len(turns) == (2 if kind == "server_vad" else 1)

@@ -1,0 +1,134 @@
+"""The turn and reply tables: every (state, input) pair, and random walks that check the invariants."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from koe.voice.turns import (
+    REPLY_TABLE,
+    TURN_TABLE,
+    Reply,
+    ReplyAction,
+    ReplyInput,
+    ReplyMachine,
+    Turn,
+    TurnAction,
+    TurnInput,
+    TurnMachine,
+)
+
+
+def test_every_turn_pair_is_in_the_table() -> None:
+    assert set(TURN_TABLE) == set(itertools.product(Turn, TurnInput))
+
+
+def test_every_reply_pair_is_in_the_table() -> None:
+    assert set(REPLY_TABLE) == set(itertools.product(Reply, ReplyInput))
+
+
+@pytest.mark.parametrize(("state", "event"), list(itertools.product(Turn, TurnInput)))
+def test_turn_transition(state: Turn, event: TurnInput) -> None:
+    machine = TurnMachine()
+    machine.state = state
+    actions = machine.feed(event)
+    expected_state, expected_actions = TURN_TABLE[(state, event)]
+    assert (machine.state, actions) == (expected_state, expected_actions)
+    # A turn is only ever committed once the table leaves speech behind.
+    if TurnAction.COMMIT in actions:
+        assert machine.state is Turn.SILENCE
+
+
+def test_manual_commit_during_speech_reports_the_stop_then_commits() -> None:
+    machine = TurnMachine()
+    machine.feed(TurnInput.VOICE_START)
+    assert machine.feed(TurnInput.COMMIT) == (TurnAction.SPEECH_STOPPED, TurnAction.COMMIT)
+    assert machine.state is Turn.SILENCE
+    # Speech that goes on is a new turn with its own onset.
+    assert TurnAction.SPEECH_STARTED in machine.feed(TurnInput.VOICE_START)
+
+
+def test_pause_then_resumed_speech_discards_the_speculation_and_keeps_the_item() -> None:
+    machine = TurnMachine()
+    machine.feed(TurnInput.VOICE_START)
+    assert machine.feed(TurnInput.VOICE_END) == (TurnAction.SPECULATE,)
+    assert machine.feed(TurnInput.VOICE_START) == (TurnAction.DISCARD_SPECULATION,)
+    assert machine.state is Turn.SPEECH
+
+
+def test_cancel_with_no_active_response_is_an_error() -> None:
+    machine = ReplyMachine()
+    assert machine.feed(ReplyInput.CANCEL) == (ReplyAction.ERROR_NOT_ACTIVE,)
+    assert machine.state is Reply.IDLE
+
+
+def test_barge_in_cancels_then_flushes() -> None:
+    machine = ReplyMachine()
+    machine.feed(ReplyInput.AUTO)
+    assert machine.feed(ReplyInput.BARGE_IN) == (ReplyAction.CANCEL_TURN, ReplyAction.INTERRUPT_PLAYBACK)
+    assert machine.state is Reply.IDLE
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(list(TurnInput)), max_size=60))
+def test_turn_walk_invariants(events: list[TurnInput]) -> None:
+    machine = TurnMachine()
+    open_item = False
+    speculating = False
+    for event in events:
+        before = machine.state
+        actions = machine.feed(event)
+        for action in actions:
+            if action is TurnAction.SPEECH_STARTED:
+                assert before is Turn.SILENCE and not open_item
+                open_item = True
+            elif action is TurnAction.SPEECH_STOPPED:
+                assert open_item, "speech_stopped without speech_started"
+                open_item = False
+            elif action is TurnAction.SPECULATE:
+                assert before is Turn.SPEECH
+                speculating = True
+            elif action is TurnAction.DISCARD_SPECULATION:
+                assert speculating
+                speculating = False
+            elif action is TurnAction.COMMIT:
+                speculating = False
+            elif action is TurnAction.CLEAR:
+                open_item = speculating = False
+        assert (machine.state is not Turn.SILENCE) == open_item or event is TurnInput.CLEAR
+        if machine.state is Turn.SILENCE:
+            open_item = False
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(list(ReplyInput)), max_size=60))
+def test_reply_walk_never_runs_two_responses(events: list[ReplyInput]) -> None:
+    machine = ReplyMachine()
+    running = 0
+    queued = False
+    for event in events:
+        before = machine.state
+        actions = machine.feed(event)
+        if event is ReplyInput.FINISHED and before is not Reply.IDLE:
+            running -= 1
+        for action in actions:
+            if action is ReplyAction.START:
+                running += 1
+                queued = False
+            elif action in (ReplyAction.CANCEL_CLIENT, ReplyAction.CANCEL_TURN):
+                assert running == 1, "cancelled a response that was not running"
+                running -= 1
+            elif action is ReplyAction.ERROR_NOT_ACTIVE:
+                assert running == 0
+            elif action is ReplyAction.REJECT_ACTIVE:
+                assert running == 1
+        if machine.state is Reply.ACTIVE_QUEUED:
+            queued = True
+        elif machine.state is Reply.IDLE:
+            queued = False  # cancelling the running response also drops the automatic one behind it
+        assert running == (0 if machine.state is Reply.IDLE else 1)
+        assert running <= 1
+        assert queued == (machine.state is Reply.ACTIVE_QUEUED)
