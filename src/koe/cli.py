@@ -202,6 +202,15 @@ def bench_engines(config_file: Path | None, runs: int, out: Path) -> None:
     _progress(f"wrote {out}")
 
 
+def _register_sora_sim() -> None:
+    from koe.sim.sora.cli import sora_sim
+
+    main.add_command(sora_sim)
+
+
+_register_sora_sim()
+
+
 def _load(config_file: Path | None, kind: str) -> Any:
     from koe.engines.registry import load_engines
 
