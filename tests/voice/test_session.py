@@ -142,6 +142,11 @@ async def test_a_spoken_turn_gets_a_spoken_reply(engines: Engines, texts: dict[s
     # The conversation now holds the user turn (with its transcript) and the reply.
     roles = [(item.role, bool(item.text)) for item in session.conversation.items]
     assert roles == [("user", True), ("assistant", True)]
+    timing = recorder.of(ev.ResponseTiming)[0]
+    assert isinstance(timing, ev.ResponseTiming) and timing.response_id == done.response_id
+    assert timing.total_ms is not None and timing.stt_ms is not None and timing.llm_first_token_ms is not None
+    first_audio = next(e for e in recorder.events if isinstance(e, ev.ResponseAudioDelta))
+    assert recorder.events.index(timing) == recorder.events.index(first_audio) + 1
     await recorder.close()
 
 

@@ -222,6 +222,25 @@ class ResponseDone:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseTiming:
+    """Where a reply's latency went, reported once its first audio (or text) leaves.
+
+    `total_ms` runs from the end of the caller's speech (the last voiced window) to that first output; the parts
+    overlap, because koe transcribes and starts answering during the pause that ends the turn. None where a part
+    did not apply (a response the client created, or a text-only one).
+    """
+
+    response_id: str
+    total_ms: int | None
+    turn_end_ms: int | None
+    """End of speech to the turn's commit (the pause the turn detection waited for)."""
+    stt_ms: int | None
+    llm_first_token_ms: int | None
+    tts_first_audio_ms: int | None
+    """First clause handed to TTS to its first audio."""
+
+
+@dataclass(frozen=True, slots=True)
 class AudioInterrupted:
     """The caller spoke over the reply: the door flushes audio queued at the far end (`StopAudio`).
 
@@ -276,6 +295,7 @@ Event = (
     | FunctionCallArgumentsDone
     | OutputItemDone
     | ResponseDone
+    | ResponseTiming
     | AudioInterrupted
     | Warning
     | Error

@@ -119,7 +119,11 @@ class ResponseRun:
         self._usage_in = 0
         self._usage_out = 0
         self._audio_ms = 0.0
+        self.llm_started_at: float | None = None
+        self.first_token_at: float | None = None
+        self.first_clause_at: float | None = None
         self.first_audio_at: float | None = None
+        """Loop times (seconds) of this run's milestones, for `ResponseTiming`."""
 
     @property
     def response_id(self) -> str:
@@ -175,7 +179,11 @@ class ResponseRun:
     async def _generate_text(self, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None) -> Finished:
         splitter = ClauseSplitter()
         finished = Finished("stop")
+        loop = asyncio.get_running_loop()
+        self.llm_started_at = loop.time()
         async for event in self._llm.stream(request):
+            if self.first_token_at is None and not isinstance(event, Finished):
+                self.first_token_at = loop.time()
             if isinstance(event, TextDelta):
                 if clauses is None:
                     part = self._open_message("text")
@@ -206,6 +214,8 @@ class ResponseRun:
         plan = self.plan
         resampler: Resampler | None = None
         while (clause := await clauses.get()) is not None:
+            if self.first_clause_at is None:
+                self.first_clause_at = asyncio.get_running_loop().time()
             part = self._open_message("audio")
             spoken = _speakable(clause)
             delta = (" " if part.text else "") + clause

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, check_rate
@@ -45,6 +45,15 @@ FILLER_CONFIRM_MS = 600
 """With `remove_filler_words`, speech over a reply interrupts only once it lasts this long or says more than fillers."""
 
 
+@dataclass
+class _TurnTiming:
+    """Loop times of a committed turn's milestones, for the reply's `ResponseTiming`."""
+
+    voice_end_at: float | None
+    turn_end_at: float
+    stt_ms: int | None = None
+
+
 class SessionClosed(RuntimeError):
     """The session was closed; create a new one."""
 
@@ -59,6 +68,7 @@ class _Participant:
         self.partial_at_ms = 0
         self.partial_busy = False
         self.turn_start_ms = 0
+        self.voice_end_at: float | None = None
 
 
 class Session:
@@ -86,6 +96,8 @@ class Session:
         self._transcripts: dict[str, asyncio.Future[Transcript | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._adoptable: Speculation | None = None
+        self._last_turn: _TurnTiming | None = None
+        self._timing_for: tuple[ResponseRun, _TurnTiming | None] | None = None
         self._closed = False
         self.created_at = clock()
 
@@ -99,12 +111,40 @@ class Session:
     def _emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.ResponseAudioDelta):
             self.playback.sent(event.response_id, event.item_id, event.pcm, event.rate)
+            self._queue.put_nowait(event)
+            self._report_timing(event.response_id)
+            return
+        if isinstance(event, ev.ResponseTextDelta) and not event.audio:
+            self._queue.put_nowait(event)
+            self._report_timing(event.response_id)
+            return
         elif isinstance(event, ev.OutputItemAdded | ev.OutputItemDone) and self._in_conversation(event.response_id):
             if isinstance(event, ev.OutputItemAdded):
                 self.conversation.add(event.item)
             else:
                 self.conversation.replace(event.item)
         self._queue.put_nowait(event)
+
+    def _report_timing(self, response_id: str) -> None:
+        if self._timing_for is None or self._timing_for[0].response_id != response_id:
+            return
+        run, turn = self._timing_for
+        self._timing_for = None
+        now = asyncio.get_running_loop().time()
+
+        def span(start: float | None, end: float | None) -> int | None:
+            return None if start is None or end is None else max(0, round((end - start) * 1000))
+
+        self._queue.put_nowait(
+            ev.ResponseTiming(
+                response_id,
+                total_ms=span(turn.voice_end_at if turn else None, now),
+                turn_end_ms=span(turn.voice_end_at, turn.turn_end_at) if turn else None,
+                stt_ms=turn.stt_ms if turn else None,
+                llm_first_token_ms=span(run.llm_started_at, run.first_token_at),
+                tts_first_audio_ms=span(run.first_clause_at, run.first_audio_at),
+            )
+        )
 
     def _in_conversation(self, response_id: str) -> bool:
         return self._run is not None and self._run.response_id == response_id and self._run.plan.in_conversation
@@ -151,6 +191,9 @@ class Session:
         source.denoise = _make_denoise(self.config)
 
     def _on_signal(self, who: _Participant, signal: Signal) -> None:
+        if signal.input is TurnInput.VOICE_END:
+            lag_s = (who.input.now_ms - signal.at_ms) / 1000
+            who.voice_end_at = asyncio.get_running_loop().time() - lag_s
         for action in who.turn.feed(signal.input):
             self._turn_action(who, action, signal)
 
@@ -221,6 +264,8 @@ class Session:
             )
             return
         audio, start_ms, end_ms = source.take()
+        voice_end_at, who.voice_end_at = who.voice_end_at, None
+        timing = self._last_turn = _TurnTiming(voice_end_at, asyncio.get_running_loop().time())
         item_id = source.item_id or new_id("item")
         source.item_id = None
         speculation, who.speculation = who.speculation, None
@@ -228,7 +273,7 @@ class Session:
             who.pending_barge_in = False
             self._spawn(self._filler_or_turn(who, audio, item_id, start_ms, end_ms, speculation))
             return
-        self._finish_turn(who, audio, item_id, start_ms, end_ms, speculation)
+        self._finish_turn(who, audio, item_id, start_ms, end_ms, speculation, timing)
 
     def _finish_turn(
         self,
@@ -238,6 +283,7 @@ class Session:
         start_ms: int,
         end_ms: int,
         speculation: Speculation | None,
+        timing: _TurnTiming | None = None,
     ) -> None:
         participant = who.input.participant
         if speculation is not None and not speculation.covers(audio):
@@ -250,7 +296,7 @@ class Session:
             self._emit(ev.ItemAdded(item, previous))
         future: asyncio.Future[Transcript | None] = asyncio.get_running_loop().create_future()
         self._transcripts[item_id] = future
-        self._spawn(self._transcribe(who, audio, item_id, start_ms, end_ms, speculation, future))
+        self._spawn(self._transcribe(who, audio, item_id, start_ms, end_ms, speculation, future, timing))
         if speculation is not None and speculation.responding:
             self._adoptable = speculation  # AUTO_RESPOND, next in the same action list, takes it
 
@@ -263,14 +309,21 @@ class Session:
         end_ms: int,
         speculation: Speculation | None,
         future: asyncio.Future[Transcript | None],
+        timing: _TurnTiming | None,
     ) -> None:
         participant = who.input.participant
         result: Transcript | None = None
+        loop = asyncio.get_running_loop()
         try:
             if speculation is not None:
                 result = await speculation.transcript()
+                if timing is not None:
+                    timing.stt_ms = speculation.stt_ms
             if result is None:
+                started = loop.time()
                 result = await self._stt(audio)
+                if timing is not None:
+                    timing.stt_ms = round((loop.time() - started) * 1000)
         except EngineError as exc:
             if self.config.transcription:
                 self._emit(ev.TranscriptFailed(participant, item_id, str(exc)))
@@ -377,13 +430,16 @@ class Session:
 
     def _start_response(self, options: ResponseOptions | None, adopt_speculation: bool) -> None:
         speculation, self._adoptable = self._adoptable, None
+        turn, self._last_turn = (self._last_turn if adopt_speculation else None), None
         if speculation is not None and not adopt_speculation:
             speculation.discard()
             speculation = None
         self._run = None
-        self._run_task = self._spawn(self._respond(options, speculation))
+        self._run_task = self._spawn(self._respond(options, speculation, turn))
 
-    async def _respond(self, options: ResponseOptions | None, speculation: Speculation | None) -> None:
+    async def _respond(
+        self, options: ResponseOptions | None, speculation: Speculation | None, turn: _TurnTiming | None
+    ) -> None:
         # The reply needs the transcripts of every turn committed so far.
         pending = [future for future in self._transcripts.values() if not future.done()]
         if pending:
@@ -391,6 +447,7 @@ class Session:
         run = speculation.take_run() if speculation is not None else None
         if run is not None and speculation is not None:
             self._run = run
+            self._timing_for = (run, turn)
             speculation.release(self._emit)
             await speculation.finish()
         else:
@@ -400,6 +457,7 @@ class Session:
             tts = self.engines.tts if plan.output_audio else None
             run = ResponseRun(plan, self.engines.require("llm"), tts, self._emit)
             self._run = run
+            self._timing_for = (run, turn)
             await run.run()
         if self._run is run:
             self._reply_input(ReplyInput.FINISHED)

@@ -37,6 +37,7 @@ class Speculation:
         self.run_: ResponseRun | None = None
         self._task: asyncio.Task[None] | None = None
         self.discarded = False
+        self.stt_ms: int | None = None
 
     @property
     def text(self) -> str | None:
@@ -53,8 +54,11 @@ class Speculation:
 
     async def run(self) -> None:
         result: Transcript | None = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             result = await self._session._stt(self.audio)
+            self.stt_ms = round((loop.time() - started) * 1000)
         except EngineError:
             pass  # the turn will be transcribed again when it is committed, and fail there visibly
         finally:
