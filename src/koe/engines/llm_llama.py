@@ -69,7 +69,7 @@ class LlamaLLM:
         cls,
         model_path: Path | None = None,
         *,
-        threads: int = 2,
+        threads: int = 1,
         context_tokens: int = 2048,
         temperature: float = 0.6,
         max_tokens: int = 96,
