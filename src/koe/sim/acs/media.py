@@ -35,7 +35,7 @@ from koe.protocols.acs_outbound import (
     UnknownOutbound,
     parse_outbound,
 )
-from koe.sim.acs.participants import CallAudio
+from koe.sim.acs.participants import CallAudio, Frame
 from koe.sim.acs.playback import BargeIn, Playout
 
 log = logging.getLogger("koe.sim.acs")
@@ -72,8 +72,16 @@ class MediaOptions:
     ca_file: Path | None = None
     linger_ms: int = 0
     """After the audio ends, keep streaming silence until the server's audio has been quiet this long."""
-    max_linger_ms: int = 30_000
+    reply_timeout_ms: int = 0
+    """After the audio ends, wait up to this long (streaming silence) for the server to start answering."""
+    max_linger_ms: int = 60_000
     close_code: int = 1000
+    barge_in: tuple[str, Any] | None = None
+    """(raw ID, PCM at the stream rate): a caller who starts talking `barge_in_after_ms` after the server's audio
+    begins to play, to interrupt it. The onset counts for the barge-in report."""
+    barge_in_after_ms: int = 800
+    hang_up_after_playing_ms: int | None = None
+    """Hang up this long after the server's audio begins to play (a caller leaving mid-reply)."""
     open_timeout_s: float = 5.0
     extra_headers: dict[str, str] = field(default_factory=dict)
 
@@ -130,6 +138,8 @@ class MediaStream:
         self._ticks_sent = 0
         self._last_outbound_ms = -1e9
         self._closed_by_us = False
+        self._barge_start: int | None = None
+        self._extra_onsets: list[tuple[int, str]] = []
 
     def hang_up(self, code: int | None = None) -> None:
         if code is not None:
@@ -216,7 +226,8 @@ class MediaStream:
             at_ms = tick * FRAME_MS
             self.playout.advance(self.media_ms())
             stamp = iso_timestamp(self._epoch0 + at_ms / 1000.0)
-            for frame in self.audio.frames(tick):
+            self._react(tick)
+            for frame in self._with_barge_in(tick, self.audio.frames(tick)):
                 message = AudioData(frame.pcm, stamp, frame.participant_raw_id, frame.silent)
                 await self._send(websocket, encode(message))
                 if frame.pcm:
@@ -229,12 +240,52 @@ class MediaStream:
             self._ticks_sent = tick
             self.report.frames_sent = tick
 
+    def _react(self, tick: int) -> None:
+        """Start the interrupting speech, or hang up, once the server's audio has played long enough."""
+        playing = self.playout.playing_for_ms()
+        options = self.options
+        if options.barge_in is not None and self._barge_start is None and playing >= options.barge_in_after_ms:
+            self._barge_start = tick
+            self._extra_onsets.append((tick * FRAME_MS, options.barge_in[0]))
+        if options.hang_up_after_playing_ms is not None and playing >= options.hang_up_after_playing_ms:
+            self._stop.set()
+
+    def _with_barge_in(self, tick: int, frames: list[Frame]) -> list[Frame]:
+        if self._barge_start is None or self.options.barge_in is None:
+            return frames
+        raw_id, pcm = self.options.barge_in
+        size = self.audio.frame_samples
+        offset = (tick - self._barge_start) * size
+        chunk = np.asarray(pcm[offset : offset + size], dtype=np.int16)
+        if not chunk.size:
+            return frames
+        chunk = np.concatenate((chunk, np.zeros(size - chunk.size, dtype=np.int16)))
+        if not self.audio.mixed:
+            return [*frames, Frame(raw_id, chunk.tobytes(), False)]
+        out = []
+        for frame in frames:
+            base = np.frombuffer(frame.pcm, dtype="<i2") if frame.pcm else np.zeros(size, dtype=np.int16)
+            mixed = np.clip(base.astype(np.int32) + chunk, -32768, 32767).astype("<i2")
+            out.append(Frame(frame.participant_raw_id, mixed.tobytes(), False))
+        return out
+
     def _lingering(self, tick: int) -> bool:
         options = self.options
-        if options.linger_ms <= 0 or (tick - self.audio.ticks) * FRAME_MS >= options.max_linger_ms:
+        if (
+            max(options.linger_ms, options.reply_timeout_ms) <= 0
+            or (tick - self.audio.ticks) * FRAME_MS >= options.max_linger_ms
+        ):
             return False
-        now = self.media_ms()
-        return self.playout.queued_ms > 0 or now - self._last_outbound_ms < options.linger_ms
+        barge = options.barge_in
+        if barge is not None and self._barge_start is not None:
+            spoken = (tick - self._barge_start) * self.audio.frame_samples
+            if spoken < len(barge[1]):
+                return True  # the interruption is still being spoken
+        audio_end = self.audio.ticks * FRAME_MS
+        if self._last_outbound_ms < audio_end and self.media_ms() - audio_end < options.reply_timeout_ms:
+            return True  # still waiting for the server to start answering
+        quiet_since = max(self._last_outbound_ms, audio_end)
+        return self.playout.queued_ms > 0 or self.media_ms() - quiet_since < options.linger_ms
 
     async def _pace(self, tick: int) -> None:
         if self.options.speed <= 0:
@@ -295,7 +346,7 @@ class MediaStream:
         report.media_ms = round(end_ms, 1)
         report.wall_s = round(wall_s, 3)
         report.playback = self.playout.stats()
-        report.barge_ins = self.playout.barge_ins(self.audio.speech_onsets_ms())
+        report.barge_ins = self.playout.barge_ins(sorted(self.audio.speech_onsets_ms() + self._extra_onsets))
         report.close_code = websocket.close_code
         report.close_reason = websocket.close_reason or ""
         report.closed_by = "simulator" if self._closed_by_us else "server"

@@ -83,6 +83,12 @@ class Playout:
         if self._span_start is None:
             self._span_start = now_ms
 
+    def playing_for_ms(self) -> float:
+        """How long the current stretch of outbound audio has been playing (0 when nothing plays)."""
+        if self._span_start is None:
+            return 0.0
+        return max(0.0, self._clock_ms - self._span_start)
+
     def stop(self, now_ms: float) -> Flush:
         """StopAudio: drop everything queued. Not sticky: the next `enqueue()` plays normally."""
         self.advance(now_ms)
