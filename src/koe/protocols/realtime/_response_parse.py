@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from koe.protocols.realtime import _json as j
+from koe.protocols.realtime._extras import RESPONSE_EXTRAS, metadata
 from koe.protocols.realtime._json import Json, JsonObject
 from koe.protocols.realtime._session_parse import _SessionParser
 from koe.protocols.realtime.dialect import Dialect
@@ -19,15 +20,6 @@ from koe.protocols.realtime.formats import output_format_from_name
 from koe.protocols.realtime.items import ConversationItem, ItemReference, parse_item
 from koe.protocols.realtime.responses import ResponseOverrides
 from koe.protocols.realtime.session import ToolChoiceFunction, tool_from_json, voice_from_json
-
-_AZURE_IGNORED = {
-    "pre_generated_assistant_message": "Pre-generated assistant messages are not supported.",
-    "interim_response": "Interim responses are not supported.",
-    "invoke_input": "Agent invocation input is not supported.",
-    "reasoning_effort": "",
-}
-_GA_IGNORED = {"prompt": "Stored prompts are not supported.", "reasoning": ""}
-_MAX_METADATA_PAIRS = 16
 
 
 def parse_response_create(event: JsonObject, dialect: Dialect) -> tuple[ResponseOverrides, list[RealtimeWarning]]:
@@ -60,7 +52,6 @@ class _ResponseReader:
             "input": self.input,
             "metadata": self.metadata,
         }
-        ignored: dict[str, str] = {}
         if self.dialect is Dialect.GA:
             handlers.update(
                 output_modalities=s.output_modalities,
@@ -68,7 +59,6 @@ class _ResponseReader:
                 audio=self.ga_audio,
                 parallel_tool_calls=s.parallel_tool_calls,
             )
-            ignored = _GA_IGNORED
         else:
             handlers.update(
                 modalities=s.modalities,
@@ -86,17 +76,7 @@ class _ResponseReader:
                 append_input_items=self.append_input_items,
                 parallel_tool_calls=s.parallel_tool_calls,
             )
-            ignored = _AZURE_IGNORED
-        for key, value in body.items():
-            param = j.join("response", key)
-            if key in handlers:
-                handlers[key](value, param)
-            elif key in ignored:
-                self.extras[key] = value
-                if ignored[key] and value is not None:
-                    s.warn(param, f"'{param}' is not supported by this server and was ignored. {ignored[key]}")
-            else:
-                s.unknown(param)
+        s.dispatch(body, "response", handlers, RESPONSE_EXTRAS[self.dialect], self.extras)
         self._collect()
 
     def _collect(self) -> None:
@@ -168,9 +148,5 @@ class _ResponseReader:
             self.fields[param.rsplit(".", 1)[-1]] = j.as_bool(value, param)
 
     def metadata(self, value: Json, param: str) -> None:
-        if value is None:
-            return
-        obj = j.as_object(value, param)
-        if len(obj) > _MAX_METADATA_PAIRS:
-            raise j.value_error(param, f"<{len(obj)} keys>", reason=f"At most {_MAX_METADATA_PAIRS} keys are allowed.")
-        self.fields["metadata"] = {key: j.as_str(v, j.join(param, key)) for key, v in obj.items()}
+        if value is not None:
+            self.fields["metadata"] = metadata(value, param)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from koe.protocols.realtime import _json as j
+from koe.protocols.realtime._extras import SESSION_EXTRAS, Extra, store_extra
 from koe.protocols.realtime._json import Json, JsonObject
 from koe.protocols.realtime.dialect import Dialect
 from koe.protocols.realtime.errors import UNKNOWN_PARAMETER, UNSUPPORTED_FEATURE, RealtimeWarning
@@ -51,26 +52,6 @@ _MS_PER_SECOND = 1000
 
 _READ_ONLY = ("id", "object", "expires_at", "client_secret", "agent", "model")
 """Response-only fields a client may echo back from `session.created`; ignored without a word."""
-IGNORED_FIELDS: dict[Dialect, dict[str, str]] = {
-    Dialect.AZURE: {
-        "animation": "Avatar animation output is not supported.",
-        "avatar": "Avatars are not supported.",
-        "output_audio_timestamp_types": "Word timestamps are not supported.",
-        "interim_response": "Interim responses are not supported.",
-        "include": "Transcription logprobs and phrases are not supported.",
-        "reasoning_effort": "Reasoning effort has no effect on this server.",
-        "metadata": "",
-    },
-    Dialect.BETA: {"tracing": ""},
-    Dialect.GA: {
-        "tracing": "",
-        "truncation": "",
-        "prompt": "Stored prompts are not supported.",
-        "include": "",
-        "reasoning": "Reasoning effort has no effect on this server.",
-    },
-}
-"""Settings accepted and echoed but not acted on, with the warning to send (empty: accepted silently)."""
 
 _TD_OPENAI = (
     "type",
@@ -155,15 +136,27 @@ class _SessionParser:
         self._dispatch(session, path, handlers)
 
     def _dispatch(self, obj: JsonObject, path: str, handlers: dict[str, Callable[[Json, str], None]]) -> None:
-        ignored = IGNORED_FIELDS[self.dialect]
+        self.dispatch(obj, path, handlers, SESSION_EXTRAS[self.dialect], self.out)
+
+    def dispatch(
+        self,
+        obj: JsonObject,
+        path: str,
+        handlers: dict[str, Callable[[Json, str], None]],
+        extras: dict[str, Extra],
+        kept: dict[str, Json],
+    ) -> None:
+        """Run the handler of each key; check and keep the `extras` in `kept`; warn about the rest."""
         for key, value in obj.items():
             param = j.join(path, key)
             if key in handlers:
                 handlers[key](value, param)
-            elif key in ignored:
-                self.out[key] = value
-                if ignored[key] and value is not None:
-                    self.warn(param, f"'{param}' is not supported by this server and was ignored. {ignored[key]}")
+            elif key in extras:
+                kept[key] = store_extra(extras[key], value, param)
+                if extras[key].warning and value is not None:
+                    self.warn(
+                        param, f"'{param}' is not supported by this server and was ignored. {extras[key].warning}"
+                    )
             elif key not in _READ_ONLY:
                 self.unknown(param)
 
