@@ -67,13 +67,8 @@ from koe.protocols.realtime.responses import (
     cancelled_details,
 )
 from koe.protocols.realtime.server_events import ContentRef, ServerEvents, encode_event
-from koe.protocols.realtime.session import (
-    SessionConfig,
-    SessionPatch,
-    TurnDetection,
-    Voice,
-    apply_session_update,
-)
+from koe.protocols.realtime.session import SessionConfig, SessionPatch, TurnDetection, Voice
+from koe.protocols.realtime.session_update import apply_session_update
 
 __all__ = [
     "ROOT",

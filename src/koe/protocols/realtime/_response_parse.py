@@ -19,7 +19,8 @@ from koe.protocols.realtime.errors import RealtimeWarning
 from koe.protocols.realtime.formats import output_format_from_name
 from koe.protocols.realtime.items import ConversationItem, ItemReference, parse_item
 from koe.protocols.realtime.responses import ResponseOverrides
-from koe.protocols.realtime.session import ToolChoiceFunction, tool_from_json, voice_from_json
+from koe.protocols.realtime.session import ToolChoiceFunction
+from koe.protocols.realtime.session_update import tool_from_json, voice_from_json
 
 
 def parse_response_create(event: JsonObject, dialect: Dialect) -> tuple[ResponseOverrides, list[RealtimeWarning]]:

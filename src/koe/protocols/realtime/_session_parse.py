@@ -16,6 +16,7 @@ from collections.abc import Callable
 from koe.protocols.realtime import _json as j
 from koe.protocols.realtime._extras import SESSION_EXTRAS, Extra, store_extra
 from koe.protocols.realtime._json import Json, JsonObject
+from koe.protocols.realtime._turn_detection import parse_turn_detection
 from koe.protocols.realtime.dialect import Dialect
 from koe.protocols.realtime.errors import UNKNOWN_PARAMETER, UNSUPPORTED_FEATURE, RealtimeWarning
 from koe.protocols.realtime.formats import (
@@ -28,9 +29,6 @@ from koe.protocols.realtime.formats import (
     output_format_name,
 )
 from koe.protocols.realtime.session import (
-    AZURE_SEMANTIC_VAD_TYPES,
-    OPENAI_TURN_DETECTION_TYPES,
-    TURN_DETECTION_TYPES,
     SessionPatch,
 )
 
@@ -44,36 +42,11 @@ AZURE_VOICE_TYPES = (
 )
 _NOISE_TYPES = ("near_field", "far_field")
 _AZURE_NOISE_TYPES = (*_NOISE_TYPES, "azure_deep_noise_suppression")
-_EAGERNESS = ("low", "medium", "high", "auto")
-_THRESHOLD_LEVELS = ("low", "medium", "high", "default")
 _TOOL_CHOICES = ("auto", "none", "required")
 _AZURE_MODALITIES = ("text", "audio", "animation", "avatar")
-_MS_PER_SECOND = 1000
 
 _READ_ONLY = ("id", "object", "expires_at", "client_secret", "agent", "model")
 """Response-only fields a client may echo back from `session.created`; ignored without a word."""
-
-_TD_OPENAI = (
-    "type",
-    "threshold",
-    "prefix_padding_ms",
-    "silence_duration_ms",
-    "idle_timeout_ms",
-    "create_response",
-    "interrupt_response",
-    "eagerness",
-)
-_TD_AZURE = (
-    *_TD_OPENAI,
-    "speech_duration_ms",
-    "auto_truncate",
-    "remove_filler_words",
-    "languages",
-    "end_of_utterance_detection",
-    "appended_text_after_truncation",
-)
-_TD_LEGACY = ("neg_threshold", "window_size", "distinct_ci_phones", "require_vowel")
-"""Fields of the 2025 Azure reference the current service dropped; accepted and ignored."""
 
 
 def parse_session(value: Json, dialect: Dialect, param: str = "session") -> tuple[SessionPatch, list[RealtimeWarning]]:
@@ -275,60 +248,7 @@ class _SessionParser:
         self.out["output_audio_format"] = output_format_name(fmt)
 
     def turn_detection(self, value: Json, param: str) -> None:
-        if value is None:
-            self.out["turn_detection"] = None
-            return
-        td = j.as_object(value, param)
-        out: dict[str, Json] = {}
-        kinds = TURN_DETECTION_TYPES if self.azure else OPENAI_TURN_DETECTION_TYPES
-        for key, field in td.items():
-            sub = j.join(param, key)
-            if key not in (_TD_AZURE if self.azure else _TD_OPENAI):
-                if not (self.azure and key in _TD_LEGACY):
-                    self.unknown(sub)
-            elif field is None:
-                out[key] = None
-            elif key == "type":
-                kind = "azure_semantic_vad_multilingual" if field == "azure_multilingual_semantic_vad" else field
-                out[key] = j.as_choice(kind, sub, kinds)
-            elif key == "threshold":
-                out[key] = j.as_float(field, sub, minimum=0.0, maximum=1.0)
-            elif key in ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms", "speech_duration_ms"):
-                out[key] = j.as_int(field, sub, minimum=0)
-            elif key in ("create_response", "interrupt_response", "auto_truncate", "remove_filler_words"):
-                out[key] = j.as_bool(field, sub)
-            elif key == "eagerness":
-                out[key] = j.as_choice(field, sub, _EAGERNESS)
-            elif key == "languages":
-                out[key] = list(j.as_str_list(field, sub))
-            elif key == "appended_text_after_truncation":
-                out[key] = j.as_str(field, sub)
-            else:
-                out[key] = self._eou(field, sub)
-        if out.get("type") not in (None, *AZURE_SEMANTIC_VAD_TYPES):
-            for key in ("appended_text_after_truncation", "languages"):
-                if key in out:
-                    self.warn(j.join(param, key), f"'{key}' applies to azure_semantic_vad only and was ignored.")
-        self.out["turn_detection"] = out
-
-    def _eou(self, value: Json, param: str) -> Json:
-        eou = j.as_object(value, param)
-        out: dict[str, Json] = {"model": j.as_str(j.require(eou, "model", param), j.join(param, "model"))}
-        for key, field in eou.items():
-            sub = j.join(param, key)
-            if key == "model" or field is None:
-                continue
-            if key == "threshold_level":
-                out[key] = j.as_choice(field, sub, _THRESHOLD_LEVELS)
-            elif key == "timeout_ms":
-                out[key] = j.as_int(field, sub, minimum=0)
-            elif key == "threshold":
-                out[key] = j.as_float(field, sub)
-            elif key == "timeout":  # legacy seconds, still sent by the Voice Live quickstart
-                out.setdefault("timeout_ms", round(j.as_float(field, sub, minimum=0.0) * _MS_PER_SECOND))
-            else:
-                self.unknown(sub)
-        return out
+        self.out["turn_detection"] = parse_turn_detection(value, param, azure=self.azure, warn=self.warn)
 
     def transcription(self, value: Json, param: str) -> None:
         if value is None:

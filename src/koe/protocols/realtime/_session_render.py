@@ -27,8 +27,8 @@ from koe.protocols.realtime.session import (
     TurnDetection,
     UnsupportedTool,
     Voice,
-    tool_choice_json,
 )
+from koe.protocols.realtime.session_update import tool_choice_json
 
 SESSION_OBJECT = "realtime.session"
 TRANSCRIPTION_SESSION_OBJECT = "realtime.transcription_session"
