@@ -1,0 +1,242 @@
+"""`koe bench sora`: how many Sora connections the door carries on this machine.
+
+Call `run_sora_bench(settings, progress)`. The gateway runs in a child process (`python -m koe.bench.sora gateway`)
+so the load generator does not share its event loop or GIL. Two measurements:
+
+- **speech**: N connections streaming real-time Opus (the fixture utterances, each followed by as much silence, so
+  speech about half the time, starts staggered) to `/speech` with the `koe` service. For every final result, the
+  latency is the time from sending the packet that holds the utterance's end (`end_ms`) to receiving the result;
+  it therefore includes the VAD's end-of-turn silence (`sora.silence_duration_ms`). N rises while p95 ≤ 1 s.
+- **relay**: the `test` service with the gateway pinned to one core and the generator (`koe.bench._h2load`) on the
+  other: N connections at 50 packets/s each; the added latency is packet sent → its result received. N rises while
+  p99 ≤ 10 ms and nothing is lost; the result is connections per core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import math
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from koe.audio.opus import OPUS_RATE, OpusEncoder
+from koe.bench._h2load import run_load
+from koe.config import Settings
+from koe.protocols.sora import SoraRequest, frame_packet, request_headers
+from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream
+from koe.sim.sora.source import opus_packets
+
+Progress = Callable[[str], None]
+AUDIO = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "audio"
+SPEECH_FILES = ("utterance_48k.wav", "short_16k.wav", "reply_48k_opus.ogg")
+SPEECH_TARGET_P95_S = 1.0
+RELAY_TARGET_P99_MS = 10.0
+PACKET_S = 0.02
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Gateway:
+    """A gateway child process serving one service, optionally pinned to one core."""
+
+    def __init__(self, service: str, cpu: int | None = None) -> None:
+        self.port = _free_port()
+        command = [sys.executable, "-m", "koe.bench.sora", "gateway", service, str(self.port)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY"):
+            self.process.kill()
+            raise RuntimeError(f"the bench gateway did not start: {line!r}")
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(self.process.pid, {cpu})
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# --- speech capacity ----------------------------------------------------------------------------------------------
+
+
+async def _speech_stream(conn: GatewayConnection, index: int, cycles: int, latencies: list[float]) -> int:
+    rng = random.Random(index)
+    sources = [opus_packets(AUDIO / name, trailing_silence_ms=0) for name in SPEECH_FILES]
+    plan: list[bytes] = []
+    quiet = OpusEncoder(OPUS_RATE)
+    for cycle in range(cycles):
+        speech = sources[(index + cycle) % len(sources)]
+        plan += speech + quiet.encode(np.zeros(len(speech) * 960, dtype=np.int16))
+    offset = rng.randrange(0, 200)  # stagger: up to 4 s of leading silence
+    plan = quiet.encode(np.zeros(offset * 960, dtype=np.int16)) + plan
+    request = SoraRequest("bench", "S", f"C{index}", "en-US")
+    stream: GatewayStream = await conn.open_stream("/speech", request_headers(request))
+    sent_at: list[float] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i, packet in enumerate(plan):
+        delay = start + i * PACKET_S - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at.append(time.perf_counter())
+        if not await stream.send(frame_packet(packet, int(time.time() * 1e6), i)):
+            break
+    await stream.end()
+    await stream.closed(60)
+    finals = 0
+    for received, result in stream.received:
+        if result.get("is_final"):
+            finals += 1
+            index_at_end = min(len(sent_at) - 1, max(0, math.ceil(result["end_ms"] / 20) - 1))
+            latencies.append(received - sent_at[index_at_end])
+    return finals
+
+
+async def _speech_trial(port: int, connections: int, cycles: int) -> dict[str, Any]:
+    conn = await GatewayConnection.connect(f"http://127.0.0.1:{port}")
+    latencies: list[float] = []
+    finals = await asyncio.gather(*(_speech_stream(conn, i, cycles, latencies) for i in range(connections)))
+    await conn.close()
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("inf")
+    return {
+        "connections": connections,
+        "final_results": sum(finals),
+        "latency_p50_s": round(statistics.median(ordered), 3) if ordered else None,
+        "latency_p95_s": round(p95, 3),
+        "latency_max_s": round(ordered[-1], 3) if ordered else None,
+    }
+
+
+def speech_capacity(
+    progress: Progress, levels: tuple[int, ...], cycles: int, partial_results: bool = True
+) -> dict[str, Any]:
+    gateway = _Gateway("koe" if partial_results else "koe-final")
+    trials: list[dict[str, Any]] = []
+    try:
+        for connections in levels:
+            trial = asyncio.run(_speech_trial(gateway.port, connections, cycles))
+            trials.append(trial)
+            progress(f"speech (partials {partial_results}): {connections} connections → p95 {trial['latency_p95_s']} s")
+            if trial["latency_p95_s"] > SPEECH_TARGET_P95_S:
+                break
+    finally:
+        gateway.stop()
+    passing = [t["connections"] for t in trials if t["latency_p95_s"] <= SPEECH_TARGET_P95_S]
+    return {
+        "partial_results": partial_results,
+        "max_connections_p95_le_1s": max(passing, default=0),
+        "target": 16,
+        "trials": trials,
+    }
+
+
+# --- relay capacity (test service) --------------------------------------------------------------------------------
+
+
+def relay_capacity(progress: Progress, levels: tuple[int, ...], seconds: float) -> dict[str, Any]:
+    gateway = _Gateway("test", cpu=0)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
+    trials: list[dict[str, Any]] = []
+    try:
+        for streams in levels:
+            load = asyncio.run(run_load(gateway.port, streams, seconds))
+            ordered = sorted(load.latencies_ms)
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("inf")
+            trial = {
+                "connections": streams,
+                "packets_per_s": round(streams / PACKET_S),
+                "packets_sent": load.packets_sent,
+                "results": load.results,
+                "lost": load.packets_sent - load.results,
+                "errors": load.errors,
+                "blocked_by_flow_control": load.blocked,
+                "generator_late_ticks": load.late_ticks,
+                "added_latency_p50_ms": round(statistics.median(ordered), 2) if ordered else None,
+                "added_latency_p99_ms": round(p99, 2),
+            }
+            trials.append(trial)
+            progress(f"relay: {streams} connections → p99 {trial['added_latency_p99_ms']} ms, lost {trial['lost']}")
+            if p99 > RELAY_TARGET_P99_MS or trial["lost"] or load.errors or load.blocked:
+                break
+    finally:
+        gateway.stop()
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    passing = [
+        t["connections"]
+        for t in trials
+        if t["added_latency_p99_ms"] <= RELAY_TARGET_P99_MS and not t["lost"] and not t["blocked_by_flow_control"]
+    ]
+    return {"connections_per_core_p99_le_10ms": max(passing, default=0), "target": 1000, "trials": trials}
+
+
+def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) -> dict[str, Any]:
+    del settings  # the child gateways use the defaults, so results compare across machines
+    relay = relay_capacity(
+        progress, (50, 100) if quick else (100, 200, 300, 400, 500, 600, 800, 1000), 3 if quick else 8
+    )
+    levels = (2,) if quick else (2, 4, 8, 12, 16, 20, 24, 28, 32)
+    speech = speech_capacity(progress, levels, 1 if quick else 2)
+    speech_final_only = speech_capacity(progress, levels, 1 if quick else 2, partial_results=False)
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "speech": speech,
+        "speech_final_only": speech_final_only,
+        "relay": relay,
+    }
+
+
+def _serve_gateway(service: str, port: int) -> None:
+    """Child process: a Sora gateway with the given service until SIGTERM; prints READY when listening."""
+    import signal
+
+    from koe.config import SoraSettings
+    from koe.engines.registry import load_engines
+    from koe.server.sora import SoraGateway
+
+    final_only = service == "koe-final"  # Suzu's example config: final_result_only = true
+    service = "koe" if final_only else service
+    engines = load_engines(Settings(), ["vad", "stt"]) if service == "koe" else None
+    settings = SoraSettings.model_validate(
+        {"port": port, "service": service, "audio_streaming_header": True, "partial_results": not final_only}
+    )
+
+    async def main() -> None:
+        gateway = SoraGateway(settings, engines)
+        await gateway.start()
+        print("READY", gateway.port, flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await gateway.close()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "gateway":
+        _serve_gateway(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m koe.bench.sora gateway SERVICE PORT")
