@@ -299,6 +299,16 @@ def test_item_kinds(dialect: Dialect) -> None:
     assert parse(system, dialect).item.role == "system"
 
 
+def test_item_audio_is_whole_samples_of_the_input_format() -> None:
+    odd = base64.b64encode(b"\x01\x02\x03").decode()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": odd}]}
+    text = json.dumps({"type": "conversation.item.create", "item": item})
+    assert error_for(text).param == "item.content[0].audio"
+    event = parse_client_event(text, Dialect.GA, input_format=G711_ULAW)
+    assert isinstance(event, ConversationItemCreate)
+    assert event.item.content[0].audio == b"\x01\x02\x03"  # type: ignore[union-attr]
+
+
 def test_images_are_not_beta() -> None:
     image = {
         "type": "conversation.item.create",

@@ -24,7 +24,7 @@ from koe.protocols.realtime._session_parse import parse_session
 from koe.protocols.realtime.dialect import Dialect
 from koe.protocols.realtime.errors import INVALID_JSON, RealtimeError, RealtimeWarning
 from koe.protocols.realtime.formats import PCM16_24K, AudioFormat, check_audio
-from koe.protocols.realtime.items import ConversationItem, ItemReference, decode_b64_audio, parse_item
+from koe.protocols.realtime.items import ConversationItem, ItemReference, MessageItem, decode_b64_audio, parse_item
 from koe.protocols.realtime.responses import ResponseOverrides
 from koe.protocols.realtime.session import SessionPatch
 
@@ -274,6 +274,10 @@ def _transcription_session(obj: JsonObject, dialect: Dialect, fmt: AudioFormat, 
 def _item_create(obj: JsonObject, dialect: Dialect, fmt: AudioFormat, event_id: str | None) -> ClientEvent:
     item = parse_item(j.require(obj, "item", ""), dialect, "item")
     assert not isinstance(item, ItemReference)  # parse_item admits references only when asked
+    if isinstance(item, MessageItem) and item.role == "user":
+        for i, part in enumerate(item.content):
+            if part.audio is not None:
+                check_audio(part.audio, fmt, f"item.content[{i}].audio")
     previous = obj.get("previous_item_id")
     return ConversationItemCreate(
         event_id=event_id,
