@@ -227,6 +227,17 @@ def _register_sora_sim() -> None:
 _register_sora_sim()
 
 
+def _register_acs() -> None:
+    from koe.bench.acs import bench_acs
+    from koe.sim.acs.cli import acs_call
+
+    main.add_command(acs_call)
+    bench.add_command(bench_acs)
+
+
+_register_acs()
+
+
 def _load(config_file: Path | None, kind: str) -> Any:
     from koe.engines.registry import load_engines
 

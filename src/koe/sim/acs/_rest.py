@@ -57,6 +57,11 @@ class _Server:
 async def serve_rest(
     emulator: CallAutomationEmulator, host: str, port: int, tls: TlsFiles | None
 ) -> tuple[_Server, int]:
+    return await run_app(build_app(emulator), host, port, tls)
+
+
+async def run_app(app: Starlette, host: str, port: int, tls: TlsFiles | None) -> tuple[_Server, int]:
+    """Serve `app` with Hypercorn in this event loop (on a free port when `port` is 0) until `stop()`."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -70,7 +75,7 @@ async def serve_rest(
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(build_app(emulator), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     for _ in range(200):
         try:
             _, writer = await asyncio.open_connection(host, port)
