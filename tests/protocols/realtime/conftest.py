@@ -40,15 +40,24 @@ def deserialize_azure(event: dict[str, Any]) -> Any:
     return parsed
 
 
+def _has_azure_only_values(event: dict[str, Any]) -> bool:
+    """Azure values the beta types cannot hold (spec §7): for those the Voice Live SDK is the only contract.
+
+    Sessions carry the deployment's model name (the beta types allow only OpenAI's), responses may carry an Azure voice
+    object. Every other Azure event must fit the beta union.
+    """
+    if event["type"] in ("session.created", "session.updated"):
+        return True
+    response = event.get("response")
+    return isinstance(response, dict) and isinstance(response.get("voice"), dict)
+
+
 def check_event(event: dict[str, Any], dialect: Dialect, *, openai_union: bool = True) -> None:
     """Every check that applies to `event` in `dialect`: common envelope, the openai union, the azure SDK."""
     assert isinstance(event["type"], str)
     assert event["event_id"].startswith("event_")
     assert len(encode_event(event).encode()) < 1024 * 1024
-    # Azure sessions carry the deployment's model name, which the beta types restrict to OpenAI's own names, and
-    # Azure-only values (spec §7); for them the Voice Live SDK is the contract. Other Azure events fit the beta union.
-    azure_session = dialect is Dialect.AZURE and event["type"] in ("session.created", "session.updated")
-    if openai_union and not azure_session:
+    if openai_union and not (dialect is Dialect.AZURE and _has_azure_only_values(event)):
         validate_openai(event, dialect)
     if dialect is Dialect.AZURE:
         deserialize_azure(event)
