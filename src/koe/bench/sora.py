@@ -137,7 +137,8 @@ def speech_capacity(
             trial = asyncio.run(_speech_trial(gateway.port, connections, cycles))
             trials.append(trial)
             progress(f"speech (partials {partial_results}): {connections} connections → p95 {trial['latency_p95_s']} s")
-            if trial["latency_p95_s"] > SPEECH_TARGET_P95_S:
+            # Past twice the target it is saturated; nearer, a busy moment on a shared machine may be the cause.
+            if trial["latency_p95_s"] > 2 * SPEECH_TARGET_P95_S:
                 break
     finally:
         gateway.stop()
@@ -177,8 +178,8 @@ def relay_capacity(progress: Progress, levels: tuple[int, ...], seconds: float) 
             }
             trials.append(trial)
             progress(f"relay: {streams} connections → p99 {trial['added_latency_p99_ms']} ms, lost {trial['lost']}")
-            if p99 > RELAY_TARGET_P99_MS or trial["lost"] or load.errors or load.blocked:
-                break
+            if p99 > 10 * RELAY_TARGET_P99_MS or trial["lost"] or load.errors or load.blocked:
+                break  # saturated; a p99 just over the target may be another process's busy moment
     finally:
         gateway.stop()
         if hasattr(os, "sched_setaffinity"):
@@ -193,6 +194,7 @@ def relay_capacity(progress: Progress, levels: tuple[int, ...], seconds: float) 
 
 def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) -> dict[str, Any]:
     del settings  # the child gateways use the defaults, so results compare across machines
+    load_before = os.getloadavg()
     relay = relay_capacity(
         progress, (50, 100) if quick else (100, 200, 300, 400, 500, 600, 800, 1000), 3 if quick else 8
     )
@@ -201,7 +203,14 @@ def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) 
     speech_final_only = speech_capacity(progress, levels, 1 if quick else 2, partial_results=False)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # Other work on the machine shows up as latency: the load averages before and after say how busy it was.
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "speech": speech,
         "speech_final_only": speech_final_only,
         "relay": relay,
