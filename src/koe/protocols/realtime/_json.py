@@ -1,15 +1,13 @@
 """Typed reads from decoded JSON objects that raise `RealtimeError` naming the offending parameter.
 
-Every reader takes the object, the key and the dotted path of the object (e.g. `session.turn_detection`), so an error
-says exactly which parameter was wrong, as OpenAI's own errors do (`param: "session.turn_detection.threshold"`).
-`ABSENT` marks a key that is not there, which is different from an explicit JSON `null` (spec §1.2).
+Every reader takes the value and its dotted path (e.g. `session.turn_detection.threshold`), so an error says exactly
+which parameter was wrong, as OpenAI's own errors do (`param: "session.turn_detection.threshold"`).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any
 
 from koe.protocols.realtime.errors import INVALID_VALUE, MISSING_REQUIRED_PARAMETER, RealtimeError
 
@@ -17,16 +15,6 @@ Json = Any
 """A decoded JSON value (dict, list, str, int, float, bool or None)."""
 JsonObject = Mapping[str, Json]
 
-T = TypeVar("T")
-
-
-class _Absent(enum.Enum):
-    ABSENT = "absent"
-
-
-ABSENT: Final = _Absent.ABSENT
-"""A key that is missing from its object (not the same as `null`)."""
-Absent = _Absent
 
 _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 

@@ -30,7 +30,6 @@ UNSUPPORTED_FEATURE = "unsupported_feature"
 INPUT_AUDIO_BUFFER_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
 CONVERSATION_ALREADY_HAS_ACTIVE_RESPONSE = "conversation_already_has_active_response"
 RESPONSE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
-ITEM_NOT_FOUND = "item_not_found"
 
 
 class RealtimeError(Exception):
