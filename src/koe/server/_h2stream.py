@@ -1,0 +1,98 @@
+"""The response side of one HTTP/2 stream of the Sora listener: the `ResponseStream` a route's handler writes to.
+
+`send()` queues one DATA frame and lets out as much as the peer's flow-control window allows (a large frame may go
+in parts); `finish()` ends the stream once everything queued is out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import h2.errors
+import h2.exceptions
+
+from koe.server._h2types import StreamHandler
+
+if TYPE_CHECKING:
+    from koe.server._h2connection import _Connection
+
+
+class H2Stream:
+    """The response side of one HTTP/2 stream; buffers what flow control does not let out yet."""
+
+    def __init__(self, conn: _Connection, stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.handler: StreamHandler | None = None
+        self.started = False
+        self.ended = False  # our END_STREAM is queued or sent
+        self.remote_ended = False
+        self.reset = False
+        self._end_sent = False
+        self._pending: list[bytes] = []
+
+    @property
+    def closed(self) -> bool:
+        return self.ended or self.reset or self._conn.lost
+
+    def start(self, status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+        if self.started or self.closed:
+            return
+        self.started = True
+        fields = [(":status", str(status)), *(headers or [("content-type", "application/json")])]
+        self._conn.h2.send_headers(self.stream_id, fields)
+        self._conn.schedule_flush()
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.started:
+            self.start()
+        self._pending.append(data)
+        if len(self._pending) == 1:
+            self.window_opened()
+
+    def window_opened(self) -> None:
+        """Send what flow control now allows, oldest first; a large frame may go out in parts."""
+        h2conn = self._conn.h2
+        while self._pending and not self.reset and not self._conn.lost:
+            try:
+                window = h2conn.local_flow_control_window(self.stream_id)
+            except h2.exceptions.StreamClosedError:
+                self.reset = True
+                return
+            data = self._pending[0]
+            if window <= 0 and data:
+                return
+            size = min(window, h2conn.max_outbound_frame_size)
+            if len(data) <= size:
+                h2conn.send_data(self.stream_id, data)
+                self._pending.pop(0)
+            else:
+                h2conn.send_data(self.stream_id, data[:size])
+                self._pending[0] = data[size:]
+            self._conn.schedule_flush()
+        if self.ended and not self._pending:
+            self._end_now()
+
+    def finish(self) -> None:
+        if self.ended or self.reset or self._conn.lost:
+            return
+        if not self.started:
+            self.start()
+        self.ended = True
+        if not self._pending:
+            self._end_now()
+
+    def _end_now(self) -> None:
+        if self._end_sent:
+            return
+        self._end_sent = True
+        h2conn = self._conn.h2
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            h2conn.end_stream(self.stream_id)
+            if not self.remote_ended:
+                h2conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        self._conn.schedule_flush()
+        self._conn.forget(self.stream_id)
