@@ -270,6 +270,8 @@ class Error:
     code: str
     message: str
     param: str | None = None
+    cause: str | None = None
+    """The door's id for the command that failed (`Session.cause`), so it can answer in its own protocol."""
 
 
 Event = (

@@ -100,6 +100,8 @@ class Session:
         self._timing_for: tuple[ResponseRun, _TurnTiming | None] | None = None
         self._closed = False
         self.created_at = clock()
+        self.cause: str | None = None
+        """Set by a door around a command call: errors the command raises carry it (`events.Error.cause`)."""
 
     # --- output --------------------------------------------------------------------------------------------
 
@@ -150,7 +152,7 @@ class Session:
         return self._run is not None and self._run.response_id == response_id and self._run.plan.in_conversation
 
     def _error(self, code: str, message: str, param: str | None = None) -> None:
-        self._emit(ev.Error(code, message, param))
+        self._emit(ev.Error(code, message, param, self.cause))
 
     # --- input ---------------------------------------------------------------------------------------------
 
