@@ -25,12 +25,16 @@ class FrameScanner:
         self.stopped: Stop | None = None
         self.oversize_length = 0
         self._skip = PREFACE_BYTES  # the preface precedes the frames in every mode, the h2c upgrade included
-        self._header = b""
+        self._held = b""
 
     def feed(self, data: bytes) -> tuple[bytes, Stop | None]:
-        """The part of `data` before a stopping frame (all of it when there is none), and why it stopped."""
+        """The part of `data` before a stopping frame (all of it when there is none), and why it stopped.
+
+        A frame header cut by the chunk's end is held back until it is whole, so a GOAWAY is never half passed on.
+        """
         if self.stopped:
             return b"", self.stopped
+        data, self._held = self._held + data, b""
         pos, n = 0, len(data)
         while pos < n:
             if self._skip:
@@ -38,21 +42,17 @@ class FrameScanner:
                 self._skip -= step
                 pos += step
                 continue
-            had = len(self._header)
-            take = min(FRAME_HEADER_BYTES - had, n - pos)
-            self._header += data[pos : pos + take]
-            frame_start = pos - had  # negative when the header began in an earlier chunk
-            pos += take
-            if len(self._header) < FRAME_HEADER_BYTES:
-                break
-            length = int.from_bytes(self._header[:3], "big")
-            kind = self._header[3]
-            self._header = b""
+            if n - pos < FRAME_HEADER_BYTES:
+                self._held = data[pos:]
+                return data[:pos], None
+            length = int.from_bytes(data[pos : pos + 3], "big")
+            kind = data[pos + 3]
             if length > self.max_frame_bytes:
                 self.stopped, self.oversize_length = "oversize", length
             elif kind == GOAWAY:
                 self.stopped = "goaway"
             if self.stopped:
-                return data[: max(frame_start, 0)], self.stopped
+                return data[:pos], self.stopped
             self._skip = length
+            pos += FRAME_HEADER_BYTES
         return data, None

@@ -60,10 +60,12 @@ class Http1Exchange:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HTTP1_HEADER_BYTES)
         self._request: h11.Request | None = None
         self._body = bytearray()
+        self._seen = False
 
     def feed(self, data: bytes) -> Http1Request | None:
-        if not self._request and data and not data[:1].isupper():
+        if not self._seen and data and not data[:1].isupper():
             raise Http1Error(BAD_REQUEST)  # not an HTTP method: no point waiting for a request line
+        self._seen = self._seen or bool(data)
         try:
             self._h11.receive_data(data)
             while True:
