@@ -36,6 +36,7 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.websocket_ping_interval = None
+    config.graceful_timeout = 1.0
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     for _ in range(200):

@@ -50,8 +50,13 @@ class _Server:
 
     async def stop(self) -> None:
         self._stop.set()
+        # A TLS peer that never sends close_notify would hold the shutdown for the SSL timeout; do not wait for it.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._task, 5)
+            await asyncio.wait_for(asyncio.shield(self._task), 2)
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
 
 
 async def serve_rest(
@@ -72,6 +77,7 @@ async def run_app(app: Starlette, host: str, port: int, tls: TlsFiles | None) ->
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
+    config.graceful_timeout = 1.0  # SDK clients keep pooled connections open; do not wait for them at shutdown
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
     stop = asyncio.Event()
@@ -146,7 +152,11 @@ def build_app(emulator: CallAutomationEmulator) -> Starlette:
             if not isinstance(body.get("callLocator"), dict):
                 raise _RestError(400, "BadRequest", "callLocator is required")
             caller = "4:+15550100001"
-        call = emulator.outbound_call(caller)
+        source = body.get("sourceCallerIdNumber")
+        presented = ce.raw_id_of(body.get("source")) or (
+            "4:" + str(source["value"]) if isinstance(source, dict) and source.get("value") else None
+        )
+        call = emulator.outbound_call(caller, presented)
         call.rest.append(op)
         emulator.answer(
             call, callback, _opt_str(body, "operationContext"), _media_options(body.get("mediaStreamingOptions"))

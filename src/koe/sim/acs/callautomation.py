@@ -21,7 +21,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,11 @@ class CallAutomationEmulator:
 
     # --- call lifecycle (called by the REST layer) -------------------------------------------------------------
 
-    def outbound_call(self, target: str) -> EmulatedCall:
-        """A call the app placed (create) or joined (connect): it connects at once."""
+    def outbound_call(self, target: str, source: str | None = None) -> EmulatedCall:
+        """A call the app placed (create) or joined (connect): it connects at once. `target` is who was called and
+        `source` the caller ID the app presented."""
         script = self.outbound_script or CallScript([Speaker(target, np.zeros(16000, dtype=np.int16), 16000)])
+        script = replace(script, caller=target, callee=source or script.callee)
         call = EmulatedCall(
             call_connection_id=str(uuid.uuid4()),
             server_call_id=base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("="),
