@@ -88,7 +88,9 @@ class SoraGateway:
         if name == "dump":
             return self.dump_service
         if name == "relay":
-            raise ValueError("sora.service = relay is not available in this build")
+            from koe.server.sora_relay import RelayService
+
+            return RelayService(self.settings, self.metrics)
         from koe.server.sora_speech import KoeService
 
         return KoeService(self.settings, self.engines, self.metrics)
@@ -195,10 +197,12 @@ class SoraStream:
         gateway.streams.add(self)
         self.call_id = f"sora:{request.channel_id}:{request.session_id}"
         self._register(service.name)
-        response.start(200, [("content-type", "application/json")])
         with bind(**self._ids):
             log.info("sora: stream opened (%s, %s)", service.name, request.language_code)
             self.service: ServiceStream = service.open(request, self)
+        # An upstream service answers only once it is connected (spec §2.4); local ones answer at once.
+        if not getattr(self.service, "defers_response", False):
+            self.start_response()
         if gateway.silence_wait_s is not None:
             self._timer = self._loop.call_later(gateway.silence_wait_s, self._idle)
 
@@ -209,6 +213,18 @@ class SoraStream:
             return
         self.response.send(encode(result))
         self.gateway.metrics.result(str(result.get("type", "")))
+
+    def start_response(self) -> None:
+        if not self.done:
+            self.response.start(200, [("content-type", "application/json")])
+
+    def refuse(self, status: int) -> None:
+        if self.done:
+            return
+        self.gateway.metrics.stream_error("upstream_connect")
+        self.response.start(status, [("content-type", "application/json"), ("content-length", "0")])
+        self._close()
+        self.response.finish()
 
     def fail(self, reason: str, kind: str = "service") -> None:
         if self.done:

@@ -40,6 +40,12 @@ class ResultSink(Protocol):
     def fail(self, reason: str, kind: str = "service") -> None:
         """Send `{"reason": …, "type": "error"}` once and end the response; the stream is over."""
 
+    def start_response(self) -> None:
+        """For a stream whose `defers_response` is true: the upstream is connected, send the 200 HEADERS now."""
+
+    def refuse(self, status: int) -> None:
+        """For a stream whose `defers_response` is true: the upstream connect failed; answer `status`, empty body."""
+
     def publish(self, event: dict[str, Any]) -> None:
         """Tell the call monitor (`koe.server.calls`) about an engine event, with this connection as participant."""
 
