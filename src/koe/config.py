@@ -89,6 +89,13 @@ class LLMSettings(BaseModel):
     queue_limit: int = Field(64, ge=1)
 
 
+class RealtimeSettings(BaseModel):
+    path_prefix: str = ""
+    """Serve the Realtime routes under this prefix too (clients keep the path of their endpoint URL)."""
+    session_lifetime_s: int = Field(1800, ge=10)
+    """Sessions close with 1001 `session_expired` after this long, as Azure OpenAI's do."""
+
+
 class AudioSettings(BaseModel):
     echo_cancellation: bool = True
     echo_tail_ms: int = Field(200, ge=10, le=1000)
@@ -217,6 +224,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=lambda: TTSSettings())
     llm: LLMSettings = Field(default_factory=lambda: LLMSettings())
     audio: AudioSettings = Field(default_factory=lambda: AudioSettings())
+    realtime: RealtimeSettings = Field(default_factory=lambda: RealtimeSettings())
     sora: SoraSettings = Field(default_factory=lambda: SoraSettings())
     acs: ACSSettings = Field(default_factory=lambda: ACSSettings())
 

@@ -93,3 +93,5 @@ class ResponseOptions:
     extra_input: tuple[object, ...] = ()
     """Extra items for this response only (`koe.voice.conversation.Item`), appended after the conversation."""
     metadata: dict[str, str] | None = None
+    request_id: str | None = None
+    """A door's own id for this request, echoed in `ResponseCreated` so it can find its request again."""

@@ -125,6 +125,8 @@ class ResponseCreated:
     voice: str
     in_conversation: bool = True
     metadata: dict[str, str] | None = None
+    request_id: str | None = None
+    """`ResponseOptions.request_id` of the request that created it; None for automatic responses."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ def plan_response(
         metadata=opts.metadata,
         cache_key=session.id,
         tool_choice=choice if tools else "auto",
+        request_id=opts.request_id,
     )
 
 

@@ -87,6 +87,7 @@ class ResponsePlan:
     metadata: dict[str, str] | None = None
     cache_key: str | None = None
     tool_choice: str = "auto"
+    request_id: str | None = None
 
 
 @dataclass
@@ -140,7 +141,9 @@ class ResponseRun:
     async def run(self) -> None:
         plan = self.plan
         self._emit(
-            ev.ResponseCreated(plan.response_id, plan.output_audio, plan.voice, plan.in_conversation, plan.metadata)
+            ev.ResponseCreated(
+                plan.response_id, plan.output_audio, plan.voice, plan.in_conversation, plan.metadata, plan.request_id
+            )
         )
         try:
             finished = await self._generate()

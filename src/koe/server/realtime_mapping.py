@@ -1,0 +1,204 @@
+"""Translating between the Realtime protocol's model and the voice engine's: session settings, response overrides
+and conversation items, both ways. Pure functions; the Realtime door calls them.
+
+`engine_config()` is where Realtime settings meet koe's engines: a voice that is not an installed Piper voice falls
+back to the default (with a warning on the Azure dialect), semantic VAD variants map onto koe's semantic end of
+utterance, and the output format sets the rate koe synthesizes at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from koe.audio.pcm import ENGINE_RATE, Pcm
+from koe.audio.resample import resample
+from koe.engines.base import TTS, ToolSpec
+from koe.protocols import realtime as rt
+from koe.protocols.realtime.formats import AudioFormat, decode_audio, encode_audio
+from koe.voice import config as vc
+from koe.voice.conversation import Item, Part
+
+SEMANTIC_TYPES = frozenset(
+    {
+        "semantic_vad",
+        "azure_semantic_vad",
+        "azure_semantic_vad_en",
+        "azure_semantic_vad_multilingual",
+        "azure_multilingual_semantic_vad",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    config: vc.SessionConfig
+    warnings: tuple[rt.RealtimeWarning, ...] = ()
+
+
+def turn_detection(td: rt.TurnDetection | None) -> vc.TurnDetection | None:
+    if td is None:
+        return None
+    eou = td.end_of_utterance_detection
+    eou_timeout = None
+    if eou is not None:
+        eou_timeout = eou.timeout_ms
+    eagerness = td.eagerness if td.eagerness in ("low", "medium", "high") else "auto"
+    return vc.TurnDetection(
+        type="semantic_vad" if td.type in SEMANTIC_TYPES else "server_vad",
+        threshold=td.threshold,
+        prefix_padding_ms=td.prefix_padding_ms,
+        silence_duration_ms=td.silence_duration_ms,
+        speech_duration_ms=max(32, min(td.speech_duration_ms, 300)),
+        idle_timeout_ms=td.idle_timeout_ms,
+        create_response=td.create_response,
+        interrupt_response=td.interrupt_response,
+        auto_truncate=td.auto_truncate,
+        remove_filler_words=td.remove_filler_words,
+        eagerness=eagerness,  # type: ignore[arg-type]  # narrowed to the literal values just above
+        eou_timeout_ms=eou_timeout,
+    )
+
+
+def tools(config_tools: tuple[rt.session.Tool, ...]) -> tuple[ToolSpec, ...]:
+    return tuple(
+        ToolSpec(tool.name, tool.description, dict(tool.parameters))
+        for tool in config_tools
+        if isinstance(tool, rt.session.FunctionTool)
+    )
+
+
+def tool_choice(choice: rt.session.ToolChoice) -> str:
+    return choice.name if isinstance(choice, rt.session.ToolChoiceFunction) else choice
+
+
+def max_tokens(value: rt.session.MaxTokens | None) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def voice(requested: rt.Voice, tts: TTS | None) -> tuple[str | None, rt.RealtimeWarning | None]:
+    """The Piper voice for a requested Realtime voice, and a warning when it had to fall back."""
+    if tts is None:
+        return None, None
+    if tts.has_voice(requested.name):
+        return requested.name, None
+    warning = rt.RealtimeWarning(
+        f"voice {requested.name!r} is not installed here; using {tts.default_voice!r} "
+        f"(installed voices: {', '.join(tts.voices())})",
+        param="session.voice",
+    )
+    return None, warning
+
+
+def engine_config(config: rt.SessionConfig, tts: TTS | None, echo_default: bool) -> Mapped:
+    chosen, warning = voice(config.voice, tts)
+    transcription = config.input_audio_transcription
+    echo = config.input_audio_echo_cancellation
+    mapped = vc.SessionConfig(
+        mode="transcribe" if config.type == "transcription" else "converse",
+        turn_detection=turn_detection(config.turn_detection),
+        language=transcription.language if transcription and transcription.language else None,
+        transcription=transcription is not None,
+        transcription_prompt=transcription.prompt if transcription else None,
+        noise_suppression=config.input_audio_noise_reduction is not None,
+        echo_cancellation=echo is not None or echo_default,
+        instructions=config.instructions or None,
+        voice=chosen,
+        output_audio=config.audio_output,
+        output_rate=config.output_audio_format.rate,
+        tools=tools(config.tools),
+        tool_choice=tool_choice(config.tool_choice),
+        temperature=config.temperature,
+        max_output_tokens=max_tokens(config.max_response_output_tokens),
+    )
+    return Mapped(mapped, (warning,) if warning else ())
+
+
+def response_options(
+    overrides: rt.ResponseOverrides, settings: rt.SessionConfig, tts: TTS | None, input_fmt: AudioFormat
+) -> tuple[vc.ResponseOptions, tuple[rt.RealtimeWarning, ...]]:
+    """Engine options for one `response.create`; `settings` is `overrides.settings(session config)`."""
+    chosen, warning = voice(settings.voice, tts)
+    input_ids: tuple[str, ...] | None = None
+    extra: list[Item] = []
+    if overrides.input is not None:
+        input_ids = ()
+        for entry in overrides.input:
+            if isinstance(entry, rt.ItemReference):
+                input_ids += (entry.id,)
+            else:
+                extra.append(engine_item(entry, input_fmt, settings.output_audio_format))
+    options = vc.ResponseOptions(
+        instructions=settings.instructions,
+        voice=chosen,
+        output_audio=settings.audio_output,
+        tools=tools(settings.tools) if overrides.tools is not None else None,
+        tool_choice=tool_choice(overrides.tool_choice) if overrides.tool_choice is not None else None,
+        temperature=overrides.temperature,
+        max_output_tokens=max_tokens(settings.max_response_output_tokens),
+        in_conversation=overrides.conversation != "none",
+        input_item_ids=input_ids,
+        extra_input=tuple(extra),
+        metadata=dict(overrides.metadata) if overrides.metadata is not None else None,
+    )
+    return options, (warning,) if warning else ()
+
+
+# --- items -----------------------------------------------------------------------------------------------------
+
+
+def engine_item(item: rt.ConversationItem, input_fmt: AudioFormat, output_fmt: AudioFormat) -> Item:
+    """A client's item as the engine keeps it (audio decoded; user audio at the engine's 16 kHz)."""
+    item_id = item.id or rt.new_item_id()
+    if isinstance(item, rt.FunctionCallItem):
+        return Item(
+            item_id,
+            "function_call",
+            None,
+            (),
+            item.status,
+            call_id=item.call_id or rt.new_call_id(),
+            name=item.name,
+            arguments=item.arguments,
+        )
+    if isinstance(item, rt.FunctionCallOutputItem):
+        return Item(item_id, "function_call_output", None, (), item.status, call_id=item.call_id, output=item.output)
+    parts: list[Part] = []
+    for part in item.content:
+        if part.type in ("input_text", "text"):
+            parts.append(Part(part.type, text=part.text or ""))
+        elif part.type == "input_audio":
+            pcm = _decode(part.audio, input_fmt, ENGINE_RATE)
+            parts.append(Part("input_audio", transcript=part.transcript, audio=pcm, rate=ENGINE_RATE))
+        elif part.type == "audio":
+            pcm = _decode(part.audio, output_fmt, output_fmt.rate)
+            parts.append(Part("audio", transcript=part.transcript or "", audio=pcm, rate=output_fmt.rate))
+        # input_image: the embedded models read no images; the item keeps its text parts.
+    return Item(item_id, "message", item.role, tuple(parts), item.status)
+
+
+def _decode(audio: bytes | None, fmt: AudioFormat, rate: int) -> Pcm | None:
+    if not audio:
+        return None
+    return resample(decode_audio(audio, fmt), fmt.rate, rate)
+
+
+def protocol_item(
+    item: Item, input_fmt: AudioFormat, output_fmt: AudioFormat, include_audio: bool = False
+) -> rt.ConversationItem:
+    """An engine item as the Realtime protocol renders it (audio encoded in the session's formats on request)."""
+    if item.type == "function_call":
+        return rt.FunctionCallItem(item.name, item.arguments, item.call_id, item.id, item.status)
+    if item.type == "function_call_output":
+        return rt.FunctionCallOutputItem(item.call_id, item.output, item.id, item.status)
+    parts: list[rt.ContentPart] = []
+    for part in item.content:
+        if part.type in ("input_text", "text"):
+            parts.append(rt.ContentPart(part.type, text=part.text))
+        else:
+            fmt = input_fmt if part.type == "input_audio" else output_fmt
+            audio = None
+            if include_audio and part.audio is not None and part.rate:
+                audio = encode_audio(resample(part.audio, part.rate, fmt.rate), fmt)
+            parts.append(rt.ContentPart(part.type, audio=audio, transcript=part.transcript))
+    role = item.role or "user"
+    return rt.MessageItem(role, tuple(parts), item.id, item.status)
