@@ -55,9 +55,9 @@ def _free_port() -> int:
 class _Gateway:
     """A gateway child process serving one service, optionally pinned to one core."""
 
-    def __init__(self, service: str, cpu: int | None = None) -> None:
+    def __init__(self, service: str, cpu: int | None = None, server: str = "gateway") -> None:
         self.port = _free_port()
-        command = [sys.executable, "-m", "koe.bench.sora", "gateway", service, str(self.port)]
+        command = [sys.executable, "-m", "koe.bench.sora", server, service, str(self.port)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -66,6 +66,11 @@ class _Gateway:
             raise RuntimeError(f"the bench gateway did not start: {line!r}")
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(self.process.pid, {cpu})
+
+    def cpu_s(self) -> float:
+        """CPU time the child has used so far (user + system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -192,9 +197,39 @@ def relay_capacity(progress: Progress, levels: tuple[int, ...], seconds: float) 
     return {"connections_per_core_p99_le_10ms": max(passing, default=0), "target": 1000, "trials": trials}
 
 
+def listener_cost(progress: Progress, connections: int, seconds: float) -> dict[str, Any]:
+    """CPU per packet and added latency of koe's h2 listener and of Hypercorn (ASGI) doing the same echo job."""
+    out: dict[str, Any] = {"connections": connections, "packets_per_s": round(connections / PACKET_S)}
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
+    try:
+        for server in ("gateway", "hypercorn"):
+            child = _Gateway("test", cpu=0, server=server)
+            try:
+                before = child.cpu_s()
+                load = asyncio.run(run_load(child.port, connections, seconds, warmup_s=1.0))
+                used = child.cpu_s() - before
+            finally:
+                child.stop()
+            ordered = sorted(load.latencies_ms)
+            name = "koe_h2_listener" if server == "gateway" else "hypercorn_asgi"
+            out[name] = {
+                "cpu_us_per_packet": round(used / max(load.packets_sent, 1) * 1e6, 1),
+                "added_latency_p50_ms": round(statistics.median(ordered), 2) if ordered else None,
+                "added_latency_p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None,
+                "lost": load.packets_sent - load.results,
+            }
+            progress(f"listener cost: {name} {out[name]}")
+    finally:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return out
+
+
 def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) -> dict[str, Any]:
     del settings  # the child gateways use the defaults, so results compare across machines
     load_before = os.getloadavg()
+    listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
     relay = relay_capacity(
         progress, (50, 100) if quick else (100, 200, 300, 400, 500, 600, 800, 1000), 3 if quick else 8
     )
@@ -214,6 +249,7 @@ def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) 
         "speech": speech,
         "speech_final_only": speech_final_only,
         "relay": relay,
+        "listener_comparison": listeners,
     }
 
 
@@ -244,8 +280,51 @@ def _serve_gateway(service: str, port: int) -> None:
     asyncio.run(main())
 
 
+def _serve_hypercorn(port: int) -> None:
+    """Child process: the `test` service's job as an ASGI app on Hypercorn (h2c), for the listener comparison."""
+    import signal
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from koe.protocols.sora import HeaderPacketReader
+    from koe.protocols.sora_results import encode, service_test_result
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        reader = HeaderPacketReader()
+        while True:
+            message = await receive()
+            for packet in reader.feed(message.get("body", b"")):
+                body = encode(service_test_result(len(packet.payload)))
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.h2_max_concurrent_streams = 250  # as koe's listener (and Suzu) allow; Hypercorn's default is 100
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        served = serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # a plain ASGI 3 callable
+        task = asyncio.get_running_loop().create_task(served)
+        await asyncio.sleep(0.5)
+        print("READY", port, flush=True)
+        await task
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "gateway":
         _serve_gateway(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "hypercorn":
+        _serve_hypercorn(int(sys.argv[3]))
     else:
         sys.exit("usage: python -m koe.bench.sora gateway SERVICE PORT")
