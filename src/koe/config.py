@@ -158,7 +158,9 @@ class ACSBridgeSettings(BaseModel):
     # (Voice Live), or koe's own /v1/realtime.
     url: str = "ws://127.0.0.1:8000/v1/realtime"
     api_key: SecretStr | None = None
-    dialect: Literal["openai", "voicelive"] = "openai"
+    # "openai": the GA event names and nested session; "openai-beta": beta names (Azure OpenAI /openai/realtime);
+    # "voicelive": Azure Voice Live.
+    dialect: Literal["openai", "openai-beta", "voicelive"] = "openai"
     model: str | None = None
     instructions: str | None = None
     voice: str | None = None

@@ -57,7 +57,7 @@ async def test_koe_answers_in_its_own_voice_at_the_stream_rate(engines: Engines,
     assert call is not None
     kinds = [event["type"] for event in call.recent]
     assert "transcript.completed" in kinds
-    assert "response.done" in kinds
+    assert "response.started" in kinds
 
 
 async def test_barge_in_flushes_the_reply_with_stop_audio(engines: Engines) -> None:

@@ -1,0 +1,88 @@
+"""Bridge mode against koe's own Realtime door (GA and Voice Live dialects), as in the ACS + Realtime quickstart:
+the call's audio goes to the Realtime endpoint, its spoken reply comes back as outbound AudioData at the stream's
+rate, and the endpoint's speech_started becomes StopAudio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from koe.audio.resample import resample
+from koe.config import load_settings
+from koe.engines.registry import Engines
+from koe.server.app import create_app
+from koe.sim.acs.media import MediaOptions, MediaStream
+from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
+from tests.conftest import load_wav
+from tests.server.acs_server import free_port, serve_app
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(120)]
+
+
+def _voice(name: str, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return load_wav(f"{name}_16k.wav")[0]
+    pcm, source = load_wav(f"{name}_48k.wav")
+    return resample(pcm, source, rate)
+
+
+def _app(engines: Engines, port: int, path: str, dialect: str) -> object:
+    bridge = {"url": f"ws://127.0.0.1:{port}{path}", "dialect": dialect, "instructions": "Answer in one sentence."}
+    settings = load_settings(overrides={"acs": {"mode": "bridge", "bridge": bridge}})
+    return create_app(settings, engines)
+
+
+@pytest.mark.parametrize(
+    ("rate", "mixed", "path", "dialect"),
+    [(16000, True, "/v1/realtime", "openai"), (24000, False, "/voice-live/realtime", "voicelive")],
+)
+async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
+    engines: Engines, rate: int, mixed: bool, path: str, dialect: str
+) -> None:
+    quiet = np.zeros(rate // 2, dtype=np.int16)
+    people = [
+        Participant(phone_raw_id(1), _voice("short", rate)),
+        Participant(acs_raw_id(), quiet),
+        Participant(phone_raw_id(2), quiet),
+    ]
+    audio = CallAudio(people, rate, mixed=mixed, tail_ms=200)
+    port = free_port()
+    app = _app(engines, port, path, dialect)
+    async with serve_app(app, port) as base:
+        url = base.replace("http", "ws") + "/acs/media"
+        options = MediaOptions(url, rate, call_connection_id=f"bridge-{dialect}", speed=3.0, reply_timeout_ms=30000,
+                               linger_ms=1000)  # fmt: skip
+        report = await MediaStream(options, audio).run()
+        call = app.state.calls.get(f"bridge-{dialect}")  # type: ignore[attr-defined]
+    assert report.violations == []
+    assert report.outbound_audio_bytes > rate  # over half a second of reply at the stream's rate
+    assert call is not None
+    kinds = [event["type"] for event in call.recent]
+    assert "transcript.completed" in kinds, kinds
+    said = [e["text"] for e in call.recent if e["type"] == "transcript.completed"]
+    assert "weather" in " ".join(said).lower()
+    assert "response.started" in kinds
+
+
+async def test_bridge_barge_in_becomes_stop_audio(engines: Engines) -> None:
+    rate = 16000
+    audio = CallAudio([Participant(phone_raw_id(1), _voice("short", rate))], rate, tail_ms=200)
+    port = free_port()
+    app = _app(engines, port, "/v1/realtime", "openai")
+    async with serve_app(app, port) as base:
+        options = MediaOptions(
+            base.replace("http", "ws") + "/acs/media",
+            rate,
+            call_connection_id="bridge-barge",
+            speed=1.0,
+            reply_timeout_ms=20000,
+            linger_ms=500,
+            barge_in=(phone_raw_id(1), _voice("utterance", rate)[: rate * 3 // 2]),
+            barge_in_after_ms=600,
+        )
+        report = await MediaStream(options, audio).run()
+        call = app.state.calls.get("bridge-barge")  # type: ignore[attr-defined]
+    assert report.stop_audio >= 1
+    assert report.barge_ins, report.as_dict()
+    assert report.barge_ins[0].dropped_ms > 0
+    assert any(e["type"] == "barge_in" for e in call.recent)
