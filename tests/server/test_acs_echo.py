@@ -111,3 +111,16 @@ async def test_a_non_loopback_client_without_a_key_is_refused_before_the_upgrade
         assert info.value.status == 401
         report = await MediaStream(MediaOptions(url + "?api-key=k1", 16000, speed=0), audio).run()
         assert report.frames_sent == 5
+
+
+async def test_routes_choose_the_mode_and_an_unavailable_mode_closes_with_1011() -> None:
+    settings = acs_settings(mode="transcribe", routes=[{"path": "/acs/line-test", "mode": "echo"}])
+    audio = CallAudio([Participant(phone_raw_id(1), _speech(200, 16000))], 16000)
+    async with koe_server(settings) as (base, _app):  # no engines loaded: transcribe cannot run
+        ws = base.replace("http", "ws")
+        echoed = await MediaStream(MediaOptions(f"{ws}/acs/line-test/call-9", 16000, speed=0), audio).run()
+        assert echoed.outbound_audio_bytes > 0
+        refused = await MediaStream(MediaOptions(f"{ws}/acs/media", 16000, speed=0), audio).run()
+        assert refused.closed_by == "server"
+        assert refused.close_code == 1011
+        assert refused.close_reason == "transcribe mode unavailable"
