@@ -231,6 +231,7 @@ async def test_openai_agents_realtime_runner(base_url: str, engines: Engines, te
     audio = bytearray()
     errors: list[object] = []
     history_texts: list[str] = []
+    history: list[object] = []
     try:
         session = await runner.run(model_config=model_config)  # type: ignore[arg-type]
         async with session:
@@ -249,12 +250,20 @@ async def test_openai_agents_realtime_runner(base_url: str, engines: Engines, te
                         errors.append(event.error)
                     elif event.type == "raw_model_event" and event.data.type == "error":
                         errors.append(event.data)
+                    elif event.type == "history_updated":
+                        history[:] = event.history
+                    elif event.type == "history_added":
+                        history.append(event.item)
                     elif event.type == "audio_end":
-                        return
+                        done.set()
 
-            await asyncio.wait_for(receive(), TURN_TIMEOUT_S)
-            await asyncio.sleep(0.5)  # let the transcript and the history catch up
-            for item in session._history:  # noqa: SLF001  # the session's own view of the conversation
+            done = asyncio.Event()
+
+            reader = asyncio.create_task(receive())
+            await asyncio.wait_for(done.wait(), TURN_TIMEOUT_S)
+            await asyncio.sleep(1.0)  # the history catches up with the transcripts
+            reader.cancel()
+            for item in history:
                 for part in getattr(item, "content", []) or []:
                     text = getattr(part, "transcript", None) or getattr(part, "text", None)
                     if text:
