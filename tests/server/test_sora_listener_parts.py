@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from koe.server._h2frames import FrameScanner
+from koe.server._h2frames import DataFrame, FrameScanner
 from koe.server._h2types import Response
 from koe.server._http1 import Http1Error, Http1Exchange
 
@@ -29,21 +29,38 @@ def test_scanner_stops_exactly_at_goaway(frames: list[tuple[int, bytes]], goaway
     stream = before + (frame(7, bytes(8), 0) + frame(0, b"after") if goaway else b"")
     scanner = FrameScanner(1 << 20)
     passed, stop, pos = b"", None, 0
+    fast: list[DataFrame] = []
     for size in [*cuts, len(stream)]:
-        out, stop = scanner.feed(stream[pos : pos + size])
-        passed += out
+        pieces, stop = scanner.feed(stream[pos : pos + size])
+        passed += b"".join(p.raw if isinstance(p, DataFrame) else p for p in pieces)
+        fast += [p for p in pieces if isinstance(p, DataFrame)]
         pos += size
         if stop:
             break
     assert passed == before
     assert stop == ("goaway" if goaway else None)
+    # Whole plain DATA frames come out as such (the listener's fast path), with their payload.
+    for piece in fast:
+        assert piece.raw[9:] == piece.payload
+        assert piece.payload
+        assert piece.stream_id == 1
+    if not cuts:
+        assert [p.payload for p in fast] == [p for k, p in frames if k == 0 and p]
 
 
 def test_scanner_oversize_frame() -> None:
     scanner = FrameScanner(1 << 20)
     out, stop = scanner.feed(PREFACE + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01")
-    assert (out, stop, scanner.oversize_length) == (PREFACE, "oversize", 0xFFFFFF)
-    assert scanner.feed(b"more") == (b"", "oversize")
+    assert (out, stop, scanner.oversize_length) == ([PREFACE], "oversize", 0xFFFFFF)
+    assert scanner.feed(b"more") == ([], "oversize")
+
+
+def test_scanner_leaves_padded_and_end_stream_data_to_h2() -> None:
+    scanner = FrameScanner(1 << 20)
+    padded = b"\x00\x00\x03\x00\x08\x00\x00\x00\x01\x01ab"
+    ending = b"\x00\x00\x02\x00\x01\x00\x00\x00\x01ab"
+    pieces, _ = scanner.feed(PREFACE + padded + ending)
+    assert pieces == [PREFACE + padded + ending]
 
 
 def test_http1_upgrade_request_with_body() -> None:

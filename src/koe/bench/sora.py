@@ -231,7 +231,7 @@ def run_sora_bench(settings: Settings, progress: Progress, quick: bool = False) 
     load_before = os.getloadavg()
     listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
     relay = relay_capacity(
-        progress, (50, 100) if quick else (100, 200, 300, 400, 500, 600, 800, 1000), 3 if quick else 8
+        progress, (50, 100) if quick else (200, 400, 600, 800, 1000, 1200, 1500, 1800, 2100, 2400), 3 if quick else 8
     )
     levels = (2,) if quick else (2, 4, 8, 12, 16, 20, 24, 28, 32)
     speech = speech_capacity(progress, levels, 1 if quick else 2)

@@ -18,7 +18,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from koe.server._h2frames import FrameScanner
+from koe.server._h2frames import DataFrame, FrameScanner
 from koe.server._h2stream import H2Stream
 from koe.server._h2types import Request, Response, Route, StreamHandler
 from koe.server._http1 import SWITCHING_PROTOCOLS, Http1Error, Http1Exchange, Http1Request
@@ -31,6 +31,10 @@ INITIAL_WINDOW_BYTES = 1 << 20
 MAX_FRAME_BYTES = 1 << 20
 MAX_HEADER_LIST_BYTES = 1048896
 """The reference gateway's SETTINGS, so a Sora tuned against it sees the same limits."""
+DEFAULT_WINDOW_BYTES = 65535
+"""RFC 9113 §6.9.2: every window starts here until SETTINGS or WINDOW_UPDATE say otherwise."""
+ACK_EVERY_BYTES = INITIAL_WINDOW_BYTES // 4
+"""Fast-path DATA is credited back once a quarter of the window is used, so a client never waits for credit."""
 HTTP1_REQUEST_TIMEOUT_S = 30.0
 """An HTTP/1.1 client gets this long to send its whole (small) request."""
 _INTERNAL_ERROR = Response(500, b'{"message":"Internal Server Error"}\n')
@@ -59,6 +63,10 @@ class _Connection(asyncio.Protocol):
         self.goaway = False
         self.peer = ""
         self._frames = FrameScanner(MAX_FRAME_BYTES)
+        self._unacked = 0  # fast-path DATA bytes not yet credited back on the connection
+        self._out = bytearray()  # frames built here, in order with h2's output
+        self.out_window = DEFAULT_WINDOW_BYTES
+        """What the client still lets us send on the connection (DATA is framed here, not by `h2`)."""
         self._sniff = b""
         self._h1: Http1Exchange | None = None
         self._h1_timer: asyncio.TimerHandle | None = None
@@ -114,7 +122,7 @@ class _Connection(asyncio.Protocol):
     def _h2_received(self, data: bytes) -> None:
         if self.goaway:
             return  # nothing after a client's GOAWAY matters: its streams are answered, new ones are not allowed
-        data, stop = self._frames.feed(data)
+        pieces, stop = self._frames.feed(data)
         if stop == "oversize":
             log.info("closing HTTP/2 connection from %s: a %d-byte frame exceeds MAX_FRAME_SIZE", self.peer,
                      self._frames.oversize_length)  # fmt: skip
@@ -126,16 +134,45 @@ class _Connection(asyncio.Protocol):
             # No new streams from now on; the ones in flight still get their whole response.
             self.goaway = True
             self.loop_call(self._close_if_idle)
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            log.info("closing HTTP/2 connection from %s: %s", self.peer, exc)
-            self.flush()
-            self._close()
-            return
-        for event in events:
-            self._h2_event(event)
+        for piece in pieces:
+            if isinstance(piece, DataFrame) and self._fast_data(piece):
+                continue
+            try:
+                events = self.h2.receive_data(piece.raw if isinstance(piece, DataFrame) else piece)
+            except h2.exceptions.ProtocolError as exc:
+                log.info("closing HTTP/2 connection from %s: %s", self.peer, exc)
+                self.flush()
+                self._close()
+                return
+            for event in events:
+                self._h2_event(event)
         self.flush()
+
+    def _fast_data(self, frame: DataFrame) -> bool:
+        """Hand a plain DATA frame of a stream being answered straight to its handler; False: `h2` takes it.
+
+        `h2` never sees these frames, so the flow-control credit for them is given back here, in batches.
+        """
+        stream = self.streams.get(frame.stream_id)
+        if stream is None or stream.handler is None or stream.remote_ended or stream.reset or stream.ended:
+            return False
+        size = len(frame.payload)
+        stream.unacked += size
+        self._unacked += size
+        _safely(stream.handler.on_data, frame.payload)
+        if stream.unacked >= ACK_EVERY_BYTES and not stream.remote_ended and not stream.reset:
+            self.write_frame(_window_update(frame.stream_id, stream.unacked))
+            stream.unacked = 0
+        if self._unacked >= ACK_EVERY_BYTES:
+            self.write_frame(_window_update(0, self._unacked))
+            self._unacked = 0
+        return True
+
+    def write_frame(self, frame: bytes) -> None:
+        """Queue a frame built outside `h2`, after whatever `h2` has queued so far (frames never interleave)."""
+        self._out += self.h2.data_to_send()
+        self._out += frame
+        self.schedule_flush()
 
     def _abort_all(self) -> None:
         self.flush()
@@ -173,9 +210,22 @@ class _Connection(asyncio.Protocol):
                     _safely(stream.handler.on_reset)
             self._close_if_idle()
         elif isinstance(event, h2.events.WindowUpdated):
-            targets = list(self.streams.values()) if not event.stream_id else [self.streams.get(event.stream_id)]
+            delta = event.delta or 0
+            if not event.stream_id:
+                self.out_window += delta
+                targets = list(self.streams.values())
+            else:
+                target = self.streams.get(event.stream_id)
+                targets = [target] if target is not None else []
+                for stream in targets:
+                    stream.out_window += delta
             for stream in targets:
-                if stream is not None:
+                stream.window_opened()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            change = event.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
+            if change is not None and change.original_value is not None:
+                for stream in self.streams.values():  # RFC 9113 §6.9.2: open streams shift by the difference
+                    stream.out_window += change.new_value - change.original_value
                     stream.window_opened()
         elif isinstance(event, h2.events.ConnectionTerminated):
             # A client's GOAWAY means no new streams; the ones in flight still get their whole response.
@@ -234,9 +284,11 @@ class _Connection(asyncio.Protocol):
         self._flush_scheduled = False
         if self.transport is None or self.lost:
             return
-        data = self.h2.data_to_send() if self.mode == "h2" else b""
-        if data:
-            self.transport.write(data)
+        if self.mode == "h2":
+            self._out += self.h2.data_to_send()
+        if self._out:
+            self.transport.write(bytes(self._out))
+            self._out.clear()
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -294,3 +346,7 @@ def _safely(callback: Callable[..., None], *args: bytes) -> None:
         callback(*args)
     except Exception:  # one stream's bug must not take the connection (and every other stream) down
         log.exception("stream handler failed")
+
+
+def _window_update(stream_id: int, increment: int) -> bytes:
+    return b"\x00\x00\x04\x08\x00" + stream_id.to_bytes(4, "big") + increment.to_bytes(4, "big")
