@@ -153,21 +153,25 @@ def parse_frame(frame: str | bytes) -> InboundMessage:
     kind = _get(obj, "kind")
     if not isinstance(kind, str):
         raise MalformedFrame("frame has no string 'kind'")
-    parser = _PARSERS.get(kind.lower())
-    if parser is None:
+    known = _KINDS.get(kind) or _KINDS.get(kind.lower())
+    if known is None:
         return UnknownKind(kind[:MAX_TEXT_CHARS])
-    payload_key = kind[:1].lower() + kind[1:]
+    payload_key, parser = known
     payload = _get(obj, payload_key)
     if not isinstance(payload, dict):
         raise MalformedFrame(f"{kind} frame has no '{payload_key}' object")
     return parser(payload)
 
 
+_MISSING = object()
+
+
 def _get(obj: dict[str, Any], key: str) -> Any:
     """`obj[key]`, falling back to a case-insensitive match: ACS spells keys exactly, but being lenient costs
-    nothing on the server side."""
-    if key in obj:
-        return obj[key]
+    little on the server side."""
+    value = obj.get(key, _MISSING)
+    if value is not _MISSING:
+        return value
     lowered = key.lower()
     for name, value in obj.items():
         if name.lower() == lowered:
@@ -224,7 +228,7 @@ def _parse_audio(payload: dict[str, Any]) -> AudioData:
     if len(text) > MAX_AUDIO_BYTES * 4 // 3 + 4:
         raise FrameTooLarge(f"AudioData carries {len(text)} base64 characters, over {MAX_AUDIO_BYTES} bytes")
     try:
-        pcm = base64.b64decode(text, validate=True)
+        pcm = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedFrame(f"AudioData 'data' is not valid base64: {exc}") from exc
     if len(pcm) % 2:
@@ -283,11 +287,17 @@ def _parse_transcription(payload: dict[str, Any]) -> TranscriptionData:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], InboundMessage]] = {
-    "audiometadata": _parse_metadata,
-    "audiodata": _parse_audio,
-    "dtmfdata": _parse_dtmf,
-    "transcriptionmetadata": _parse_transcription_metadata,
-    "transcriptiondata": _parse_transcription,
+    "AudioMetadata": _parse_metadata,
+    "AudioData": _parse_audio,
+    "DtmfData": _parse_dtmf,
+    "TranscriptionMetadata": _parse_transcription_metadata,
+    "TranscriptionData": _parse_transcription,
+}
+# kind (as spelled, and lowercased) → (payload key, parser); the exact spelling is the fast path.
+_KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], InboundMessage]]] = {
+    spelling: (kind[0].lower() + kind[1:], parser)
+    for kind, parser in _PARSERS.items()
+    for spelling in (kind, kind.lower())
 }
 
 
