@@ -1,7 +1,7 @@
 """The Realtime door: Azure Voice Live and OpenAI Realtime (beta and GA) clients, over WebSocket, on koe's engine.
 
 Routes: `/voice-live/realtime` (Azure dialect), `/v1/realtime` and `/openai/v1/realtime` (GA, or beta when the
-client asks for it), `/openai/realtime` (Azure OpenAI preview, beta), all under `realtime.path_prefix`. The
+client asks for it), `/openai/realtime` (Azure OpenAI preview, beta), at the root and under `realtime.path_prefix`. The
 handshake picks the dialect and checks the key before the upgrade (401/403 with a JSON body otherwise). After it,
 each text frame is parsed by `koe.protocols.realtime`, mapped onto a `koe.voice.Session` call, and the session's
 events are rendered back in the client's dialect. Bad client events get an `error` event and the socket stays open.
@@ -42,8 +42,8 @@ CLOSE_INTERNAL_ERROR = 1011
 
 def realtime_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
     door = RealtimeDoor(settings, engines)
-    prefix = settings.realtime.path_prefix.rstrip("/")
-    return [WebSocketRoute(prefix + path, door.endpoint) for path in PATHS]
+    prefixes = {"", settings.realtime.path_prefix.rstrip("/")}
+    return [WebSocketRoute(prefix + path, door.endpoint) for prefix in sorted(prefixes) for path in PATHS]
 
 
 class RealtimeDoor:
@@ -56,9 +56,10 @@ class RealtimeDoor:
         scope = websocket.scope
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         query = scope.get("query_string", b"").decode("latin-1")
-        handshake = rt.negotiate(
-            scope["path"], query, headers, scope.get("subprotocols", ()), prefix=self.settings.realtime.path_prefix
-        )
+        prefix = self.settings.realtime.path_prefix.rstrip("/")
+        if not scope["path"].startswith(prefix + "/"):
+            prefix = ""
+        handshake = rt.negotiate(scope["path"], query, headers, scope.get("subprotocols", ()), prefix=prefix)
         if handshake is None:
             await websocket.close(code=1008, reason="not a Realtime endpoint")
             return
