@@ -49,17 +49,17 @@ class Client:
     async def send(self, kind: str, **fields: Any) -> None:
         await self.ws.send(json.dumps({"type": kind, **fields}))
 
-    async def recv(self, timeout: float = 30.0) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, within_s: float = 30.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), within_s)
         assert isinstance(raw, str) and len(raw.encode()) < MAX_FRAME_BYTES
         event: dict[str, Any] = json.loads(raw)
         check_event(event, self.dialect, openai_union=event["type"] not in AZURE_ONLY_EVENTS)
         self.seen.append(event)
         return event
 
-    async def until(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def until(self, kind: str, within_s: float = 30.0) -> dict[str, Any]:
         while True:
-            event = await self.recv(timeout)
+            event = await self.recv(within_s)
             if event["type"] == kind:
                 return event
 
