@@ -29,6 +29,7 @@ class SoraMetrics:
     results: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     stream_errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     client_resets: int = 0
+    partials_paused: int = 0
     final_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     final_latency_sum_s: float = 0.0
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 from koe.audio.opus import OpusDecoder, OpusError
@@ -39,6 +40,10 @@ from koe.voice.session import Session
 
 log = logging.getLogger("koe.sora")
 
+BACKLOG_CHECK_S = 0.1
+PAUSE_DEPTH = 2
+"""STT jobs waiting (not running) at which partial results pause."""
+RESUME_CALM_S = 1.0
 WALL_CLOCK_PACKETS = 3000
 """Arrival times kept per stream to measure final-result latency: 60 s of 20 ms packets."""
 
@@ -50,6 +55,10 @@ class KoeService:
         self.settings = settings
         self.engines = engines
         self.metrics = metrics
+        self.streams: set[_SpeechStream] = set()
+        self.partials_paused = False
+        self._calm_since = 0.0
+        self._watch: asyncio.TimerHandle | None = None
 
     def check(self, request: SoraRequest) -> str | None:
         if self.engines is None:
@@ -66,7 +75,37 @@ class KoeService:
 
     def open(self, request: SoraRequest, sink: ResultSink) -> ServiceStream:
         assert self.engines is not None
-        return _SpeechStream(self, request, sink)
+        stream = _SpeechStream(self, request, sink)
+        self.streams.add(stream)
+        if self._watch is None and self.settings.partial_results:
+            self._watch = asyncio.get_running_loop().call_later(BACKLOG_CHECK_S, self._check_backlog)
+        return stream
+
+    def closed(self, stream: _SpeechStream) -> None:
+        self.streams.discard(stream)
+
+    def _check_backlog(self) -> None:
+        """Partial results are best effort: while transcriptions queue up, they pause, so final results stay fast.
+
+        A partial costs a whole transcription of the utterance so far, and the STT pool runs them in order with
+        the final ones; with many speakers the partials alone can fill it. Paused when `PAUSE_DEPTH` jobs wait,
+        resumed after `RESUME_CALM_S` with none waiting.
+        """
+        self._watch = None
+        if not self.streams or self.engines is None:
+            return
+        pool = getattr(self.engines.stt, "pool", None)
+        depth = int(getattr(pool, "depth", 0))
+        now = time.monotonic()
+        if depth:
+            self._calm_since = now
+        paused = depth >= PAUSE_DEPTH or (self.partials_paused and now - self._calm_since < RESUME_CALM_S)
+        if paused != self.partials_paused:
+            self.partials_paused = paused
+            self.metrics.partials_paused = int(paused)
+            for stream in self.streams:
+                stream.set_partials(not paused)
+        self._watch = asyncio.get_running_loop().call_later(BACKLOG_CHECK_S, self._check_backlog)
 
 
 class _SpeechStream:
@@ -87,6 +126,8 @@ class _SpeechStream:
         )
         assert service.engines is not None
         self._session = Session(service.engines, config)
+        if service.partials_paused:
+            self.set_partials(False)
         self._events = asyncio.get_running_loop().create_task(self._read_events())
 
     def packet(self, packet: Packet) -> None:
@@ -100,11 +141,19 @@ class _SpeechStream:
         self._arrivals.append((self._samples * 1000 // ENGINE_RATE, time.perf_counter()))
         self._session.append_audio(pcm, ENGINE_RATE)
 
+    def set_partials(self, on: bool) -> None:
+        # Only the partial flag changes; `Session.update()` would also reconfigure the input pipeline mid-turn.
+        self._session.config = replace(self._session.config, partial_results=on)
+
     async def finish(self) -> None:
-        await self._session.end_input()
-        await self._events
+        try:
+            await self._session.end_input()
+            await self._events
+        finally:
+            self._service.closed(self)
 
     def abort(self) -> None:
+        self._service.closed(self)
         self._events.cancel()
         task = asyncio.get_running_loop().create_task(self._session.close())
         task.add_done_callback(_ignore_result)
