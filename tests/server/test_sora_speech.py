@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
 import pytest
 
 from koe.config import Settings
 from koe.engines.registry import Engines, load_engines
 from koe.protocols.sora import SoraRequest
 from koe.server.calls import CallRegistry
+from koe.server.sora_speech import KoeService
 from koe.sim.sora.source import opus_packets
-from tests.conftest import AUDIO
+from tests.conftest import AUDIO, load_wav
 from tests.server.sora_helpers import connect, fixture_packets, framed, post, running_gateway
 from tests.wer import wer
 
@@ -61,3 +65,38 @@ async def test_bad_packets_end_only_their_stream(speech_engines: Engines, texts:
     completed = [e for e in call.recent if e["type"] == "transcript.completed"]
     assert [e["text"] for e in completed] == [r["message"] for r in finals]
     assert all(e["participant"] == "C" for e in completed)
+
+
+@pytest.mark.models
+async def test_partials_pause_while_transcriptions_queue_up(speech_engines: Engines) -> None:
+    stt = speech_engines.require("stt")
+    long_audio = np.tile(load_wav("utterance_16k.wav")[0], 3)
+    async with running_gateway(speech_engines, service="koe", audio_streaming_header=True) as gateway:
+        conn = await connect(gateway)
+        stream = await post(conn, "/speech", [], ENGLISH, end=False)
+        service = gateway.speech_service
+        assert isinstance(service, KoeService)
+        for _ in range(100):
+            if service.streams:
+                break
+            await asyncio.sleep(0.01)
+        (speech,) = service.streams
+        assert speech._session.config.partial_results
+        # Real transcriptions fill the STT pool: four jobs, one running and three waiting.
+        jobs = [asyncio.ensure_future(stt.transcribe(long_audio)) for _ in range(4)]
+        for _ in range(100):
+            if gateway.metrics.partials_paused:
+                break
+            await asyncio.sleep(0.02)
+        assert gateway.metrics.partials_paused == 1
+        assert not speech._session.config.partial_results
+        await asyncio.gather(*jobs)
+        for _ in range(200):
+            if not gateway.metrics.partials_paused:
+                break
+            await asyncio.sleep(0.02)
+        assert gateway.metrics.partials_paused == 0
+        assert speech._session.config.partial_results
+        await stream.end()
+        await stream.closed(10)
+        await conn.close()
