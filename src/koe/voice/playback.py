@@ -9,6 +9,7 @@ listener's speaker at this moment.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +70,12 @@ class PlaybackClock:
 
     def pending_ms(self) -> int:
         return max(0, round((self._end - self._clock()) * 1000))
+
+    async def wait_below(self, lead_ms: int) -> None:
+        """Return once less than `lead_ms` of sent audio is still waiting to be played."""
+        ahead = self.pending_ms() - lead_ms
+        if ahead > 0:
+            await asyncio.sleep(ahead / 1000)
 
     def played_ms(self, item_id: str) -> int:
         if item_id != self.item_id:

@@ -3,7 +3,9 @@
 `ResponseRun.run()` emits the whole sequence (created, output items, content parts, text and audio deltas, done).
 The LLM keeps generating while the first clause is being synthesized, so the first audio leaves after one short
 clause rather than after the whole reply. `cancel()` closes everything synchronously (open parts and items become
-`incomplete`, then `ResponseDone(cancelled)`), so no delta of a cancelled response can follow it.
+`incomplete`, then `ResponseDone(cancelled)`), so no delta of a cancelled response can follow it. Audio leaves
+paced to stay a little ahead of the listener's playback (`pace`), never far ahead: a caller who interrupts stops
+the reply within that lead even on a client that cannot flush what it already received.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -125,6 +127,9 @@ class ResponseRun:
         self.first_clause_at: float | None = None
         self.first_audio_at: float | None = None
         """Loop times (seconds) of this run's milestones, for `ResponseTiming`."""
+        self.pace: Callable[[], Awaitable[None]] | None = None
+        """Awaited before each audio chunk goes out: the session keeps the listener's buffer short with it, so an
+        interruption finds little audio already sent. None (a held, speculative run) sends as fast as it can."""
 
     @property
     def response_id(self) -> str:
@@ -229,15 +234,17 @@ class ResponseRun:
                 if resampler is None or resampler.src_rate != chunk.rate:
                     resampler = Resampler(chunk.rate, plan.output_rate)
                 pcm = resampler.process(chunk.pcm)
-                clause_ms += self._send_audio(part, pcm)
+                clause_ms += await self._send_audio(part, pcm)
             part.clauses.append((clause, clause_ms))
         if resampler is not None and self._open is not None:
-            self._send_audio(self._open, resampler.flush())
+            await self._send_audio(self._open, resampler.flush())
 
-    def _send_audio(self, part: _Open, pcm: Pcm) -> float:
+    async def _send_audio(self, part: _Open, pcm: Pcm) -> float:
         step = samples_for_ms(self.plan.output_rate, AUDIO_CHUNK_MS)
         for start in range(0, pcm.size, step):
             piece = pcm[start : start + step]
+            if self.pace is not None:
+                await self.pace()
             if self.first_audio_at is None:
                 self.first_audio_at = asyncio.get_running_loop().time()
             part.audio.append(piece)

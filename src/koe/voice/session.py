@@ -41,6 +41,9 @@ MIN_COMMIT_MS = 100
 """A manual commit of less audio than this is an error (`input_audio_buffer_commit_empty`)."""
 PARTIAL_INTERVAL_MS = 700
 MAX_PARTICIPANTS = 16
+OUTPUT_LEAD_MS = 400
+"""How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
+that a barge-in leaves little already-sent audio behind."""
 FILLER_CONFIRM_MS = 600
 """With `remove_filler_words`, speech over a reply interrupts only once it lasts this long or says more than fillers."""
 
@@ -450,6 +453,7 @@ class Session:
         if run is not None and speculation is not None:
             self._run = run
             self._timing_for = (run, turn)
+            run.pace = self._pace
             speculation.release(self._emit)
             await speculation.finish()
         else:
@@ -458,11 +462,15 @@ class Session:
             plan = plan_response(self, options)
             tts = self.engines.tts if plan.output_audio else None
             run = ResponseRun(plan, self.engines.require("llm"), tts, self._emit)
+            run.pace = self._pace
             self._run = run
             self._timing_for = (run, turn)
             await run.run()
         if self._run is run:
             self._reply_input(ReplyInput.FINISHED)
+
+    async def _pace(self) -> None:
+        await self.playback.wait_below(OUTPUT_LEAD_MS)
 
     def _cancel_run(self, reason: str) -> None:
         run, task = self._run, self._run_task
