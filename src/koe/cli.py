@@ -186,6 +186,23 @@ def bench() -> None:
     """Benchmarks; results go to bench/results/."""
 
 
+@bench.command("latency")
+@CONFIG_OPTION
+@click.option("--url", default=None, help="A running koe (ws://host:port); default: serve koe in-process.")
+@click.option("--turns", type=int, default=12, show_default=True, help="Spoken turns to play.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/latency.json"))
+def bench_latency(config_file: Path | None, url: str | None, turns: int, out: Path) -> None:
+    """Response latency (end of speech to first reply audio) and barge-in latency, at real-time pace."""
+    from koe.bench.latency import bench_latency as run
+
+    result = asyncio.run(run(_settings(config_file), url, turns, _progress))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2)
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    _progress(f"wrote {out}")
+
+
 @bench.command("engines")
 @CONFIG_OPTION
 @click.option("--runs", type=int, default=5, show_default=True, help="Repetitions per measurement (median).")

@@ -1,0 +1,258 @@
+"""`koe bench latency`: how long a caller waits for koe's spoken reply, and how fast koe stops when interrupted.
+
+It plays fixture utterances at real-time pace into `/voice-live/realtime` (server VAD, `silence_duration_ms=200`),
+as a microphone would: silence, speech, then silence that never stops. For each turn it measures:
+- response latency: from the end of the caller's speech (the last voiced 20 ms frame sent) to the first
+  `response.audio.delta` received;
+- its breakdown, from koe's `koe.response.timing` event (`?koe_timings=1`): turn end, STT, LLM first token, TTS
+  first audio (they overlap: koe transcribes and starts answering during the pause that ends the turn);
+- barge-in latency, on every other turn: the next utterance starts while the reply plays, and the figure is from
+  that speech's onset (its first voiced frame sent) to the last audio delta received of the interrupted reply.
+Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import socket
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from koe.audio.pcm import Pcm, rms_dbfs
+from koe.audio.resample import resample
+from koe.config import Settings
+
+RATE = 24000
+FRAME = RATE // 50
+VOICED_DBFS = -45.0
+"""A 20 ms frame louder than this counts as speech when finding where an utterance ends."""
+SILENCE_MS = 200
+LEAD_S = 0.6
+FIXTURES = ("utterance", "short", "reply")
+INTERRUPT_AFTER_S = 0.8
+"""A barge-in turn starts speaking this long after the reply's first audio."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Utterance:
+    name: str
+    frames: list[bytes]
+    first_voiced: int
+    last_voiced: int
+
+
+@dataclass
+class Turn:
+    fixture: str
+    latency_ms: float | None = None
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    barge_in_ms: float | None = None
+
+
+def load_utterances() -> list[Utterance]:
+    from koe.audio.files import read_audio
+    from koe.bench.engines import FIXTURE
+
+    found = []
+    for name in FIXTURES:
+        pcm = read_audio(FIXTURE.parent / f"{name}_48k.wav", 48000)
+        audio: Pcm = resample(pcm, 48000, RATE)
+        audio = np.concatenate((audio, np.zeros(-audio.size % FRAME, np.int16)))
+        frames = [audio[i : i + FRAME] for i in range(0, audio.size, FRAME)]
+        voiced = [i for i, frame in enumerate(frames) if rms_dbfs(frame) > VOICED_DBFS]
+        found.append(Utterance(name, [f.astype("<i2").tobytes() for f in frames], voiced[0], voiced[-1]))
+    return found
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "n": len(ordered)}
+
+
+class _Client:
+    """The benchmark's microphone and ears: paced frames out, timestamped events in."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self.silence = base64.b64encode(bytes(FRAME * 2)).decode()
+        self._next_frame = time.perf_counter()
+        self.speaking: list[bytes] = []
+        self.sent = 0
+        self.marks: dict[int, asyncio.Future[float]] = {}
+
+    async def mic(self) -> None:
+        """Send one frame every 20 ms: queued speech first, else silence."""
+        while True:
+            frame = base64.b64encode(self.speaking.pop(0)).decode() if self.speaking else self.silence
+            await self.ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": frame}))
+            mark = self.marks.pop(self.sent, None)
+            if mark is not None:
+                mark.set_result(time.perf_counter())
+            self.sent += 1
+            self._next_frame += 0.02
+            await asyncio.sleep(max(0.0, self._next_frame - time.perf_counter()))
+
+    async def ears(self) -> None:
+        async for raw in self.ws:
+            self.events.put_nowait((time.perf_counter(), json.loads(raw)))
+
+    def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
+        """Queue an utterance; the futures resolve to when its first and last voiced frames were sent."""
+        loop = asyncio.get_running_loop()
+        first, last = loop.create_future(), loop.create_future()
+        base = self.sent + len(self.speaking)
+        self.marks[base + utterance.first_voiced] = first
+        self.marks[base + utterance.last_voiced] = last
+        self.speaking.extend(utterance.frames)
+        return first, last
+
+    async def next_event(self, kinds: tuple[str, ...], timeout_s: float = 30.0) -> tuple[float, dict[str, Any]]:
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            at, event = await asyncio.wait_for(self.events.get(), max(0.01, deadline - time.perf_counter()))
+            if event.get("type") == "error":
+                raise RuntimeError(f"the server sent an error: {event.get('error')}")
+            if event.get("type") in kinds:
+                return at, event
+
+
+async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress: Progress) -> list[Turn]:
+    from websockets.asyncio.client import connect
+
+    utterances = load_utterances()
+    results: list[Turn] = []
+    async with connect(url, additional_headers=headers, max_size=None) as ws:
+        client = _Client(ws)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "instructions": "You are a helpful voice assistant. Answer in one short sentence.",
+                        "input_audio_transcription": {"model": "whisper-1"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": SILENCE_MS},
+                    },
+                }
+            )
+        )
+        tasks = [asyncio.create_task(client.mic()), asyncio.create_task(client.ears())]
+        try:
+            await client.next_event(("session.updated",))
+            await asyncio.sleep(LEAD_S)
+            pending: tuple[asyncio.Future[float], asyncio.Future[float]] | None = None
+            for index in range(turns):
+                utterance = utterances[index % len(utterances)]
+                turn = Turn(utterance.name)
+                _, last = pending if pending is not None else client.say(utterance)
+                pending = None
+                _, created = await client.next_event(("response.created",), 60)
+                response_id = created["response"]["id"]
+                first_audio_at, _ = await client.next_event(("response.audio.delta",), 60)
+                turn.latency_ms = (first_audio_at - await last) * 1000
+                barge = index % 2 == 1 and index + 1 < turns
+                if barge:
+                    await asyncio.sleep(INTERRUPT_AFTER_S)
+                    pending = client.say(utterances[(index + 1) % len(utterances)])
+                    onset = await pending[0]
+                    last_delta = first_audio_at
+                while True:
+                    at, event = await client.next_event(
+                        ("response.audio.delta", "response.done", "koe.response.timing"), 60
+                    )
+                    if event["type"] == "koe.response.timing" and event.get("response_id") == response_id:
+                        turn.breakdown = {k: v for k, v in event.items() if k.endswith("_ms")}
+                    elif event["type"] == "response.audio.delta" and event.get("response_id") == response_id:
+                        last_delta = at
+                    elif event["type"] == "response.done" and event["response"]["id"] == response_id:
+                        break
+                if barge:
+                    turn.barge_in_ms = max(0.0, (last_delta - onset) * 1000)
+                else:
+                    await asyncio.sleep(1.0)  # let the reply finish playing before the caller speaks again
+                results.append(turn)
+                say_progress(
+                    f"turn {index + 1}/{turns} ({utterance.name}): response {turn.latency_ms:.0f} ms"
+                    + (f", barge-in {turn.barge_in_ms:.0f} ms" if turn.barge_in_ms is not None else "")
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
+    return results
+
+
+@contextlib.asynccontextmanager
+async def _local_server(settings: Settings, say: Progress) -> AsyncIterator[str]:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from koe.engines.registry import load_engines
+    from koe.server.app import create_app
+
+    engines = load_engines(settings, progress=say)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    stop = asyncio.Event()
+    app = create_app(settings, engines)
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]  # ASGI 3
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.02)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+
+
+async def bench_latency(settings: Settings, url: str | None, turns: int, say: Progress) -> dict[str, Any]:
+    from koe.bench.engines import machine_info
+
+    keys = [key.get_secret_value() for key in settings.server.api_keys]
+    headers = {"api-key": keys[0]} if keys else {}
+    path = "/voice-live/realtime?api-version=2026-07-15&model=koe&koe_timings=1"
+    started = time.time()
+    if url is None:
+        async with _local_server(settings, say) as base:
+            turn_results = await _run_turns(base + path, headers, turns, say)
+    else:
+        turn_results = await _run_turns(url.rstrip("/") + path, headers, turns, say)
+    parts = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
+    return {
+        "benchmark": "latency",
+        "target": url or "in-process koe serve",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": machine_info(),
+        "setup": {"silence_duration_ms": SILENCE_MS, "turns": turns, "fixtures": list(FIXTURES), "pace": "real time"},
+        "targets": {"response_p50_ms": 400, "response_p95_ms": 700, "barge_in_p95_ms": 150},
+        "response_latency_ms": _percentiles([t.latency_ms for t in turn_results if t.latency_ms is not None]),
+        "breakdown_ms": {
+            part: _percentiles([t.breakdown[part] for t in turn_results if t.breakdown.get(part) is not None])
+            for part in parts
+        },
+        "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turn_results if t.barge_in_ms is not None]),
+        "turns": [vars(t) for t in turn_results],
+    }
