@@ -5,7 +5,8 @@ The server runs in a child process (`python -m koe.bench.acs serve …`) so the 
 - **relay** (AI off: parse, route, answer): the door in echo mode, pinned to one core, with the lean generator
   (`koe.bench._wsload`) on the other. N streams at 50 frames/s each; added latency is frame sent → its echo
   received. N rises while p99 ≤ 10 ms and nothing is lost. Measured for each WebSocket stack (Hypercorn/wsproto,
-  uvicorn with websockets, uvicorn with wsproto), with a cProfile of the server at one load, and per-frame costs of
+  uvicorn with websockets, uvicorn with wsproto, and the same echo path on picows without ASGI when it is
+  installed), with the server's CPU seconds per frame, a cProfile of the server at one load, and per-frame costs of
   the JSON libraries.
 - **transcribe**: N real-time calls (the fixture sentences, each followed by as much silence, so speech about half
   the time) in transcribe mode, on both cores. Latency is the media time at which `transcript.completed` arrives
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import importlib.util
 import io
 import json
 import os
@@ -36,7 +38,7 @@ import numpy as np
 
 RELAY_P99_MS = 10.0
 TRANSCRIBE_P95_MS = 1000.0
-STACKS = ("hypercorn", "uvicorn-websockets", "uvicorn-wsproto")
+STACKS = ("hypercorn", "uvicorn-websockets", "uvicorn-wsproto", "picows")
 
 
 def _free_port() -> int:
@@ -71,7 +73,11 @@ def serve(stack: str, port: int, mode: str, cpu: int | None, profile: str | None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         if profiler is not None:
             profiler.enable()
-        if stack == "hypercorn":
+        if stack == "picows":
+            from koe.bench._picows_door import serve_picows
+
+            await serve_picows(port, stop)
+        elif stack == "hypercorn":
             from hypercorn.asyncio import serve as hypercorn_serve
             from hypercorn.config import Config
 
@@ -140,7 +146,8 @@ async def _relay_level(child: _Child, streams: int, seconds: float) -> dict[str,
     before = child.cpu_s()
     started = time.monotonic()
     result = await run_load(f"ws://127.0.0.1:{child.port}/acs/media?mode=echo", streams, seconds)
-    cpu = (child.cpu_s() - before) / (time.monotonic() - started)
+    cpu_s = child.cpu_s() - before
+    cpu = cpu_s / (time.monotonic() - started)
     lat = result.latencies_ms
     return {
         "streams": streams,
@@ -151,6 +158,9 @@ async def _relay_level(child: _Child, streams: int, seconds: float) -> dict[str,
         "p99_ms": round(_percentile(lat, 99), 2),
         "max_ms": round(max(lat), 2) if lat else None,
         "server_cpu": round(cpu, 2),
+        # CPU per frame received and echoed (connection setup included): less sensitive to other load than latency.
+        "server_us_per_frame": round(cpu_s / max(result.sent, 1) * 1e6, 1),
+        "streams_per_core_at_full_cpu": round(1e6 / max(cpu_s / max(result.sent, 1) * 1e6, 1e-3) / 50),
     }
 
 
@@ -342,12 +352,18 @@ def bench_acs(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "criteria": {"relay_p99_ms": RELAY_P99_MS, "transcribe_p95_ms": TRANSCRIBE_P95_MS},
     }
+    # Other work on the machine skews every number here; the load average says how much there was.
+    load_before = os.getloadavg()
     if out.exists():
         with contextlib.suppress(ValueError):
             result = {**json.loads(out.read_text()), **result}
     if not skip_relay:
         relay: dict[str, Any] = {"json_per_frame": json_costs(), "stacks": {}}
         for stack in stacks.split(","):
+            module = "picows" if stack == "picows" else stack.split("-")[0]
+            if importlib.util.find_spec(module) is None:
+                relay["stacks"][stack] = {"skipped": f"{module} is not installed"}
+                continue
             relay["stacks"][stack] = asyncio.run(_relay(stack, _ints(relay_levels), relay_seconds, say))
         profile_at = max(100, relay["stacks"].get("hypercorn", {}).get("capacity_streams_per_core", 100))
         relay["profile"] = {
@@ -359,6 +375,11 @@ def bench_acs(
     if not skip_transcribe:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         result["transcribe"] = asyncio.run(_transcribe(_ints(transcribe_levels), transcribe_seconds, say))
+    result["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     click.echo(json.dumps(result, indent=2))
