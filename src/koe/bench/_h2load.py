@@ -165,7 +165,7 @@ async def run_load(port: int, streams: int, seconds: float, warmup_s: float = 2.
     for _ in range(int(DRAIN_S / DRAIN_POLL_S)):
         if result.results + result.errors >= result.packets_sent:
             break
-        await asyncio.sleep(DRAIN_POLL_S)  # noqa: ASYNC110  # polling counters the reader tasks update
+        await asyncio.sleep(DRAIN_POLL_S)  # polling counters the reader tasks update
     for conn in conns:
         conn.writer.close()
     for task in readers:
