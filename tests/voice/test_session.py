@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -319,3 +320,29 @@ async def test_semantic_vad_waits_through_an_unfinished_sentence(engines: Engine
     await recorder._task
     turns = recorder.of(ev.TranscriptCompleted)
     assert len(turns) == (2 if kind == "server_vad" else 1)
+
+
+async def test_filler_words_do_not_interrupt_a_reply(engines: Engines) -> None:
+    tts = engines.require("tts")
+    filler = resample(np.concatenate([c.pcm for c in tts.synthesize_sync("Um.")]), tts.sample_rate(), 16000)
+    session = converse(engines, remove_filler_words=True)
+    recorder = Recorder(session)
+    session.create_item(Item("item_s", "message", "user", (Part("input_text", text="Tell me about Paris."),)))
+    session.create_response()
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseAudioDelta))
+    await feed(session, np.concatenate((filler, np.zeros(16000, np.int16))), pace_s=0.005)
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
+    assert isinstance(done, ev.ResponseDone) and done.status in ("completed", "incomplete")
+    assert not recorder.of(ev.AudioInterrupted)
+    await recorder.close()
+
+
+async def test_idle_timeout_prompts_a_reply(engines: Engines) -> None:
+    session = converse(engines, idle_timeout_ms=800)
+    session.update(replace(session.config, output_audio=False))
+    recorder = Recorder(session)
+    await feed(session, np.zeros(16000, np.int16))
+    timeout = await recorder.wait_for(lambda e: isinstance(e, ev.InputTimeout))
+    assert isinstance(timeout, ev.InputTimeout) and timeout.audio_end_ms >= 800
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseCreated))
+    await recorder.close()

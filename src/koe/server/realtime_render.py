@@ -36,6 +36,8 @@ class Renderer:
         self._requested: dict[str, rt.SessionConfig] = {}
         self._responses: dict[str, rt.Response] = {}
         self.transcription = False
+        self._streamed: set[str] = set()
+        """User items whose transcript already went out as partial deltas."""
 
     def expect_response(self, request_id: str, settings: rt.SessionConfig) -> None:
         """A `response.create` asked for these settings; the engine's `ResponseCreated` will carry `request_id`."""
@@ -93,11 +95,17 @@ class Renderer:
         if isinstance(event, ev.TranscriptDelta):
             if not self.transcription or not event.delta:
                 return []
+            self._streamed.add(event.item_id)
             return e.input_audio_transcription_delta(item_id=event.item_id, delta=event.delta)
         if isinstance(event, ev.TranscriptCompleted):
             if not self.transcription:
                 return []
-            return e.input_audio_transcription_completed(
+            out = []
+            if event.item_id not in self._streamed and event.text:
+                # Clients that assemble the transcript from deltas get it whole, just before `completed`.
+                out = e.input_audio_transcription_delta(item_id=event.item_id, delta=event.text)
+            self._streamed.discard(event.item_id)
+            return out + e.input_audio_transcription_completed(
                 item_id=event.item_id, transcript=event.text, audio_seconds=event.duration_s
             )
         if isinstance(event, ev.TranscriptFailed):

@@ -171,7 +171,7 @@ class Session:
         idle_allowed = self._reply.state is Reply.IDLE and not self.playback.is_playing()
         for signal in source.push(pcm16k, far, idle_allowed):
             self._on_signal(who, signal)
-        speaking_ms = source.now_ms - who.turn_start_ms
+        speaking_ms = source.now_ms - source.detector.onset_ms
         if who.pending_barge_in and who.turn.state is not Turn.SILENCE and speaking_ms >= FILLER_CONFIRM_MS:
             self._barge_in(who)
         if self.config.partial_results and who.turn.state is Turn.SPEECH:
