@@ -101,3 +101,17 @@ async def test_cli_streams_files_and_records_them(tmp_path: Path) -> None:
     # The Ogg source is forwarded packet for packet: its sizes come back from the test service.
     ogg = [r for r in records["streams"] if r["packets_sent"] > 200]
     assert ogg
+
+
+async def test_recorded_packets_match_what_the_gateway_dumped() -> None:
+    async with running_gateway(audio_streaming_header=True) as gateway:
+        options = SimulatorOptions(f"http://127.0.0.1:{gateway.port}", path="/dump", speed=50, record_packets=True)
+        sim = SoraSimulator(options)
+        await sim.create_session("sora", audio_streaming=True)
+        await sim.connect("sora", language_code="en-US", source=AUDIO / "reply_48k_opus.ogg", connection_id="C1")
+        await sim.wait_idle(20)
+        await sim.close()
+    (record,) = sim.records
+    assert [p["sequence"] for p in record.sent] == list(range(record.packets_sent))
+    assert [p["payload"] for p in record.sent] == [r["payload"] for r in record.results]
+    assert {r["connection_id"] for r in record.results} == {"C1"}

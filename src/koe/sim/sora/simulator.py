@@ -16,6 +16,7 @@ recorded with what was sent (`sim.records`). Webhooks are POSTed to `event_webho
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
@@ -56,6 +57,9 @@ class SimulatorOptions:
     on_source_end: OnSourceEnd = "disconnect"
     """When a client's audio file ends: leave the channel, stay connected and silent (no packets), or loop."""
     push_type: str = "audio_streaming_result"
+    record_packets: bool = False
+    """Keep every packet sent (send time, sequence, base64 payload) in the stream's record, e.g. to compare with
+    what a gateway's `/dump` saw."""
 
 
 @dataclass
@@ -69,6 +73,8 @@ class StreamRecord:
     bytes_sent: int = 0
     status: int | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    """With `record_packets`: `{"t": unix s, "sequence": n, "payload": base64}` per packet."""
     error: str | None = None
     started_at: float = 0.0
     ended_at: float | None = None
@@ -274,6 +280,9 @@ class SoraSimulator:
                 sequence += 1
                 record.packets_sent += 1
                 record.bytes_sent += len(packet)
+                if self.options.record_packets:
+                    entry = {"t": time.time(), "sequence": sequence - 1, "payload": base64.b64encode(packet).decode()}
+                    record.sent.append(entry)
                 next_at += interval
                 delay = next_at - loop.time()
                 if delay > 0:
