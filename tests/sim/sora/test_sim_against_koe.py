@@ -168,3 +168,6 @@ async def test_auto_start_and_stop_by_subscribing(
         assert hook["label"] == "WebRTC SFU Sora"
         assert hook["multistream"] is True
         assert hook["session_id"]
+        assert hook["max_connections"] == hook["total_connections"] == 2
+        assert hook["version"]
+        assert hook["id"]

@@ -94,6 +94,10 @@ class Channel:
     created_at: float = 0.0
     connections: dict[str, Connection] = field(default_factory=dict)
     streamed: set[str] = field(default_factory=set)
+    max_connections: int = 0
+    """The most connections the session has had at once (the webhooks' `max_connections`)."""
+    total_connections: int = 0
+    """Every connection the session has had (the webhooks' `total_connections`)."""
 
     # --- session lifecycle -----------------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class Channel:
             raise SoraApiError("SESSION-EXISTS", f"channel {self.channel_id} already has a session")
         self.session_id = session_id
         self.created_at = time.time()
+        self.max_connections = self.total_connections = 0
         self.mode = SESSION_START[(audio_streaming, audio_streaming_auto)]
         self.auto = self.mode == "auto"
         return self._start() if self.mode == "on" else []
@@ -132,6 +137,8 @@ class Channel:
             connection_id, client_id, role, audio, language_code, self.settings.default_audio_streaming_result_push
         )
         self.connections[connection_id] = connection
+        self.total_connections += 1
+        self.max_connections = max(self.max_connections, len(self.connections))
         if self.auto and not self.streaming and self.subscriber_count() > 0:
             return self._start()
         if self.streaming:

@@ -319,13 +319,14 @@ class SoraSimulator:
             "timestamp": _timestamp(now),
             "type": action.type,
             "version": SORA_VERSION,
+            "max_connections": channel.max_connections,
             "node_name": "sora@127.0.0.1",
             "session_id": channel.session_id,
             "channel_id": channel.channel_id,
             "multistream": True,
             "spotlight": False,
             "created_time": int(channel.created_at),
-            "total_connections": len(channel.connections),
+            "total_connections": channel.total_connections,
             "created_timestamp": _timestamp(channel.created_at),
         }
         self.webhooks.append(body)
