@@ -29,6 +29,16 @@ def acs_settings(**acs: Any) -> Settings:
     return load_settings(overrides={"acs": acs})
 
 
+def _without_lifespan(app: Any) -> Any:
+    # koe's app has no lifespan handlers; declining lifespan leaves Hypercorn no task that could outlive the test.
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan events")
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
@@ -38,7 +48,7 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     config.websocket_ping_interval = None
     config.graceful_timeout = 1.0
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    task = asyncio.create_task(serve(_without_lifespan(app), config, shutdown_trigger=stop.wait))
     for _ in range(200):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)

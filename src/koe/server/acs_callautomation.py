@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -48,22 +49,23 @@ class CallAutomation:
         self.settings = settings
         self.registry = registry
         self.validator = AcsTokenValidator(settings.acs.jwt) if settings.acs.jwt.enabled else None
-        self._client: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def client(self) -> Any:
-        """The SDK's `CallAutomationClient` (built on first use)."""
-        if self._client is None:
-            from azure.communication.callautomation import CallAutomationClient
+        """A new SDK `CallAutomationClient`. Calls are rare (answer, start, stop, hang up), so each operation uses its
+        own client and closes it, leaving no pooled connections behind."""
+        from azure.communication.callautomation import CallAutomationClient
 
-            secret = self.settings.acs.connection_string
-            if secret is None:
-                raise RuntimeError("acs.connection_string is not configured: koe cannot answer calls")
-            verify: Any = str(self.settings.acs.ca_file) if self.settings.acs.ca_file else True
-            self._client = CallAutomationClient.from_connection_string(
-                secret.get_secret_value(), connection_verify=verify
-            )
-        return self._client
+        secret = self.settings.acs.connection_string
+        if secret is None:
+            raise RuntimeError("acs.connection_string is not configured: koe cannot answer calls")
+        verify: Any = str(self.settings.acs.ca_file) if self.settings.acs.ca_file else True
+        return CallAutomationClient.from_connection_string(secret.get_secret_value(), connection_verify=verify)
+
+    def _with_client(self, operation: Callable[[Any], Any]) -> Any:
+        """Run `operation(client)` with a fresh client (in a worker thread: the SDK's transport blocks)."""
+        with self.client() as client:
+            return operation(client)
 
     # --- Event Grid ---------------------------------------------------------------------------------------------
 
@@ -108,11 +110,13 @@ class CallAutomation:
         caller = (data.get("from") or {}).get("rawId", "")
         try:
             properties = await asyncio.to_thread(
-                self.client().answer_call,
-                incoming_call_context=data.get("incomingCallContext", ""),
-                callback_url=callback_url,
-                operation_context="koe-answer",
-                media_streaming=options,
+                self._with_client,
+                lambda client: client.answer_call(
+                    incoming_call_context=data.get("incomingCallContext", ""),
+                    callback_url=callback_url,
+                    operation_context="koe-answer",
+                    media_streaming=options,
+                ),
             )
         except Exception as exc:  # the SDK raises HttpResponseError, ServiceRequestError…; none may kill the loop
             log.error("answering the call from %s failed: %s", caller, exc)
@@ -200,13 +204,17 @@ class CallAutomation:
         if self.registry.get(call_id) is None:
             return error_response(404, "call_not_found", f"no call {call_id!r}")
         try:
-            connection = self.client().get_call_connection(call_id)
-            if action == "start":
-                await asyncio.to_thread(connection.start_media_streaming, operation_context=context)
-            elif action == "stop":
-                await asyncio.to_thread(connection.stop_media_streaming, operation_context=context)
-            else:
-                await asyncio.to_thread(connection.hang_up, True)
+
+            def operate(client: Any) -> None:
+                connection = client.get_call_connection(call_id)
+                if action == "start":
+                    connection.start_media_streaming(operation_context=context)
+                elif action == "stop":
+                    connection.stop_media_streaming(operation_context=context)
+                else:
+                    connection.hang_up(True)
+
+            await asyncio.to_thread(self._with_client, operate)
         except Exception as exc:  # the SDK's errors carry ACS's status and message
             status = getattr(exc, "status_code", None)
             message = getattr(exc, "message", None) or str(exc)

@@ -81,7 +81,7 @@ async def run_app(app: Starlette, host: str, port: int, tls: TlsFiles | None) ->
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(_without_lifespan(app), config, shutdown_trigger=stop.wait))
     for _ in range(200):
         try:
             _, writer = await asyncio.open_connection(host, port)
@@ -90,6 +90,17 @@ async def run_app(app: Starlette, host: str, port: int, tls: TlsFiles | None) ->
         except OSError:
             await asyncio.sleep(0.02)
     return _Server(stop, task), port
+
+
+def _without_lifespan(app: Starlette) -> Any:
+    """The app with lifespan declined: Hypercorn then keeps no lifespan task that could outlive a cancelled serve."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan events")  # Hypercorn goes on without lifespan support
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def build_app(emulator: CallAutomationEmulator) -> Starlette:
