@@ -12,10 +12,11 @@ PORT   ?= 8000
 APT_RUN  := libspeexdsp1
 APT_TEST := chromium
 
-# llama.cpp is compiled from source by llama-cpp-python (no usable prebuilt wheel exists for this glibc):
-# build only the library, without the multimodal, server and example targets, on every core.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF
+# llama.cpp is compiled from source by llama-cpp-python (its prebuilt alternative needs glibc 2.38; Debian 12 has 2.36),
+# in the background while everything else installs (scripts/install-python). LLAVA_BUILD=OFF skips the multimodal
+# library, the one optional part its CMakeLists builds by default; llama.cpp's tests, examples, tools and server are
+# already off when it is built as a subproject. GGML_NATIVE stays on (the default): -march=native for this CPU.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: run test setup setup-dev apt-run apt-test lint typecheck pytest bench clean
@@ -29,8 +30,10 @@ test: setup-dev
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest -q
 
-setup: apt-run $(VENV)/.installed-run
-setup-dev: apt-run apt-test $(VENV)/.installed-dev
+# The venv step comes first: on a fresh machine it installs the Debian packages itself, in parallel with the
+# compile; afterwards apt-run and apt-test only check that nothing was removed since.
+setup: $(VENV)/.installed-run apt-run
+setup-dev: $(VENV)/.installed-dev apt-run apt-test
 
 apt-run:
 	@scripts/ensure-apt $(APT_RUN)
@@ -43,12 +46,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PIP) install --progress-bar off -e .
+$(VENV)/.installed-run: pyproject.toml scripts/install-python | $(PY)
+	scripts/install-python $(VENV) "" $(APT_RUN)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install --progress-bar off -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml scripts/install-python | $(PY)
+	scripts/install-python $(VENV) dev $(APT_RUN) $(APT_TEST)
 	@touch $@ $(VENV)/.installed-run
 
 lint: setup-dev
