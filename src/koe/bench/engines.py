@@ -3,8 +3,9 @@
 Call `run_engine_bench(settings, runs, progress)`. It measures model load times, Whisper's real-time factor on 1
 and 2 threads, Piper's time to first audio and real-time factor, Silero VAD per window, noise suppression and echo
 cancellation per 10 ms frame, Opus encode and decode per 20 ms frame, the LLM's time to first token and tokens per
-second, and peak memory with every model loaded. Each figure is the median of `runs` runs, after one warm-up run
-that is not counted. The input is the shared fixture speech, or Piper's own speech when the fixtures are absent.
+second, resident memory once every model is loaded, and the peak after all of the above. Each figure is the
+median of `runs` runs, after one warm-up run that is not counted. The input is the shared fixture speech, or
+Piper's own speech when the fixtures are absent.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def run_engine_bench(settings: Settings, runs: int = 5, progress: Progress | Non
     result: dict[str, Any] = {"machine": machine_info(), "runs": runs, "loads": {}}
     say(f"machine: {result['machine']['cpu_model']}, {result['machine']['cores']} cores; {runs} runs per figure")
     engines = _load_all(settings, runs, result["loads"], say)
+    result["memory_after_load_mb"] = _rss_mb()
+    say(f"resident memory with all four models loaded: {result['memory_after_load_mb']} MB")
     speech48 = _speech_48k(engines["tts"])
     speech16 = resample(speech48, OPUS_RATE, ENGINE_RATE)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -105,6 +108,12 @@ def _proc_field(path: str, key: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+def _rss_mb() -> float | None:
+    """Resident memory right now (`ru_maxrss` only gives the peak)."""
+    status = _proc_field("/proc/self/status", "VmRSS")
+    return round(int(status.split()[0]) / 1024, 1) if status else None
 
 
 def _median(values: list[float], digits: int = 4) -> float:
