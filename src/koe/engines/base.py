@@ -58,9 +58,26 @@ class Word:
 
 
 @dataclass(frozen=True, slots=True)
+class Segment:
+    """One decoding window's text with Whisper's own figures (as OpenAI's `verbose_json` reports them)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     text: str
     words: tuple[Word, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    """Filled when word timings were asked for (the timestamped decoding path)."""
     language: str = "en"
     duration_s: float = 0.0
     """Length of the audio that was transcribed."""

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, pcm_to_float
-from koe.engines.base import EngineError, EngineUnavailable, Transcript, Word
+from koe.engines.base import EngineError, EngineUnavailable, Segment, Transcript, Word
 from koe.engines.pool import WorkerPool
 
 MIN_SEGMENT_SAMPLES = ENGINE_RATE // 10
@@ -157,15 +157,30 @@ class WhisperSTT:
         )
         texts: list[str] = []
         found: list[Word] = []
+        kept: list[Segment] = []
         for segment in segments:
             if segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOW_LOGPROB:
                 continue  # Whisper's own "this was not speech" signal: dropping it avoids hallucinated text
             texts.append(segment.text)
+            kept.append(
+                Segment(
+                    float(segment.start),
+                    float(segment.end),
+                    segment.text.strip(),
+                    int(segment.seek),
+                    tuple(segment.tokens),
+                    float(segment.temperature or 0.0),
+                    float(segment.avg_logprob),
+                    float(segment.compression_ratio),
+                    float(segment.no_speech_prob),
+                )
+            )
             for word in segment.words or ():
                 found.append(Word(word.word.strip(), float(word.start), float(word.end), float(word.probability)))
         return Transcript(
             text="".join(texts).strip(),  # faster-whisper keeps each segment's leading space
             words=tuple(found),
+            segments=tuple(kept),
             language=str(info.language),
             duration_s=pcm.size / ENGINE_RATE,
             elapsed_s=time.perf_counter() - started,
