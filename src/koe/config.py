@@ -96,6 +96,14 @@ class RealtimeSettings(BaseModel):
     """Sessions close with 1001 `session_expired` after this long, as Azure OpenAI's do."""
 
 
+class APISettings(BaseModel):
+    """The OpenAI-compatible REST API on the embedded engines (`koe.server.openai_api`)."""
+
+    enabled: bool = True
+    # Largest audio file /v1/audio/transcriptions accepts (OpenAI's own limit is 25 MB).
+    max_upload_mb: float = Field(25.0, gt=0)
+
+
 class AudioSettings(BaseModel):
     echo_cancellation: bool = True
     echo_tail_ms: int = Field(200, ge=10, le=1000)
@@ -229,6 +237,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=lambda: RealtimeSettings())
     sora: SoraSettings = Field(default_factory=lambda: SoraSettings())
     acs: ACSSettings = Field(default_factory=lambda: ACSSettings())
+    api: APISettings = Field(default_factory=lambda: APISettings())
 
     @classmethod
     def settings_customise_sources(

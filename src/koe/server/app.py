@@ -36,12 +36,16 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     from koe.server.calls_api import calls_routes
 
     calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
+    from koe.server.openai_api import openai_routes
+    from koe.server.pages import page_routes
     from koe.server.realtime import realtime_routes
 
     door_routes = [
         *calls_routes(calls, settings),
         *acs_routes(settings, engines, calls),
         *realtime_routes(settings, engines),
+        *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
+        *openai_routes(settings, engines),
     ]
     app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *door_routes])
     app.state.calls = calls

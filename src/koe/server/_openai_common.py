@@ -1,0 +1,125 @@
+"""What every OpenAI-compatible route shares: the error body, the key check, and engine failures as HTTP statuses.
+
+Raise `ApiError` anywhere inside a handler wrapped by `endpoint()`; it becomes OpenAI's error body
+`{"error": {"message", "type", "param", "code"}}` with its status. Engine failures map the way OpenAI's own
+statuses read to a client: a full queue is 429 (retry later), an engine that is not loaded is 503, and an engine
+that refused this input is 400.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from koe.config import Settings
+from koe.engines.base import EngineError, EngineUnavailable
+from koe.engines.pool import EngineBusy
+from koe.server.auth import admit
+
+log = logging.getLogger("koe.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """A request koe will not serve; rendered as OpenAI's error body with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # OpenAI's field name
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": "1"} if self.status == 429 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def engine_failure(exc: EngineError) -> ApiError:
+    if isinstance(exc, EngineBusy):
+        return ApiError(429, str(exc), type="server_error", code="engine_busy")
+    if isinstance(exc, EngineUnavailable):
+        return ApiError(503, str(exc), type="server_error", code="engine_unavailable")
+    return ApiError(400, str(exc), code="engine_error")
+
+
+def presented_key(request: Request) -> str | None:
+    """The key in `Authorization: Bearer …` (what the OpenAI SDKs send) or `api-key` (what Azure's send)."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("api-key") or None
+
+
+def authorize(request: Request, settings: Settings) -> None:
+    client = request.client.host if request.client else None
+    refused = admit(settings, presented_key(request), client)
+    if refused is not None:
+        status = 401 if settings.server.api_keys else 403
+        raise ApiError(status, refused, code="invalid_api_key")
+
+
+def endpoint(settings: Settings, handler: Handler) -> Handler:
+    """`handler` behind the key check, with `ApiError` and engine failures turned into OpenAI error bodies."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            authorize(request, settings)
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response()
+        except EngineError as exc:
+            return engine_failure(exc).response()
+        except Exception:  # the server keeps serving; the client gets a 500 in its own format
+            log.exception("the %s handler failed", request.url.path)
+            return ApiError(500, "koe failed to handle this request; see its log", type="server_error").response()
+
+    return guarded
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    import orjson
+
+    raw = await request.body()
+    if not raw:
+        raise invalid("the request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    return body
+
+
+def number(body: dict[str, Any], name: str, default: float | None, low: float, high: float) -> float | None:
+    """An optional numeric field, checked against OpenAI's documented range."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(f"{name} must be a number", param=name)
+    if not low <= value <= high:
+        raise invalid(f"{name} must be between {low} and {high}, not {value}", param=name)
+    return float(value)
