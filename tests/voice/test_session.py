@@ -346,3 +346,21 @@ async def test_idle_timeout_prompts_a_reply(engines: Engines) -> None:
     assert isinstance(timeout, ev.InputTimeout) and timeout.audio_end_ms >= 800
     await recorder.wait_for(lambda e: isinstance(e, ev.ResponseCreated))
     await recorder.close()
+
+
+async def test_audio_that_stops_mid_turn_counts_as_silence(engines: Engines, texts: dict[str, str]) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe", turn_detection=TurnDetection(silence_duration_ms=300)))
+    recorder = Recorder(session)
+    await feed(session, speech(tail_s=0.0))  # the sender goes quiet right after the last word
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.TranscriptCompleted), within_s=10)
+    assert isinstance(done, ev.TranscriptCompleted) and wer(texts["short"], done.text) <= 0.1
+    await recorder.close()
+
+
+async def test_end_of_stream_mid_speech_finishes_the_turn(engines: Engines) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe"))
+    recorder = Recorder(session)
+    await feed(session, speech("utterance_16k.wav", tail_s=0.0)[: 16000 * 3])
+    await session.end_input()
+    await recorder._task
+    assert len(recorder.of(ev.TranscriptCompleted)) == 1

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from koe.audio.pcm import ENGINE_RATE, Pcm, check_rate
 from koe.engines.base import EngineError, Transcript
 from koe.engines.registry import Engines
@@ -44,6 +46,10 @@ MAX_PARTICIPANTS = 16
 OUTPUT_LEAD_MS = 400
 """How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
 that a barge-in leaves little already-sent audio behind."""
+STALL_S = 0.3
+"""No audio for this long during a turn: treat the gap as silence."""
+STALL_CHECK_S = 0.1
+MAX_STALL_FILL_S = 2.0
 FILLER_CONFIRM_MS = 600
 """With `remove_filler_words`, speech over a reply interrupts only once it lasts this long or says more than fillers."""
 
@@ -72,6 +78,7 @@ class _Participant:
         self.partial_busy = False
         self.turn_start_ms = 0
         self.voice_end_at: float | None = None
+        self.last_audio_at = 0.0
 
 
 class Session:
@@ -101,6 +108,7 @@ class Session:
         self._adoptable: Speculation | None = None
         self._last_turn: _TurnTiming | None = None
         self._timing_for: tuple[ResponseRun, _TurnTiming | None] | None = None
+        self._watchdog: asyncio.Task[Any] | None = None
         self._closed = False
         self.created_at = clock()
         self.cause: str | None = None
@@ -165,8 +173,13 @@ class Session:
             raise SessionClosed("the session is closed")
         check_rate(rate)
         who = self._participant(participant)
+        who.last_audio_at = asyncio.get_running_loop().time()
+        if self._watchdog is None:
+            self._watchdog = self._spawn(self._watch_stalls())
+        self._push(who, who.input.to_engine_rate(pcm, rate))
+
+    def _push(self, who: _Participant, pcm16k: Pcm) -> None:
         source = who.input
-        pcm16k = source.to_engine_rate(pcm, rate)
         far = self.playback.far_end(pcm16k.size) if source.echo is not None else None
         idle_allowed = self._reply.state is Reply.IDLE and not self.playback.is_playing()
         for signal in source.push(pcm16k, far, idle_allowed):
@@ -176,6 +189,20 @@ class Session:
             self._barge_in(who)
         if self.config.partial_results and who.turn.state is Turn.SPEECH:
             self._maybe_partial(who)
+
+    async def _watch_stalls(self) -> None:
+        """Audio that stops arriving mid-turn counts as silence, so the turn still ends (e.g. a sender that goes
+        quiet with DTX, or a client that stops streaming after speaking)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(STALL_CHECK_S)
+            now = loop.time()
+            for who in list(self._participants.values()):
+                gap = now - who.last_audio_at
+                if who.turn.state is Turn.SILENCE or gap < STALL_S or self.config.turn_detection is None:
+                    continue
+                who.last_audio_at = now
+                self._push(who, np.zeros(int(min(gap, MAX_STALL_FILL_S) * ENGINE_RATE), dtype=np.int16))
 
     def _participant(self, participant: str | None) -> _Participant:
         who = self._participants.get(participant)
@@ -559,9 +586,13 @@ class Session:
 
     async def end_input(self) -> None:
         """The input stream ended: finish every turn in progress, wait for its results, then end `events()`."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for who in list(self._participants.values()):
-            if who.turn.state is not Turn.SILENCE:
-                self._on_signal(who, Signal(TurnInput.TURN_END, who.input.now_ms))
+            # Mid-speech the stream's end ends the turn (a commit); in a pause it is the pause that ended it.
+            ending = {Turn.SPEECH: TurnInput.COMMIT, Turn.PAUSE: TurnInput.TURN_END}.get(who.turn.state)
+            if ending is not None:
+                self._on_signal(who, Signal(ending, who.input.now_ms))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._closed = True
