@@ -90,12 +90,16 @@ export class LatencyPanel {
       "tr",
       { dataset: { response: timing.response_id } },
       el("td", {}, String(this.count)),
-      el("td", { class: "total" }, formatMs(timing.total_ms)),
-      ...PARTS.map(([key]) => el("td", {}, formatMs(timing[key]))),
+      el("td", { class: "total" }, plain(timing.total_ms)),
+      ...PARTS.map(([key]) => el("td", {}, plain(timing[key]))),
     );
     this.table.prepend(row);
     while (this.table.children.length > MAX_TIMINGS) this.table.lastElementChild.remove();
   }
+}
+
+function plain(ms) {
+  return ms === null || ms === undefined ? "–" : String(Math.round(ms));
 }
 
 function bar(label, meaning, ms, total) {
