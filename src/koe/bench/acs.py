@@ -9,8 +9,10 @@ The server runs in a child process (`python -m koe.bench.acs serve …`) so the 
   installed), with the server's CPU seconds per frame, a cProfile of the server at one load, and per-frame costs of
   the JSON libraries.
 - **transcribe**: N real-time calls (the fixture sentences, each followed by as much silence, so speech about half
-  the time) in transcribe mode, on both cores. Latency is the media time at which `transcript.completed` arrives
-  minus the turn's end (`audio_end_ms`, which includes the end-of-turn silence). N rises while p95 ≤ 1 s.
+  the time) in transcribe mode, on both cores, with partial results (the default) and with finals only. Latency is
+  the media time at which `transcript.completed` arrives minus the turn's end (`audio_end_ms`, which includes the
+  end-of-turn silence); the simulator sends each 20 ms frame at its start, so up to 20 ms of it can be negative.
+  N rises while p95 ≤ 1 s.
 """
 
 from __future__ import annotations
@@ -105,12 +107,14 @@ def serve(stack: str, port: int, mode: str, cpu: int | None, profile: str | None
 
 
 class _Child:
-    def __init__(self, stack: str, mode: str, cpu: int | None, profile: str | None = None) -> None:
+    def __init__(
+        self, stack: str, mode: str, cpu: int | None, profile: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         args = [stack, str(self.port), mode, "" if cpu is None else str(cpu), profile or ""]
         code = "import sys; from koe.bench.acs import serve; a = sys.argv[1:]; serve(a[0], int(a[1]), a[2], " \
                "int(a[3]) if a[3] else None, a[4] or None)"  # fmt: skip
-        self.process = subprocess.Popen([sys.executable, "-c", code, *args])
+        self.process = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})})
 
     async def ready(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -299,18 +303,20 @@ def _call_audio(seconds: float, offset: int) -> Any:
     return CallAudio([Participant(phone_raw_id(offset + 1), track)], 16000, tail_ms=1000)
 
 
-async def _transcribe(levels: list[int], seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
+async def _transcribe(
+    levels: list[int], seconds: float, say: Callable[[str], None], partials: bool = True
+) -> dict[str, Any]:
     rows = []
     capacity = 0
     for calls in levels:
-        child = _Child("hypercorn", "transcribe", cpu=None)
+        child = _Child("hypercorn", "transcribe", cpu=None, env={"KOE_ACS__PARTIAL_RESULTS": str(partials).lower()})
         try:
             await child.ready()
             row = await _transcribe_level(child, calls, seconds)
         finally:
             child.stop()
         rows.append(row)
-        say(f"transcribe: {calls} calls p95 {row['p95_ms']} ms over {row['finals']} finals")
+        say(f"transcribe (partials {partials}): {calls} calls p95 {row['p95_ms']} ms over {row['finals']} finals")
         if not row["finals"] or row["p95_ms"] > TRANSCRIBE_P95_MS:
             break
         capacity = calls
@@ -374,7 +380,11 @@ def bench_acs(
         result["relay"] = relay
     if not skip_transcribe:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        result["transcribe"] = asyncio.run(_transcribe(_ints(transcribe_levels), transcribe_seconds, say))
+        levels = _ints(transcribe_levels)
+        result["transcribe"] = {
+            "partial_results": asyncio.run(_transcribe(levels, transcribe_seconds, say)),
+            "finals_only": asyncio.run(_transcribe(levels, transcribe_seconds, say, partials=False)),
+        }
     result["load_average"] = {
         "before": [round(x, 2) for x in load_before],
         "after": [round(x, 2) for x in os.getloadavg()],
