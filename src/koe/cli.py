@@ -164,16 +164,18 @@ def chat(config_file: Path | None, question: str, system_prompt: str | None) -> 
                 ChatMessage("user", question),
             ]
         )
-        async for event in model.stream(request):
-            if isinstance(event, TextDelta):
-                click.echo(event.text, nl=False)
-            elif isinstance(event, ToolCall):
-                click.echo(f"\n[tool call {event.name}({event.arguments})]", nl=False)
-            elif isinstance(event, Finished):
-                click.echo()
-        aclose = getattr(model, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            async for event in model.stream(request):
+                if isinstance(event, TextDelta):
+                    click.echo(event.text, nl=False)
+                elif isinstance(event, ToolCall):
+                    click.echo(f"\n[tool call {event.name}({event.arguments})]", nl=False)
+                elif isinstance(event, Finished):
+                    click.echo()
+        finally:  # the remote client's connection pool must close on this loop, also after an error
+            aclose = getattr(model, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     try:
         asyncio.run(ask(llm))
