@@ -106,8 +106,8 @@ async def run_load(port: int, streams: int, seconds: float, warmup_s: float = 2.
     result = LoadResult(streams, seconds)
     conns: list[_Conn] = []
     stream_ids: list[tuple[_Conn, int]] = []
-    encoder = hpack.Encoder()
     for first in range(0, streams, STREAMS_PER_CONNECTION):
+        encoder = hpack.Encoder()  # HPACK state belongs to one connection
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         conn = _Conn(reader, writer, result)
         conns.append(conn)

@@ -173,10 +173,16 @@ class HeaderPacketReader:
         return len(self._buffer) + (HEADER_BYTES if self._header else 0)
 
     def feed(self, data: bytes) -> list[Packet]:
+        if not self._buffer and self._header is None and len(data) >= HEADER_BYTES:
+            # What Sora sends: exactly one whole packet per DATA frame.
+            timestamp, sequence, length = _HEADER.unpack_from(data)
+            if HEADER_BYTES + length == len(data):
+                self._check(length)
+                return [Packet(data[HEADER_BYTES:], timestamp, sequence)]
         packets: list[Packet] = []
         view = memoryview(data)
         pos = 0
-        # Fast path: whole packets in this frame and nothing pending, which is what Sora sends.
+        # Whole packets in this frame and nothing pending.
         while not self._buffer and self._header is None and len(view) - pos >= HEADER_BYTES:
             timestamp, sequence, length = _HEADER.unpack_from(view, pos)
             self._check(length)

@@ -65,6 +65,8 @@ class _Connection(asyncio.Protocol):
         self._frames = FrameScanner(MAX_FRAME_BYTES)
         self._unacked = 0  # fast-path DATA bytes not yet credited back on the connection
         self._out = bytearray()  # frames built here, in order with h2's output
+        self.max_frame_bytes = h2.settings.Settings().max_frame_size
+        """The client's MAX_FRAME_SIZE (cached: `h2` computes it on every access)."""
         self.out_window = DEFAULT_WINDOW_BYTES
         """What the client still lets us send on the connection (DATA is framed here, not by `h2`)."""
         self._sniff = b""
@@ -222,6 +224,7 @@ class _Connection(asyncio.Protocol):
             for stream in targets:
                 stream.window_opened()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.max_frame_bytes = self.h2.max_outbound_frame_size
             change = event.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
             if change is not None and change.original_value is not None:
                 for stream in self.streams.values():  # RFC 9113 §6.9.2: open streams shift by the difference

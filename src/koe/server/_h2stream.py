@@ -54,6 +54,14 @@ class H2Stream:
             return
         if not self.started:
             self.start()
+        conn = self._conn
+        size = len(data)
+        if not self._pending and size <= self.out_window and size <= conn.out_window and size <= conn.max_frame_bytes:
+            # The usual case, one small result with room in every window: straight out as one DATA frame.
+            conn.write_frame(size.to_bytes(3, "big") + b"\x00\x00" + self._id_bytes + data)
+            self.out_window -= size
+            conn.out_window -= size
+            return
         self._pending.append(data)
         if len(self._pending) == 1:
             self.window_opened()
@@ -67,7 +75,7 @@ class H2Stream:
         conn = self._conn
         while self._pending and not self.reset and not conn.lost:
             data = self._pending[0]
-            size = min(self.out_window, conn.out_window, conn.h2.max_outbound_frame_size)
+            size = min(self.out_window, conn.out_window, conn.max_frame_bytes)
             if size <= 0:
                 return
             chunk = data if len(data) <= size else data[:size]
