@@ -26,6 +26,7 @@ from koe.engines.registry import Engines
 from koe.log import bind
 from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import decode_audio
+from koe.protocols.realtime.session import EchoCancellation
 from koe.server.auth import admit
 from koe.server.realtime_mapping import engine_config, engine_item, response_options
 from koe.server.realtime_render import Renderer
@@ -92,10 +93,12 @@ class RealtimeConnection:
         self.websocket = websocket
         self.dialect = handshake.dialect
         self.events = rt.ServerEvents(self.dialect)
-        self.config = rt.SessionConfig(model=handshake.model or "koe")
+        # Echo cancellation starts as koe is configured; a client's session.update may turn it off (null) or on.
+        echo = EchoCancellation() if settings.audio.echo_cancellation else None
+        self.config = rt.SessionConfig(model=handshake.model or "koe", input_audio_echo_cancellation=echo)
         if handshake.intent == "transcription":
             self.config = rt.apply_session_update(self.config, rt.SessionPatch({"type": "transcription"}))
-        mapped = engine_config(self.config, engines.tts, settings.audio.echo_cancellation)
+        mapped = engine_config(self.config, engines.tts)
         self.session = Session(
             engines, mapped.config, default_instructions=settings.llm.system_prompt, session_id=rt.new_session_id()
         )
@@ -211,7 +214,7 @@ class RealtimeConnection:
         self, patch: rt.SessionPatch, warnings: tuple[rt.RealtimeWarning, ...], transcription: bool
     ) -> None:
         self.config = rt.apply_session_update(self.config, patch)
-        mapped = engine_config(self.config, self.engines.tts, self.settings.audio.echo_cancellation)
+        mapped = engine_config(self.config, self.engines.tts)
         self.session.update(mapped.config)
         self._sync_renderer()
         for warning in (*warnings, *mapped.warnings):

@@ -89,7 +89,7 @@ def voice(requested: rt.Voice, tts: TTS | None) -> tuple[str | None, rt.Realtime
     return None, warning
 
 
-def engine_config(config: rt.SessionConfig, tts: TTS | None, echo_default: bool) -> Mapped:
+def engine_config(config: rt.SessionConfig, tts: TTS | None) -> Mapped:
     chosen, warning = voice(config.voice, tts)
     transcription = config.input_audio_transcription
     echo = config.input_audio_echo_cancellation
@@ -100,7 +100,7 @@ def engine_config(config: rt.SessionConfig, tts: TTS | None, echo_default: bool)
         transcription=transcription is not None,
         transcription_prompt=transcription.prompt if transcription else None,
         noise_suppression=config.input_audio_noise_reduction is not None,
-        echo_cancellation=echo is not None or echo_default,
+        echo_cancellation=echo is not None,  # the session starts with koe's `audio.echo_cancellation`
         instructions=config.instructions or None,
         voice=chosen,
         output_audio=config.audio_output,

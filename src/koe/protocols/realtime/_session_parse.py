@@ -162,6 +162,8 @@ class _SessionParser:
                     "transcription": self.transcription,
                     "noise_reduction": self.noise_reduction,
                     "turn_detection": self.turn_detection,
+                    # koe's own: GA has no echo cancellation setting; the value takes Azure's shape (or null).
+                    "koe_echo_cancellation": self.echo_cancellation,
                 }
             elif key == "output":
                 handlers = {"format": self.ga_output_format, "voice": self.voice, "speed": self.speed}
