@@ -5,6 +5,7 @@ afterwards.
     async with chromium(tmp_path, mic=wav_path) as browser:
         page = await browser.new_page()
 
+With `allow_microphone=False` every permission prompt is refused, as a person refusing the microphone would.
 `mic_wav(path, fixture, lead_s, tail_s)` writes the microphone's input: silence, a fixture utterance, silence.
 Chromium loops the file, so the utterance comes back every `lead_s + speech + tail_s` seconds.
 """
@@ -36,9 +37,10 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
+ALLOW_MICROPHONE = "--use-fake-ui-for-media-stream"
+DENY_MICROPHONE = "--deny-permission-prompts"
 VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
 
@@ -58,10 +60,14 @@ def mic_wav(path: Path, fixture: str, lead_s: float, tail_s: float) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path, mic: Path | None = None) -> AsyncIterator[BrowserContext]:
+async def chromium(
+    tmp_path: Path, mic: Path | None = None, *, allow_microphone: bool = True
+) -> AsyncIterator[BrowserContext]:
     _require_chromium()
     profile = tmp_path / "chromium-profile"
-    args = [*FLAGS, f"--use-file-for-fake-audio-capture={mic}"] if mic else list(FLAGS)
+    args = [*FLAGS, ALLOW_MICROPHONE if allow_microphone else DENY_MICROPHONE]
+    if mic is not None:
+        args.append(f"--use-file-for-fake-audio-capture={mic}")
     try:
         async with async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(

@@ -1,6 +1,6 @@
 // The browser's audio for the voice console: one AudioContext at the device's own rate, the microphone through the
 // capture worklet (PCM16 24 kHz chunks out), and reply audio through the playback worklet (a flushable queue).
-// `await AudioIO.open(...)` must run inside a click handler: browsers only start audio after a user gesture.
+// `await AudioIO.open(...)` must follow a click: browsers only start audio in a page the user has interacted with.
 
 const CAPTURE_URL = new URL("./worklets/capture.js", import.meta.url);
 const PLAYBACK_URL = new URL("./worklets/playback.js", import.meta.url);
@@ -17,13 +17,11 @@ export class AudioIO {
     if (typeof AudioWorkletNode === "undefined") {
       throw new Error("This browser has no AudioWorklet support; use a current Chromium or Firefox.");
     }
-    // Created first, while the click's user activation is still fresh, so it starts running.
     const context = new AudioContext({ latencyHint: "interactive" });
     const io = new AudioIO(context);
     try {
       await context.resume();
-      await context.audioWorklet.addModule(CAPTURE_URL);
-      await context.audioWorklet.addModule(PLAYBACK_URL);
+      await loadWorklets(context);
       io.stream = await microphone(browserEchoCancellation);
       io.connect(onChunk, onPlayback);
     } catch (error) {
@@ -80,6 +78,15 @@ export class AudioIO {
     this.capture?.disconnect();
     this.playback?.disconnect();
     if (this.context.state !== "closed") await this.context.close();
+  }
+}
+
+async function loadWorklets(context) {
+  try {
+    await context.audioWorklet.addModule(CAPTURE_URL);
+    await context.audioWorklet.addModule(PLAYBACK_URL);
+  } catch (error) {
+    throw new Error(`The page's audio code could not be loaded from koe (is it still running?): ${error.message}`);
   }
 }
 

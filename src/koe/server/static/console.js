@@ -155,12 +155,10 @@ async function start() {
   session = new VoiceSession(view);
   showStatus();
   try {
-    // The first await inside start() opens the AudioContext, while this click still counts as a user gesture.
     await session.start({
       key: storedKey(),
       settings,
       browserEchoCancellation: settings.browserEchoCancellation,
-      // Browsers hide why a WebSocket failed; a plain request first tells a refused key from a stopped server.
       preflight: loadVoices,
     });
     startButton.textContent = "Stop";

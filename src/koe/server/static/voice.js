@@ -46,13 +46,16 @@ export class VoiceSession {
 
   async start({ key, settings, browserEchoCancellation, preflight }) {
     this.settings = settings;
+    // Browsers hide why a WebSocket failed; a plain request first tells a refused key from a stopped server, and
+    // spares the microphone prompt when koe would refuse anyway. (Audio may still start after it: the click
+    // counts as the page's user activation from then on.)
+    if (preflight) await preflight();
     this.audio = await AudioIO.open({
       browserEchoCancellation,
       onChunk: (pcm, rms, peak) => this.onChunk(pcm, rms, peak),
       onPlayback: (message) => this.onPlayback(message),
     });
     this.view.micReady(this.audio.micLabel, this.audio.context.sampleRate);
-    if (preflight) await preflight();
     await this.connect(key);
   }
 
