@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse, Response
 from koe.config import Settings
 from koe.engines.base import EngineError, EngineUnavailable
 from koe.engines.pool import EngineBusy
-from koe.server.auth import admit
+from koe.server.auth import admit, presented_key
+from koe.server.metrics import METRICS
 
 log = logging.getLogger("koe.api")
 
@@ -64,36 +65,31 @@ def engine_failure(exc: EngineError) -> ApiError:
     return ApiError(400, str(exc), code="engine_error")
 
 
-def presented_key(request: Request) -> str | None:
-    """The key in `Authorization: Bearer …` (what the OpenAI SDKs send) or `api-key` (what Azure's send)."""
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return request.headers.get("api-key") or None
-
-
 def authorize(request: Request, settings: Settings) -> None:
     client = request.client.host if request.client else None
-    refused = admit(settings, presented_key(request), client)
+    refused = admit(settings, presented_key(request.headers), client)
     if refused is not None:
         status = 401 if settings.server.api_keys else 403
         raise ApiError(status, refused, code="invalid_api_key")
 
 
-def endpoint(settings: Settings, handler: Handler) -> Handler:
-    """`handler` behind the key check, with `ApiError` and engine failures turned into OpenAI error bodies."""
+def endpoint(settings: Settings, handler: Handler, route: str) -> Handler:
+    """`handler` behind the key check, with `ApiError` and engine failures turned into OpenAI error bodies, and
+    each answer counted in `koe_api_requests_total{route, status}`."""
 
     async def guarded(request: Request) -> Response:
         try:
             authorize(request, settings)
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
-            return exc.response()
+            response = exc.response()
         except EngineError as exc:
-            return engine_failure(exc).response()
+            response = engine_failure(exc).response()
         except Exception:  # the server keeps serving; the client gets a 500 in its own format
-            log.exception("the %s handler failed", request.url.path)
-            return ApiError(500, "koe failed to handle this request; see its log", type="server_error").response()
+            log.exception("the %s handler failed", route)
+            response = ApiError(500, "koe failed to handle this request; see its log", type="server_error").response()
+        METRICS.api_requests.labels(route, str(response.status_code)).inc()
+        return response
 
     return guarded
 

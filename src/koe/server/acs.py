@@ -41,6 +41,7 @@ from koe.server.acs_modes import MODES, ModeContext, ModeUnavailable, Pipeline
 from koe.server.acs_writer import OutboundWriter
 from koe.server.calls import CallRegistry
 from koe.server.calls_api import client_allowed
+from koe.server.metrics import METRICS
 from koe.server.webhooks import WebhookSender
 
 log = logging.getLogger("koe.server.acs")
@@ -225,6 +226,7 @@ class _Connection:
 
     def _malformed(self, exc: MalformedFrame) -> None:
         self.door.counters["malformed"] += 1
+        METRICS.drop("acs", "malformed")
         count = self.stream.stats.malformed
         if count <= _FIRST_MALFORMED_LOGGED or count % LOG_EVERY_MALFORMED == 0:
             log.warning("skipped a malformed ACS frame (%d so far): %s", count, exc)

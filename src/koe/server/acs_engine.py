@@ -20,6 +20,7 @@ from koe.audio.resample import resample
 from koe.engines.base import EngineUnavailable
 from koe.protocols.acs import AudioData, DtmfData, frame_bytes
 from koe.server.acs_modes import ModeContext, ModeUnavailable
+from koe.server.metrics import METRICS
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
 from koe.voice.session import Session, SessionClosed
@@ -105,11 +106,13 @@ class _EnginePipeline:
                 context.engines.require(kind)
         except EngineUnavailable as exc:
             raise ModeUnavailable(str(exc)) from exc
+        self.observed = METRICS.session("acs")
         self.session = Session(
             context.engines,
             self.session_config(),
             default_instructions=context.settings.llm.system_prompt,
             session_id=context.call_id,
+            observer=self.observed,
         )
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
@@ -148,6 +151,7 @@ class _EnginePipeline:
         except TimeoutError:
             log.warning("the last turn of call %s took too long to finish; dropped", self.context.call_id)
         finally:
+            self.observed.close()
             await self.session.close()
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from koe.protocols.acs_outbound import build_audio_data, build_stop_audio
+from koe.server.metrics import METRICS
 
 log = logging.getLogger("koe.server.acs")
 
@@ -58,6 +59,7 @@ class OutboundWriter:
             chunk = pcm[offset : offset + self._chunk_bytes]
             if self._pending_bytes + len(chunk) > limit:
                 self.dropped_bytes += len(pcm) - offset
+                METRICS.drop("acs", "send_queue_full", -(-(len(pcm) - offset) // self._chunk_bytes))
                 break
             self._pending.append(chunk)
             self._pending_bytes += len(chunk)

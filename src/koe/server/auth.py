@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 
 from koe.config import Settings
 
@@ -35,3 +36,11 @@ def admit(settings: Settings, presented_key: str | None, client_host: str | None
     if any(hmac.compare_digest(presented_key.encode(), key.encode()) for key in keys):
         return None
     return "the API key is not valid"
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key an HTTP client presents: `Authorization: Bearer …` (OpenAI's SDKs, Prometheus) or `api-key` (Azure's)."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("api-key") or None

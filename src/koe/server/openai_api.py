@@ -44,11 +44,14 @@ def openai_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
         raise ApiError(404, f"the model {wanted!r} does not exist", param="model", code="model_not_found")
 
     def post(path: str, handler: Handler) -> Route:
-        return Route(path, endpoint(settings, handler), methods=["POST"])
+        return Route(path, endpoint(settings, handler, path), methods=["POST"])
+
+    def get(path: str, handler: Handler) -> Route:
+        return Route(path, endpoint(settings, handler, path.replace(":path", "")), methods=["GET"])
 
     return [
-        Route("/v1/models", endpoint(settings, list_models), methods=["GET"]),
-        Route("/v1/models/{model:path}", endpoint(settings, get_model), methods=["GET"]),
+        get("/v1/models", list_models),
+        get("/v1/models/{model:path}", get_model),
         post("/v1/audio/transcriptions", transcriptions(settings, engines)),
         post("/v1/audio/speech", speech(engines)),
         post("/v1/chat/completions", chat_completions(engines)),

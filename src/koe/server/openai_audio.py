@@ -12,6 +12,7 @@ configured default voice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from koe.engines.registry import Engines
 from koe.server._openai_common import ApiError, Handler, invalid, json_body, number
 from koe.server._speech_encode import CONTENT_TYPES, SPEECH_RATE, Tempo, available_formats, speech_encoder
 from koe.server._transcript_formats import FORMATS, GRANULARITIES, TIMED_FORMATS, render
+from koe.server.metrics import METRICS
 
 BYTES_PER_MB = 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -39,6 +41,8 @@ MAX_DRAIN_BYTES = 8 * 1024 * 1024
 """How much of an undeclared-length body koe reads past the limit before it answers 413 and closes."""
 MAX_INPUT_CHARS = 4096
 """OpenAI's limit on `input`."""
+DOOR = "api"
+"""The `door` label of the REST API's figures in /metrics."""
 OPENAI_VOICES = frozenset("alloy ash ballad coral echo fable nova onyx sage shimmer verse marin cedar".split())
 
 
@@ -71,6 +75,7 @@ def transcriptions(settings: Settings, engines: Engines) -> Handler:
             prompt=_field(form, "prompt") or None,
             words=fmt in TIMED_FORMATS,
         )
+        METRICS.stt.labels(DOOR).observe(transcript.elapsed_s)
         body, content_type = render(transcript, fmt, granularities)
         return Response(body, media_type=content_type)
 
@@ -152,9 +157,11 @@ def speech(engines: Engines) -> Handler:
             raise invalid("only stream_format 'audio' is supported by koe", param="stream_format")
         voice = _voice(tts, body.get("voice"))
         speed = number(body, "speed", 1.0, 0.25, 4.0) or 1.0
+        started = time.perf_counter()
         chunks = tts.synthesize(text, voice).__aiter__()
         # Awaiting the first clause here lets a busy or failing engine answer with a status, not a cut stream.
         first = await chunks.__anext__()
+        METRICS.tts_first_audio.labels(DOOR).observe(time.perf_counter() - started)
         audio = _encoded(first, chunks, str(fmt), speed)
         return StreamingResponse(audio, media_type=CONTENT_TYPES[str(fmt)])
 

@@ -32,6 +32,7 @@ from koe.engines.base import (
 )
 from koe.engines.registry import Engines
 from koe.server._openai_common import ApiError, Handler, engine_failure, invalid, json_body, number
+from koe.server.metrics import METRICS
 
 MAX_MESSAGES = 512
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -44,11 +45,13 @@ def chat_completions(engines: Engines) -> Handler:
         body = await json_body(request)
         chat = parse_chat_request(body)
         llm: LLM = engines.require("llm")
+        started = time.perf_counter()
         events = llm.stream(chat).__aiter__()
         try:
             first = await events.__anext__()
         except StopAsyncIteration as exc:
             raise ApiError(500, "the LLM engine ended without an answer", type="server_error") from exc
+        METRICS.llm_first_token.labels("api").observe(time.perf_counter() - started)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.get("stream"):
             options = body.get("stream_options") or {}

@@ -28,6 +28,7 @@ from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import decode_audio
 from koe.protocols.realtime.session import EchoCancellation
 from koe.server.auth import admit
+from koe.server.metrics import METRICS
 from koe.server.realtime_mapping import engine_config, engine_item, response_options
 from koe.server.realtime_render import Renderer
 from koe.voice.session import Session
@@ -77,7 +78,9 @@ class RealtimeDoor:
         self.active += 1
         try:
             with bind(session_id=connection.session.id, door="realtime", dialect=handshake.dialect.value):
+                log.info("realtime session started on %s", scope["path"])
                 await connection.run()
+                log.info("realtime session ended")
         finally:
             self.active -= 1
 
@@ -99,8 +102,13 @@ class RealtimeConnection:
         if handshake.intent == "transcription":
             self.config = rt.apply_session_update(self.config, rt.SessionPatch({"type": "transcription"}))
         mapped = engine_config(self.config, engines.tts)
+        self.observed = METRICS.session("realtime")
         self.session = Session(
-            engines, mapped.config, default_instructions=settings.llm.system_prompt, session_id=rt.new_session_id()
+            engines,
+            mapped.config,
+            default_instructions=settings.llm.system_prompt,
+            session_id=rt.new_session_id(),
+            observer=self.observed,
         )
         self.renderer = Renderer(self.events, self.session.conversation, timings=timings)
         self._sync_renderer()
@@ -139,6 +147,7 @@ class RealtimeConnection:
             pass
         finally:
             lifetime.cancel()
+            self.observed.close()
             await self.session.close()
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):

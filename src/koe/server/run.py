@@ -60,6 +60,7 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
             loop.add_signal_handler(sig, stop.set)
         progress(f"serving on http://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
         sora = await _start_sora(settings, engines, app.state.calls, progress)
+        app.state.sora = sora  # the main /metrics includes the Sora door's counters
         try:
             await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
         finally:

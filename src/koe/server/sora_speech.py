@@ -32,6 +32,7 @@ from koe.engines.base import EngineUnavailable
 from koe.engines.registry import Engines
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
+from koe.server.metrics import METRICS
 from koe.server.sora_metrics import SoraMetrics
 from koe.server.sora_services import ResultSink, ServiceStream
 from koe.voice import events as ev
@@ -83,6 +84,7 @@ class KoeService:
 
     def closed(self, stream: _SpeechStream) -> None:
         self.streams.discard(stream)
+        stream.observed.close()
 
     def _check_backlog(self) -> None:
         """Partial results are best effort: while transcriptions queue up, they pause, so final results stay fast.
@@ -125,7 +127,8 @@ class _SpeechStream:
             echo_cancellation=False,  # nothing is played back to a Sora connection
         )
         assert service.engines is not None
-        self._session = Session(service.engines, config)
+        self.observed = METRICS.session("sora")
+        self._session = Session(service.engines, config, observer=self.observed)
         if service.partials_paused:
             self.set_partials(False)
         self._events = asyncio.get_running_loop().create_task(self._read_events())

@@ -90,8 +90,11 @@ class Session:
         default_instructions: str = "",
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
+        observer: Callable[[ev.Event], None] | None = None,
     ) -> None:
         self.id = session_id or new_id("sess")
+        self._observer = observer
+        """Sees every event as it is emitted (the server's metrics); it must not raise or block."""
         self.engines = engines
         self.config = config or SessionConfig()
         self.default_instructions = default_instructions
@@ -122,6 +125,8 @@ class Session:
             yield event
 
     def _emit(self, event: ev.Event) -> None:
+        if self._observer is not None:
+            self._observer(event)
         if isinstance(event, ev.ResponseAudioDelta):
             self.playback.sent(event.response_id, event.item_id, event.pcm, event.rate)
             self._queue.put_nowait(event)
@@ -148,7 +153,7 @@ class Session:
         def span(start: float | None, end: float | None) -> int | None:
             return None if start is None or end is None else max(0, round((end - start) * 1000))
 
-        self._queue.put_nowait(
+        self._emit(
             ev.ResponseTiming(
                 response_id,
                 total_ms=span(turn.voice_end_at if turn else None, now),
