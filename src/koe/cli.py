@@ -46,7 +46,13 @@ def main() -> None:
 @CONFIG_OPTION
 @click.option("--host", default=None, help="Address to listen on (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default from config: 8000).")
-@click.option("--public", is_flag=True, default=None, help="Refuse to start unless every door requires a key.")
+@click.option(
+    "--public",
+    is_flag=True,
+    default=None,
+    help="Listen on all interfaces (unless a host is given) and refuse to start while any door takes clients "
+    "without credentials (see docs/operations.md).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     config_file: Path | None, host: str | None, port: int | None, public: bool | None, log_level: str | None

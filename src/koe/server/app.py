@@ -38,6 +38,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
     from koe.server.metrics import metrics_routes
     from koe.server.openai_api import openai_routes
+    from koe.server.openapi import openapi_routes
     from koe.server.pages import page_routes
     from koe.server.realtime import realtime_routes
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),
+        *openapi_routes(),
     ]
     app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *door_routes])
     app.state.calls = calls

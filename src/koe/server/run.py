@@ -36,9 +36,15 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     from koe.server.app import create_app
 
     setup_logging(settings.server.log_level, settings.server.log_json)
-    if settings.server.public and not settings.server.api_keys:
-        progress("refusing to start with --public: no API keys are configured (set server.api_keys)")
-        return 1
+    if settings.server.public:
+        from koe.server.public import prepare_public
+
+        settings, refusals = prepare_public(settings)
+        where = f"{settings.server.host}:{settings.server.port}"
+        for reason in refusals:
+            progress(f"refusing to start with --public on {where}: {reason}")
+        if refusals:
+            return 1
     engines = load_engines(settings, progress=progress)
     failed = [kind for kind, status in engines.status.items() if not status.loaded]
     if failed:
