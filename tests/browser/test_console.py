@@ -116,15 +116,18 @@ async def test_spoken_turn_settings_and_barge_in(engines: Engines, texts: dict[s
         assert update["audio"]["input"]["koe_echo_cancellation"] == {"type": "server_echo_cancellation"}
         assert all(len(base64.b64decode(a)) == APPEND_BYTES for a in frames.appends if a)
 
-        # Settings apply live: noise suppression and koe's echo canceller off, by session.update.
+        # Settings apply live by session.update: noise suppression on (it starts off, as in koe), echo canceller off.
+        assert update["audio"]["input"]["noise_reduction"] is None
         updates_before = len(frames.of("session.updated"))
-        await page.uncheck("input[name=noiseSuppression]")
+        await page.check("input[name=noiseSuppression]")
         await page.uncheck("input[name=echoCancellation]")
         await until(page, lambda _s: len(frames.of("session.updated")) >= updates_before + 2, "session.updated", 10)
         last = frames.of("session.update", frames.sent)[-1]["session"]["audio"]["input"]
-        assert last["noise_reduction"] is None
+        assert last["noise_reduction"] == {"type": "near_field"}
         assert last["koe_echo_cancellation"] is None
-        assert frames.of("session.updated")[-1]["session"]["audio"]["input"]["noise_reduction"] is None
+        assert frames.of("session.updated")[-1]["session"]["audio"]["input"]["noise_reduction"] == {
+            "type": "near_field"
+        }
 
         # Barge-in: the utterance comes round again while koe speaks; the page stops and truncates what it played.
         state = await until(page, lambda s: any(t["interrupted"] for t in s["assistant"]), "a barge-in", 60)
