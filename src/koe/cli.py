@@ -230,12 +230,13 @@ def bench_engines(config_file: Path | None, runs: int, out: Path) -> None:
 @bench.command("sora")
 @CONFIG_OPTION
 @click.option("--quick", is_flag=True, help="A smoke run: two small levels of each measurement.")
+@click.option("--priority", is_flag=True, help="Run at raised priority (root), so other work distorts less.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/sora.json"))
-def bench_sora(config_file: Path | None, quick: bool, out: Path) -> None:
+def bench_sora(config_file: Path | None, quick: bool, priority: bool, out: Path) -> None:
     """Sora door capacity: real-time transcribed connections, and test-service connections per core."""
     from koe.bench.sora import run_sora_bench
 
-    result = run_sora_bench(_settings(config_file), progress=_progress, quick=quick)
+    result = run_sora_bench(_settings(config_file), progress=_progress, quick=quick, priority=priority)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")
