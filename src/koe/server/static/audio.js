@@ -41,7 +41,11 @@ export class AudioIO {
   connect(onChunk, onPlayback) {
     const context = this.context;
     const source = context.createMediaStreamSource(this.stream);
-    this.capture = new AudioWorkletNode(context, "koe-capture", { numberOfOutputs: 1, channelCountMode: "explicit", channelCount: 1 });
+    this.capture = new AudioWorkletNode(context, "koe-capture", {
+      numberOfOutputs: 1,
+      channelCountMode: "explicit",
+      channelCount: 1,
+    });
     this.capture.port.onmessage = ({ data }) => {
       if (data.type === "chunk") onChunk(data.pcm, data.rms, data.peak);
     };
@@ -105,7 +109,10 @@ function microphoneProblem(error) {
   switch (error.name) {
     case "NotAllowedError":
     case "SecurityError":
-      return "Microphone permission was denied. Allow the microphone for this page (the icon in the address bar) and press Start again.";
+      return (
+        "Microphone permission was denied. Allow the microphone for this page (the icon in the address bar) " +
+        "and press Start again."
+      );
     case "NotFoundError":
     case "OverconstrainedError":
       return "No microphone was found. Connect one and press Start again.";

@@ -170,7 +170,12 @@ class Lane {
   add(key, time, text, kind) {
     if (this.items.has(key)) return;
     this.items.add(key);
-    const entry = el("li", { class: kind, dataset: { item: key } }, el("time", {}, time ? clock(time) : ""), text || "");
+    const entry = el(
+      "li",
+      { class: kind, dataset: { item: key } },
+      el("time", {}, time ? clock(time) : ""),
+      text || "",
+    );
     this.list.insertBefore(entry, this.partialNode);
     while (this.list.childElementCount > MAX_ENTRIES + 1) this.list.firstElementChild.remove();
     this.list.scrollTop = this.list.scrollHeight;

@@ -74,7 +74,9 @@ async function loadVoices() {
   const data = await api("/v1/voices");
   const select = form.elements.namedItem("voice");
   const wanted = select.value || form.dataset.savedVoice || "";
-  const options = (data?.voices || []).map((name) => new Option(name === data.default ? `${name} (default)` : name, name));
+  const options = (data?.voices || []).map(
+    (name) => new Option(name === data.default ? `${name} (default)` : name, name),
+  );
   select.replaceChildren(new Option("(koe's default)", ""), ...options);
   if ([...select.options].some((option) => option.value === wanted)) select.value = wanted;
   if (data?.error) notice.textContent = `koe cannot speak: ${data.error}.`;

@@ -2,8 +2,9 @@
 // out as input_audio_buffer.append, reply audio in and played, transcripts and timings passed to the page, and
 // barge-in handled as a good Realtime client does: stop playing at once, then truncate the reply to what was heard.
 //
-// `new VoiceSession(view)`, then `await session.start({key, settings, browserEchoCancellation, preflight})`; `update(settings)`
-// applies changed settings with session.update; `stop()` ends it. `view` receives everything the page shows.
+// `new VoiceSession(view)`, then `await session.start({key, settings, browserEchoCancellation, preflight})`;
+// `update(settings)` applies changed settings with session.update; `stop()` ends it. `view` receives everything the
+// page shows.
 
 import { AudioIO, toBase64 } from "./audio.js";
 
@@ -26,7 +27,10 @@ export function sessionUpdate(settings) {
   };
   const output = { format: { type: "audio/pcm", rate: 24000 } };
   if (settings.voice) output.voice = settings.voice;
-  return { type: "session.update", session: { type: "realtime", instructions: settings.instructions, audio: { input, output } } };
+  return {
+    type: "session.update",
+    session: { type: "realtime", instructions: settings.instructions, audio: { input, output } },
+  };
 }
 
 export class VoiceSession {
