@@ -159,8 +159,13 @@ async def test_the_sora_doors_counters_are_merged_not_copied(engines: Engines) -
     assert exported[("koe_sora_malformed_packets_total", frozenset())] == 1
 
 
-async def test_rest_requests_and_pools_are_reported(base_url: str, engines: Engines) -> None:
+async def test_rest_requests_pools_and_dropped_acs_frames_are_reported(base_url: str, engines: Engines) -> None:
     before = await scrape(base_url)
+    async with ws_connect(f"ws{base_url[4:]}/acs/media?api-key={API_KEY}") as acs:
+        await acs.send("this is not an ACS frame")
+        await acs.send('{"kind": "AudioData"}')
+    dropped = value(before, "koe_dropped_frames_total", door="acs", reason="malformed") + 2
+    await _settle(base_url, "koe_dropped_frames_total", dropped, door="acs", reason="malformed")
     async with httpx.AsyncClient() as http:
         ok = await http.post(
             f"{base_url}/v1/audio/transcriptions",
@@ -177,6 +182,7 @@ async def test_rest_requests_and_pools_are_reported(base_url: str, engines: Engi
         value(before, "koe_api_requests_total", route=route, status="200") + 1
     )
     assert value(after, "koe_api_requests_total", route="/v1/models", status="401") >= 1
+    assert value(after, "koe_dropped_frames_total", door="acs", reason="malformed") == dropped
     assert value(after, "koe_stt_seconds_count", door="api") == value(before, "koe_stt_seconds_count", door="api") + 1
     for pool in engines.pools():
         assert value(after, "koe_pool_workers", pool=pool.name) == pool.workers

@@ -1,6 +1,7 @@
 """`/v1/chat/completions` through the official `openai` SDK against a live koe server on the embedded SmolLM2:
-streamed and whole answers with usage and the token limit, a tool call forced by `tool_choice` (streamed and not),
-a tool result fed back, and requests koe refuses with OpenAI's error body."""
+streamed and whole answers with usage and the token limit, a streamed tool call forced by `tool_choice` and its
+result fed back, requests koe refuses with OpenAI's error body, and the whole-answer shape of tool calls as the
+SDK's own model reads it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
+from koe.engines.base import Finished, LLMEvent, ToolCall
 from koe.engines.registry import Engines
+from koe.server.openai_chat import _complete
 from tests.server.acs_server import koe_server
 from tests.server.openai_support import API_KEY, api_settings, client
 
@@ -74,20 +78,13 @@ async def test_a_streamed_answer_arrives_in_chunks_then_done(base_url: str) -> N
 
 async def test_tool_choice_forces_the_named_call(base_url: str) -> None:
     async with client(base_url) as api:
-        whole = await api.chat.completions.create(
+        stream = await api.chat.completions.create(
             model="koe",
             messages=QUESTION,
             tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "get_weather"}},
             max_tokens=48,
-        )
-        call = (whole.choices[0].message.tool_calls or [])[0]
-        assert whole.choices[0].finish_reason == "tool_calls"
-        assert call.type == "function" and call.function.name == "get_weather"
-        assert isinstance(json.loads(call.function.arguments)["city"], str)
-
-        stream = await api.chat.completions.create(
-            model="koe", messages=QUESTION, tools=[WEATHER], tool_choice="required", max_tokens=48, stream=True
+            stream=True,
         )
         fragments: dict[int, dict[str, str]] = {}
         finish = None
@@ -100,15 +97,17 @@ async def test_tool_choice_forces_the_named_call(base_url: str) -> None:
             finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
         assert finish == "tool_calls"
         assert fragments[0]["name"] == "get_weather" and fragments[0]["id"]
-        assert "city" in json.loads(fragments[0]["arguments"])
+        assert isinstance(json.loads(fragments[0]["arguments"])["city"], str)
+        call = {"id": fragments[0]["id"], "type": "function"}
+        call["function"] = {"name": fragments[0]["name"], "arguments": fragments[0]["arguments"]}
 
         # The call's result goes back as a tool message; the model answers in text.
         followup = await api.chat.completions.create(
             model="koe",
             messages=[
                 *QUESTION,
-                {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 18, "sky": "sunny"}'},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature_c": 18, "sky": "sunny"}'},
             ],
             tools=[WEATHER],
             tool_choice="none",
@@ -151,3 +150,21 @@ async def test_a_missing_llm_is_a_503(engines: Engines) -> None:
         with pytest.raises(openai.InternalServerError) as missing:
             await api.chat.completions.create(model="koe", messages=QUESTION)
     assert missing.value.status_code == 503
+
+
+async def test_a_whole_answer_with_tool_calls_is_a_valid_chat_completion() -> None:
+    # The non-streamed shape of tool calls, rendered from engine events and read by the SDK's own model.
+    async def events() -> AsyncIterator[LLMEvent]:
+        yield ToolCall("call_2", "get_time", "{}")
+        yield Finished("tool_calls", 40, 12)
+
+    first = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    body = await _complete("chatcmpl-test", "koe-model", first, events())
+    completion = ChatCompletion.model_validate(body)
+    message = completion.choices[0].message
+    assert completion.choices[0].finish_reason == "tool_calls" and message.content is None
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()] == [
+        ("call_1", "get_weather", '{"city": "Oslo"}'),
+        ("call_2", "get_time", "{}"),
+    ]
+    assert completion.usage is not None and completion.usage.total_tokens == 52
