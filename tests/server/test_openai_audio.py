@@ -160,11 +160,14 @@ async def test_speech_refuses_bad_requests(base_url: str) -> None:
             await api.audio.speech.create(model="tts-1", voice="no-such-voice", input="Hello.")
         with pytest.raises(openai.BadRequestError) as text:
             await api.audio.speech.create(model="tts-1", voice="alloy", input="   ")
+        with pytest.raises(openai.BadRequestError) as unspeakable:
+            await api.audio.speech.create(model="tts-1", voice="alloy", input="...")
         with pytest.raises(openai.BadRequestError) as speed:
             await api.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", speed=9)
     assert voice.value.body["param"] == "voice" and "en_US-joe-medium" in voice.value.body["message"]  # type: ignore[index]
     assert text.value.body["param"] == "input"  # type: ignore[index]
     assert speed.value.body["param"] == "speed"  # type: ignore[index]
+    assert unspeakable.value.body["param"] == "input"  # type: ignore[index]
 
 
 async def test_models_lists_the_installed_engines_and_voices(base_url: str, engines: Engines) -> None:

@@ -160,7 +160,10 @@ def speech(engines: Engines) -> Handler:
         started = time.perf_counter()
         chunks = tts.synthesize(text, voice).__aiter__()
         # Awaiting the first clause here lets a busy or failing engine answer with a status, not a cut stream.
-        first = await chunks.__anext__()
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration as exc:
+            raise invalid("the input has nothing the voice can speak", param="input") from exc
         METRICS.tts_first_audio.labels(DOOR).observe(time.perf_counter() - started)
         audio = _encoded(first, chunks, str(fmt), speed)
         return StreamingResponse(audio, media_type=CONTENT_TYPES[str(fmt)])
@@ -186,7 +189,6 @@ async def _encoded(
     encoder = speech_encoder(fmt)
     resampler = Resampler(first.rate, SPEECH_RATE)
     tempo = Tempo(speed) if speed != 1.0 else None
-
     try:
         yield encoder.encode(_speed(tempo, resampler.process(first.pcm)))
         async for chunk in rest:
