@@ -364,3 +364,17 @@ async def test_end_of_stream_mid_speech_finishes_the_turn(engines: Engines) -> N
     await session.end_input()
     await recorder._task
     assert len(recorder.of(ev.TranscriptCompleted)) == 1
+
+
+async def test_a_new_speaker_replaces_the_one_silent_longest(engines: Engines, texts: dict[str, str]) -> None:
+    session = Session(engines, SessionConfig(mode="transcribe"))
+    recorder = Recorder(session)
+    for index in range(16):  # a long call: sixteen people have spoken and gone quiet
+        session.append_audio(np.zeros(FRAME, np.int16), 16000, f"8:acs:caller-{index}")
+        await asyncio.sleep(0.001)
+    await feed(session, speech(), participant="8:acs:newcomer")
+    await session.end_input()
+    await recorder._task
+    done = recorder.of(ev.TranscriptCompleted)
+    assert [e.participant for e in done] == ["8:acs:newcomer"]  # type: ignore[attr-defined]
+    assert wer(texts["short"], done[0].text) <= 0.1  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from koe.audio.pcm import AudioFormatError
 from koe.config import Settings
+from koe.engines.base import EngineError
 from koe.engines.registry import Engines
 from koe.log import bind
 from koe.protocols import realtime as rt
@@ -180,6 +181,9 @@ class RealtimeConnection:
             await self.send(self.events.error(exc.with_event_id(event.event_id)))
         except AudioFormatError as exc:
             await self.send(self.events.error(rt.RealtimeError(str(exc), param="audio", event_id=event.event_id)))
+        except EngineError as exc:  # e.g. a model that failed to load: say so, and keep the session open
+            error = rt.RealtimeError(str(exc), code="engine_unavailable", error_type="server_error")
+            await self.send(self.events.error(error.with_event_id(event.event_id)))
         finally:
             self.session.cause = None
 

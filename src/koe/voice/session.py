@@ -213,12 +213,23 @@ class Session:
         who = self._participants.get(participant)
         if who is None:
             if len(self._participants) >= MAX_PARTICIPANTS:
-                raise ValueError(f"a session takes at most {MAX_PARTICIPANTS} participants")
+                self._evict_idle_participant()
             vad = self.engines.require("vad").stream()
             who = _Participant(ParticipantInput(participant, vad, self.config.turn_detection))
             self._configure_input(who)
             self._participants[participant] = who
         return who
+
+    def _evict_idle_participant(self) -> None:
+        """Make room for a new speaker by dropping the one silent the longest (a long call's speakers change)."""
+        idle = [
+            (who.last_audio_at, key)
+            for key, who in self._participants.items()
+            if who.turn.state is Turn.SILENCE and who.speculation is None
+        ]
+        if not idle:
+            raise ValueError(f"a session takes at most {MAX_PARTICIPANTS} speakers at once")
+        del self._participants[min(idle, key=lambda entry: entry[0])[1]]
 
     def _configure_input(self, who: _Participant) -> None:
         source = who.input
