@@ -57,7 +57,7 @@ class Speculation:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            result = await self._session._stt(self.audio)
+            result = await self._session.transcripts.stt(self.audio)
             self.stt_ms = round((loop.time() - started) * 1000)
         except EngineError:
             pass  # the turn will be transcribed again when it is committed, and fail there visibly
