@@ -13,6 +13,7 @@ stops the connection, if one was met:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,7 @@ FRAME_HEADER_BYTES = 9
 GOAWAY = 0x7
 PREFACE_BYTES = 24
 
+_HEADER = struct.Struct(">HBBBI")  # length (high 16 bits, low 8 bits), type, flags, stream id
 _DATA = 0x0
 _END_STREAM = 0x1
 _PADDED = 0x8
@@ -31,8 +33,12 @@ Stop = Literal["goaway", "oversize"]
 class DataFrame:
     stream_id: int
     payload: bytes
-    raw: bytes
-    """The whole frame, header included, for handing it to `h2` after all."""
+    header: bytes
+
+    @property
+    def raw(self) -> bytes:
+        """The whole frame, header included, for handing it to `h2` after all."""
+        return self.header + self.payload
 
 
 Piece = bytes | DataFrame
@@ -67,8 +73,8 @@ class FrameScanner:
                 self._held = data[pos:]
                 n = pos
                 break
-            length = int.from_bytes(data[pos : pos + 3], "big")
-            kind = data[pos + 3]
+            high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
+            length = high << 8 | low
             if length > self.max_frame_bytes:
                 self.stopped, self.oversize_length = "oversize", length
             elif kind == GOAWAY:
@@ -77,11 +83,11 @@ class FrameScanner:
                 n = pos
                 break
             end = pos + FRAME_HEADER_BYTES + length
-            if kind == _DATA and length and not data[pos + 4] & (_END_STREAM | _PADDED) and end <= len(data):
+            if kind == _DATA and length and not flags & (_END_STREAM | _PADDED) and end <= len(data):
                 if plain_from < pos:
                     pieces.append(data[plain_from:pos])
-                stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                pieces.append(DataFrame(stream_id, data[pos + FRAME_HEADER_BYTES : end], data[pos:end]))
+                body = pos + FRAME_HEADER_BYTES
+                pieces.append(DataFrame(stream_id & 0x7FFFFFFF, data[body:end], data[pos:body]))
                 pos = plain_from = end
                 continue
             self._skip = length

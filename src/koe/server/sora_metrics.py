@@ -15,6 +15,7 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 """Final-result latency after the end of an utterance, in seconds."""
 
 Labels = tuple[tuple[str, str], ...]
+_RESULT_LABELS: dict[str, Labels] = {}
 
 
 @dataclass
@@ -37,7 +38,10 @@ class SoraMetrics:
         self.requests[(("path", path), ("status", str(status)))] += 1
 
     def result(self, kind: str) -> None:
-        self.results[(("type", kind),)] += 1
+        labels = _RESULT_LABELS.get(kind)
+        if labels is None:
+            labels = _RESULT_LABELS[kind] = (("type", kind),)
+        self.results[labels] += 1
 
     def stream_error(self, kind: str) -> None:
         self.stream_errors[(("kind", kind),)] += 1
