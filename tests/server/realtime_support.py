@@ -24,7 +24,11 @@ def realtime_settings(**realtime: object) -> Settings:
     return load_settings(
         overrides={
             "server": {"api_keys": [API_KEY]},
-            "llm": {"max_tokens": 24, "system_prompt": "You are a helpful assistant. Answer in one short sentence."},
+            "llm": {
+                "max_tokens": 24,
+                "temperature": 0.0,
+                "system_prompt": "You are a helpful assistant. Answer in one short sentence.",
+            },
             "realtime": realtime,
         }
     )

@@ -245,7 +245,7 @@ async def test_replacing_an_active_response_cancels_it_first(engines: Engines) -
     session.create_response()
     await recorder.wait_for(lambda e: isinstance(e, ev.ResponseCreated))
     session.create_response(ResponseOptions(output_audio=False), replace_active=True)
-    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone) and e.status == "completed")
+    await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone) and e.status != "cancelled")
     first = recorder.of(ev.ResponseDone)[0]
     assert isinstance(first, ev.ResponseDone) and (first.status, first.reason) == ("cancelled", "client_cancelled")
     assert len(recorder.of(ev.ResponseCreated)) == 2

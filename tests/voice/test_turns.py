@@ -72,7 +72,7 @@ def test_barge_in_cancels_then_flushes() -> None:
     assert machine.state is Reply.IDLE
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(list(TurnInput)), max_size=60))
 def test_turn_walk_invariants(events: list[TurnInput]) -> None:
     machine = TurnMachine()
@@ -103,7 +103,7 @@ def test_turn_walk_invariants(events: list[TurnInput]) -> None:
             open_item = False
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(list(ReplyInput)), max_size=60))
 def test_reply_walk_never_runs_two_responses(events: list[ReplyInput]) -> None:
     machine = ReplyMachine()

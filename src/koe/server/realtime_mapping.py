@@ -107,7 +107,9 @@ def engine_config(config: rt.SessionConfig, tts: TTS | None) -> Mapped:
         output_rate=config.output_audio_format.rate,
         tools=tools(config.tools),
         tool_choice=tool_choice(config.tool_choice),
-        temperature=config.temperature,
+        # The Realtime default (0.8) is tuned for large models; unless a client asks for another value, koe's own
+        # `llm.temperature` applies, which suits the small embedded model.
+        temperature=None if config.temperature == rt.session.DEFAULT_TEMPERATURE else config.temperature,
         max_output_tokens=max_tokens(config.max_response_output_tokens),
     )
     return Mapped(mapped, (warning,) if warning else ())
