@@ -56,10 +56,15 @@ def _free_port() -> int:
 class _Gateway:
     """A gateway child process serving one service, optionally pinned to one core."""
 
-    def __init__(self, service: str, cpu: int | None = None, server: str = "gateway") -> None:
+    def __init__(
+        self, service: str, cpu: int | None = None, server: str = "gateway", env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         command = [sys.executable, "-m", "koe.bench.sora", server, service, str(self.port)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        environment = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line.startswith("READY"):
@@ -134,15 +139,29 @@ async def _speech_trial(port: int, connections: int, cycles: int) -> dict[str, A
 
 
 def speech_capacity(
-    progress: Progress, levels: tuple[int, ...], cycles: int, partial_results: bool = True
+    progress: Progress,
+    levels: tuple[int, ...],
+    cycles: int,
+    partial_results: bool = True,
+    stt_workers: int | None = None,
+    stt_threads: int | None = None,
 ) -> dict[str, Any]:
-    gateway = _Gateway("koe" if partial_results else "koe-final")
+    """`stt_workers`/`stt_threads` override the child's `[stt]` settings (None: the configured defaults)."""
+    env = {}
+    if stt_workers is not None:
+        env["KOE_STT__WORKERS"] = str(stt_workers)
+    if stt_threads is not None:
+        env["KOE_STT__THREADS"] = str(stt_threads)
+    gateway = _Gateway("koe" if partial_results else "koe-final", env=env)
     trials: list[dict[str, Any]] = []
     try:
         for connections in levels:
             trial = asyncio.run(_speech_trial(gateway.port, connections, cycles))
             trials.append(trial)
-            progress(f"speech (partials {partial_results}): {connections} connections → p95 {trial['latency_p95_s']} s")
+            progress(
+                f"speech (partials {partial_results}, stt {env or 'default'}): "
+                f"{connections} → p95 {trial['latency_p95_s']} s"
+            )
             # Past twice the target it is saturated; nearer, a busy moment on a shared machine may be the cause.
             if trial["latency_p95_s"] > 2 * SPEECH_TARGET_P95_S:
                 break
@@ -151,6 +170,7 @@ def speech_capacity(
     passing = [t["connections"] for t in trials if t["latency_p95_s"] <= SPEECH_TARGET_P95_S]
     return {
         "partial_results": partial_results,
+        "stt": {"workers": stt_workers, "threads": stt_threads} if env else "configured defaults",
         "max_connections_p95_le_1s": max(passing, default=0),
         "target": 16,
         "trials": trials,
@@ -252,8 +272,12 @@ def run_sora_bench(
     listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
     relay = relay_capacity(progress, (50, 100) if quick else (400, 600, 800, 1000, 1200, 1500, 1800), 3 if quick else 8)
     levels = (2,) if quick else (4, 8, 12, 16, 20, 24)
-    speech = speech_capacity(progress, levels, 1 if quick else 2)
-    speech_final_only = speech_capacity(progress, levels, 1 if quick else 2, partial_results=False)
+    cycles = 1 if quick else 2
+    speech = speech_capacity(progress, levels, cycles)
+    # Two single-threaded STT workers transcribe two streams' utterances at once: on 2 cores that carries more
+    # connections than one two-threaded worker (the default, which is faster for a single stream).
+    speech_two_workers = speech_capacity(progress, levels, cycles, stt_workers=2, stt_threads=1)
+    speech_final_only = speech_capacity(progress, levels, cycles, partial_results=False, stt_workers=2, stt_threads=1)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -266,7 +290,8 @@ def run_sora_bench(
             "raised_priority": priority,
         },
         "speech": speech,
-        "speech_final_only": speech_final_only,
+        "speech_stt_two_workers": speech_two_workers,
+        "speech_final_only_stt_two_workers": speech_final_only,
         "relay": relay,
         "listener_comparison": listeners,
     }
