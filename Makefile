@@ -19,6 +19,9 @@ APT_TEST := chromium
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
+# Two test workers, one file each at a time: much of the suite waits on real-time audio, so the cores stay busy.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 .PHONY: run test setup setup-dev apt-run apt-test lint typecheck pytest bench clean
 
 run: setup
@@ -28,7 +31,7 @@ test: setup-dev
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy src
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL)
 
 # The venv step comes first: on a fresh machine it installs the Debian packages itself, in parallel with the
 # compile; afterwards apt-run and apt-test only check that nothing was removed since.
@@ -61,7 +64,7 @@ typecheck: setup-dev
 	$(VENV)/bin/mypy src
 
 pytest: setup-dev
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL)
 
 bench: setup
 	$(VENV)/bin/koe bench engines

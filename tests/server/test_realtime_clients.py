@@ -195,7 +195,7 @@ async def test_voice_live_quickstart_raw_websocket(base_url: str, engines: Engin
                     session_id = event["session"]["id"]
                 elif event["type"] == "response.audio.delta":
                     audio.extend(base64.b64decode(event["delta"]))
-                    quiet_after_s = 3.0
+                    quiet_after_s = 1.5
                 elif event["type"] == "error":
                     raise AssertionError(f"the quickstart stops on any error: {event['error']}")
         finally:
