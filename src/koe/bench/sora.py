@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from koe.audio.files import read_audio
 from koe.audio.opus import OPUS_RATE, OpusEncoder
 from koe.bench._h2load import run_load
 from koe.config import Settings
@@ -272,7 +273,7 @@ def run_sora_bench(
     listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
     relay = relay_capacity(progress, (50, 100) if quick else (400, 600, 800, 1000, 1200, 1500, 1800), 3 if quick else 8)
     levels = (2,) if quick else (4, 8, 12, 16, 20, 24)
-    cycles = 1 if quick else 2
+    cycles = 1 if quick else 3
     speech = speech_capacity(progress, levels, cycles)
     # Two single-threaded STT workers transcribe two streams' utterances at once: on 2 cores that carries more
     # connections than one two-threaded worker (the default, which is faster for a single stream).
@@ -313,6 +314,13 @@ def _serve_gateway(service: str, port: int) -> None:
     )
 
     async def main() -> None:
+        if engines is not None:
+            # Warm every STT worker first: a model's first transcription is several times slower than the rest.
+            stt = engines.require("stt")
+            clip = read_audio(AUDIO / SPEECH_FILES[1], 16000)
+            workers = Settings().stt.workers
+            for _ in range(2):
+                await asyncio.gather(*(stt.transcribe(clip) for _ in range(workers)))
         gateway = SoraGateway(settings, engines)
         await gateway.start()
         print("READY", gateway.port, flush=True)
