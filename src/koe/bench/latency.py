@@ -91,6 +91,8 @@ class _Client:
         self.silence = base64.b64encode(bytes(FRAME * 2)).decode()
         self._next_frame = time.perf_counter()
         self.speaking: list[bytes] = []
+        self.held: list[tuple[float, dict[str, Any]]] = []
+        """Events read while looking for others, kept for whoever asks for their kind next."""
         self.sent = 0
         self.marks: dict[int, asyncio.Future[float]] = {}
 
@@ -121,6 +123,10 @@ class _Client:
         return first, last
 
     async def next_event(self, kinds: tuple[str, ...], timeout_s: float = 30.0) -> tuple[float, dict[str, Any]]:
+        for index, (at, event) in enumerate(self.held):
+            if event.get("type") in kinds:
+                del self.held[index]
+                return at, event
         deadline = time.perf_counter() + timeout_s
         while True:
             at, event = await asyncio.wait_for(self.events.get(), max(0.01, deadline - time.perf_counter()))
@@ -128,6 +134,8 @@ class _Client:
                 raise RuntimeError(f"the server sent an error: {event.get('error')}")
             if event.get("type") in kinds:
                 return at, event
+            if event.get("type") == "response.created":
+                self.held.append((at, event))  # the next turn's reply, already under way
 
 
 async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress: Progress) -> list[Turn]:

@@ -31,6 +31,9 @@ from koe.engines.base import (
 from koe.engines.pool import Cancelled, WorkerPool
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOOKAHEAD_TOKENS = 6
+"""Tokens generated ahead of the reader: a reply that stops reading (to synthesize its first clause) pauses the
+LLM, and TTS gets the CPU to itself."""
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -159,7 +162,8 @@ class LlamaLLM:
         return LlamaGrammar.from_string(text, verbose=False) if text else None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        async for event in self.pool.stream(lambda cancelled: self.stream_sync(request, cancelled)):
+        producer = lambda cancelled: self.stream_sync(request, cancelled)  # noqa: E731  # one use, right here
+        async for event in self.pool.stream(producer, lookahead=LOOKAHEAD_TOKENS):
             yield event
 
 

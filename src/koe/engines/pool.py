@@ -23,6 +23,10 @@ P = ParamSpec("P")
 _DONE = object()
 
 
+LOOKAHEAD_POLL_S = 0.05
+"""How often a paused producer checks whether its consumer has gone away."""
+
+
 class EngineBusy(EngineError):
     """A pool's queue is full. The caller should shed the request, not wait."""
 
@@ -100,16 +104,26 @@ class WorkerPool:
         future.add_done_callback(lambda done: self._forget() if done.cancelled() else None)
         return await asyncio.wrap_future(future, loop=loop)
 
-    async def stream(self, produce: Callable[[Cancelled], Iterator[T]]) -> AsyncIterator[T]:
+    async def stream(
+        self, produce: Callable[[Cancelled], Iterator[T]], lookahead: int | None = None
+    ) -> AsyncIterator[T]:
         """Iterate, on a worker thread, the items `produce(cancelled)` yields, and hand them over as they come.
 
         `produce` should check `cancelled()` between items; closing this iterator sets it, and the worker
-        also stops pulling from the generator at its next item.
+        also stops pulling from the generator at its next item. With `lookahead`, the worker pauses once that many
+        items wait unread: a consumer that stops reading for a while (a reply waiting for its first audio) then
+        also stops the work, and leaves the CPU to whatever it is waiting for.
         """
         self._admit()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancelled = Cancelled()
+        room = threading.Semaphore(lookahead) if lookahead else None
+
+        def wait_for_room() -> None:
+            while room is not None and not room.acquire(timeout=LOOKAHEAD_POLL_S):
+                if cancelled():
+                    return
 
         def put(item: object) -> None:
             try:
@@ -122,6 +136,7 @@ class WorkerPool:
                 generator = produce(cancelled)
                 try:
                     for item in generator:
+                        wait_for_room()
                         if cancelled():
                             break
                         put(item)
@@ -151,6 +166,8 @@ class WorkerPool:
                     break
                 if isinstance(item, _Failure):
                     raise item.exc
+                if room is not None:
+                    room.release()
                 yield item  # type: ignore[misc]  # the queue only carries T besides the two markers
         finally:
             # The worker sees this at its next item and stops; the loop never blocks waiting for it.

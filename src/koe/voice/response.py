@@ -28,7 +28,7 @@ from koe.voice.conversation import Item, Part, new_id
 AUDIO_CHUNK_MS = 200
 """Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often."""
 FIRST_CLAUSE_CHARS = 12
-FIRST_CLAUSE_MAX_CHARS = 40
+FIRST_CLAUSE_MAX_CHARS = 28
 """The first clause is cut at a word boundary past this length even without punctuation: it gates first audio."""
 CLAUSE_CHARS = 40
 MAX_CLAUSE_CHARS = 160
@@ -127,6 +127,7 @@ class ResponseRun:
         self.first_clause_at: float | None = None
         self.first_audio_at: float | None = None
         """Loop times (seconds) of this run's milestones, for `ResponseTiming`."""
+        self._spoke = asyncio.Event()
         self.pace: Callable[[], Awaitable[None]] | None = None
         """Awaited before each audio chunk goes out: the session keeps the listener's buffer short with it, so an
         interruption finds little audio already sent. None (a held, speculative run) sends as fast as it can."""
@@ -204,6 +205,10 @@ class ResponseRun:
                 else:
                     for clause in splitter.feed(event.text):
                         await clauses.put(clause)
+                        if not self._spoke.is_set():
+                            # The first clause decides when the listener hears anything: while TTS works on it,
+                            # stop reading the LLM (which then pauses) so the two do not share the CPU.
+                            await self._spoke.wait()
             elif isinstance(event, ToolCall):
                 if clauses is not None:
                     for clause in splitter.flush():
@@ -218,6 +223,12 @@ class ResponseRun:
         return finished
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
+        try:
+            await self._speak_clauses(clauses)
+        finally:
+            self._spoke.set()  # even if TTS failed or produced nothing: never leave the LLM reader waiting
+
+    async def _speak_clauses(self, clauses: asyncio.Queue[str | None]) -> None:
         assert self._tts is not None
         plan = self.plan
         resampler: Resampler | None = None
@@ -247,6 +258,7 @@ class ResponseRun:
                 await self.pace()
             if self.first_audio_at is None:
                 self.first_audio_at = asyncio.get_running_loop().time()
+                self._spoke.set()
             part.audio.append(piece)
             self._emit(
                 ev.ResponseAudioDelta(
