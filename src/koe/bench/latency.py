@@ -167,10 +167,17 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
                 turn = Turn(utterance.name)
                 _, last = pending if pending is not None else client.say(utterance)
                 pending = None
-                _, created = await client.next_event(("response.created",), 60)
+                last_voiced_at = await last
+                while True:  # a pause inside the utterance may have ended an earlier, shorter turn
+                    created_at, created = await client.next_event(("response.created",), 60)
+                    if created_at >= last_voiced_at:
+                        break
                 response_id = created["response"]["id"]
-                first_audio_at, _ = await client.next_event(("response.audio.delta",), 60)
-                turn.latency_ms = (first_audio_at - await last) * 1000
+                while True:
+                    first_audio_at, delta = await client.next_event(("response.audio.delta",), 60)
+                    if delta.get("response_id") == response_id:
+                        break
+                turn.latency_ms = (first_audio_at - last_voiced_at) * 1000
                 barge = index % 2 == 1 and index + 1 < turns
                 if barge:
                     await asyncio.sleep(INTERRUPT_AFTER_S)

@@ -154,6 +154,21 @@ class LlamaLLM:
                 reason = "tool_calls"
         yield Finished(reason, prompt_tokens, produced)  # type: ignore[arg-type]  # one of the literals above
 
+    async def warm(self, request: ChatRequest) -> None:
+        """Evaluate `request`'s prompt now, so the next request that starts with it pays only for what follows.
+
+        llama.cpp keeps the last prompt's KV cache; a session warms it with its system prompt while the caller is
+        still speaking, which takes the prompt evaluation off the first reply's critical path.
+        """
+        if self.pool.depth or self.pool.active:
+            return  # someone is generating: their cache matters more
+        await self.pool.run(self._warm_sync, request)
+
+    def _warm_sync(self, request: ChatRequest) -> None:
+        prompt = self.prompt(request)
+        for _chunk in self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):
+            pass
+
     def _tool_grammar(self, request: ChatRequest) -> Any:
         """A grammar that forces a well-formed call when the request requires one (small models rarely volunteer)."""
         from llama_cpp.llama_grammar import LlamaGrammar

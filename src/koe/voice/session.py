@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, check_rate
+from koe.engines.base import ChatRequest
 from koe.engines.registry import Engines
 from koe.voice import events as ev
 from koe.voice.config import ResponseOptions, SessionConfig
@@ -121,6 +122,7 @@ class Session:
         who.last_audio_at = asyncio.get_running_loop().time()
         if self._watchdog is None:
             self._watchdog = self._spawn(self._watch_stalls())
+            self._warm_llm()
         self._push(who, who.input.to_engine_rate(pcm, rate))
 
     def _push(self, who: Participant, pcm16k: Pcm) -> None:
@@ -134,6 +136,17 @@ class Session:
             self._barge_in(who)
         if self.config.partial_results and who.turn.state is Turn.SPEECH:
             self.transcripts.maybe_partial(who)
+
+    def _warm_llm(self) -> None:
+        """Have the LLM evaluate this session's system prompt now, before the first reply needs it."""
+        warm = getattr(self.engines.llm, "warm", None)
+        if self.config.mode != "converse" or warm is None:
+            return
+        from koe.voice.planning import plan_response
+
+        messages = plan_response(self, None).messages[:1]
+        if messages and messages[0].role == "system":
+            self._spawn(warm(ChatRequest(messages, self.config.tools)))
 
     async def _watch_stalls(self) -> None:
         """Audio that stops arriving mid-turn counts as silence, so the turn still ends (e.g. a sender that goes
@@ -245,7 +258,10 @@ class Session:
     # --- commands ------------------------------------------------------------------------------------------
 
     def update(self, config: SessionConfig) -> None:
+        instructions_changed = config.instructions != self.config.instructions or config.tools != self.config.tools
         self.config = config
+        if instructions_changed and self._watchdog is not None:
+            self._warm_llm()
         self.playback._keep_reference = config.echo_cancellation
         for who in self._participants.values():
             self._configure_input(who)
