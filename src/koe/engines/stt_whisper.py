@@ -30,7 +30,7 @@ MAX_SEGMENT_S = 30.0
 """Whisper's window; longer segments are transcribed in several windows, which costs proportionally more."""
 
 
-SHORT_WINDOW_S = 6.0
+SHORT_WINDOW_S = 10.0
 """The shortest encoder window the fast path uses: below this, transcripts of short prefixes start to degrade."""
 SHORT_PAD_S = 0.5
 TOKENS_PER_S = 6
