@@ -5,8 +5,9 @@ so the load generator does not share its event loop or GIL. Two measurements:
 
 - **speech**: N connections streaming real-time Opus (the fixture utterances, each followed by as much silence, so
   speech about half the time, starts staggered) to `/speech` with the `koe` service. For every final result, the
-  latency is the time from sending the packet that holds the utterance's end (`end_ms`) to receiving the result;
-  it therefore includes the VAD's end-of-turn silence (`sora.silence_duration_ms`). N rises while p95 ≤ 1 s.
+  latency is the time from sending the packet that holds its `end_ms` (the end of the turn as the voice session
+  reports it) to receiving the result. N rises while p95 ≤ 1 s. Measured with the configured STT settings, and
+  with two single-threaded STT workers (with and without partial results).
 - **relay**: the `test` service with the gateway pinned to one core and the generator (`koe.bench._h2load`) on the
   other: N connections at 50 packets/s each; the added latency is packet sent → its result received. N rises while
   p99 ≤ 10 ms and nothing is lost; the result is connections per core.
