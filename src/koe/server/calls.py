@@ -134,12 +134,16 @@ class CallRegistry:
         return list(self._calls.values())
 
     def update(self, call_id: CallId, state: str | None = None, **info: Any) -> None:
-        """Change a call's state or info; a state change is published as `call.state`."""
+        """Change a call's state or info; a state change is published as `call.state`.
+
+        An ended call stays ended (only `open()` revives it): a media connection that finishes draining after
+        Call Automation's `CallDisconnected` must not turn it back into "stopped".
+        """
         call = self._calls.get(call_id)
         if call is None:
             return
         call.info.update(info)
-        if state is not None and state != call.state:
+        if state is not None and state != call.state and call.ended_at is None:
             call.state = state
             self.publish(call_id, {"type": "call.state", "state": state, **info})
 

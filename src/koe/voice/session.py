@@ -132,7 +132,8 @@ class Session:
         for signal in source.push(pcm16k, far, idle_allowed):
             self._on_signal(who, signal)
         speaking_ms = source.now_ms - source.detector.onset_ms
-        if who.pending_barge_in and who.turn.state is not Turn.SILENCE and speaking_ms >= FILLER_CONFIRM_MS:
+        # Only while the voice is on: the pause that ends a short "um" must not count as speaking over the reply.
+        if who.pending_barge_in and who.turn.state is Turn.SPEECH and speaking_ms >= FILLER_CONFIRM_MS:
             self._barge_in(who)
         if self.config.partial_results and who.turn.state is Turn.SPEECH:
             self.transcripts.maybe_partial(who)
