@@ -45,7 +45,9 @@ class Transcripts:
         """Wait until every committed turn has its transcript (or has failed)."""
         waiting = [future for future in self._pending.values() if not future.done()]
         if waiting:
-            await asyncio.gather(*waiting)
+            # asyncio.wait, not gather: a reply cancelled while it waits must not cancel the shared futures (that
+            # would end every other waiter with a spurious CancelledError).
+            await asyncio.wait(waiting)
 
     def commit(self, who: Participant) -> None:
         source = who.input
