@@ -73,6 +73,7 @@ class LlamaLLM:
         model_path: Path | None = None,
         *,
         threads: int = 1,
+        batch_threads: int | None = None,
         context_tokens: int = 2048,
         temperature: float = 0.6,
         max_tokens: int = 96,
@@ -89,7 +90,7 @@ class LlamaLLM:
                 model_path=str(path),
                 n_ctx=context_tokens,
                 n_threads=threads,
-                n_threads_batch=threads,
+                n_threads_batch=batch_threads or threads,
                 verbose=False,
             )
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with llama.cpp's message

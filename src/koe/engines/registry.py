@@ -144,6 +144,7 @@ def _load_llm(settings: Settings) -> LLM:
     return LlamaLLM.load(
         s.model_path,
         threads=s.threads,
+        batch_threads=s.batch_threads,
         context_tokens=s.context_tokens,
         temperature=s.temperature,
         max_tokens=s.max_tokens,
