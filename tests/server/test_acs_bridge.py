@@ -11,10 +11,11 @@ from koe.audio.resample import resample
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from koe.server.app import create_app
+from koe.server.inprocess import free_port
 from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
 from tests.conftest import load_wav
-from tests.server.acs_server import free_port, serve_app
+from tests.server.acs_server import serve_app
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(120)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from koe.server.inprocess import free_port
+
 START_TIMEOUT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _koe(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -49,7 +44,7 @@ def _wait_for_health(process: subprocess.Popen[str], url: str) -> httpx.Response
 
 
 def test_serve_reports_engines_and_survives_a_missing_model(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     missing = tmp_path / "no-such-model"
     process = _koe("serve", "--port", str(port), env={"KOE_STT__MODEL_PATH": str(missing)}, cwd=tmp_path)
     try:
@@ -75,7 +70,7 @@ def test_serve_reports_engines_and_survives_a_missing_model(tmp_path: Path) -> N
 
 
 def test_public_without_keys_refuses_to_start(tmp_path: Path) -> None:
-    process = _koe("serve", "--public", "--port", str(_free_port()), env={}, cwd=tmp_path)
+    process = _koe("serve", "--public", "--port", str(free_port()), env={}, cwd=tmp_path)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "refusing to start with --public" in output

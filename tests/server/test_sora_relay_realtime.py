@@ -7,9 +7,10 @@ import pytest
 
 from koe.engines.registry import Engines
 from koe.server.app import create_app
+from koe.server.inprocess import free_port
 from koe.sim.sora.simulator import SimulatorOptions, SoraSimulator
 from tests.conftest import AUDIO
-from tests.server.acs_server import free_port, serve_app
+from tests.server.acs_server import serve_app
 from tests.server.realtime_support import API_KEY, realtime_settings
 from tests.server.sora_helpers import running_gateway
 from tests.wer import wer

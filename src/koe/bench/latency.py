@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -211,36 +210,13 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
 
 @contextlib.asynccontextmanager
 async def _local_server(settings: Settings, say: Progress) -> AsyncIterator[str]:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
     from koe.engines.registry import load_engines
     from koe.server.app import create_app
+    from koe.server.inprocess import serving
 
     engines = load_engines(settings, progress=say)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    stop = asyncio.Event()
-    app = create_app(settings, engines)
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]  # ASGI 3
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
-    try:
+    async with serving(create_app(settings, engines), quiet=True) as port:
         yield f"ws://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
 
 
 async def bench_latency(settings: Settings, url: str | None, turns: int, say: Progress) -> dict[str, Any]:

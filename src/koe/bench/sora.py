@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from koe.audio.opus import OPUS_RATE, OpusEncoder
 from koe.bench._h2load import run_load
 from koe.config import Settings
 from koe.protocols.sora import SoraRequest, frame_packet, request_headers
+from koe.server.inprocess import free_port
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream
 from koe.sim.sora.source import opus_packets
 
@@ -49,19 +49,13 @@ PACKET_S = 0.02
 PRIORITY_NICE = -10
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _Gateway:
     """A gateway child process serving one service, optionally pinned to one core."""
 
     def __init__(
         self, service: str, cpu: int | None = None, server: str = "gateway", env: dict[str, str] | None = None
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         command = [sys.executable, "-m", "koe.bench.sora", server, service, str(self.port)]
         environment = {**os.environ, **(env or {})}
         self.process = subprocess.Popen(

@@ -7,12 +7,9 @@ signatures are checked when `emulator.verify_hmac`; bad input gets a 4xx with an
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
-import socket
 import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from koe.server.inprocess import InProcessServer, start_app
 from koe.sim.acs import cloudevents as ce
 from koe.sim.acs.tls import TlsFiles
 
@@ -44,63 +42,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-class _Server:
-    def __init__(self, stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
-        self._stop, self._task = stop, task
-
-    async def stop(self) -> None:
-        self._stop.set()
-        # A TLS peer that never sends close_notify would hold the shutdown for the SSL timeout; do not wait for it.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._task), 2)
-        if not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-
-
 async def serve_rest(
     emulator: CallAutomationEmulator, host: str, port: int, tls: TlsFiles | None
-) -> tuple[_Server, int]:
-    return await run_app(build_app(emulator), host, port, tls)
-
-
-async def run_app(app: Starlette, host: str, port: int, tls: TlsFiles | None) -> tuple[_Server, int]:
-    """Serve `app` with Hypercorn in this event loop (on a free port when `port` is 0) until `stop()`."""
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    if port == 0:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.graceful_timeout = 1.0  # SDK clients keep pooled connections open; do not wait for them at shutdown
-    if tls is not None:
-        config.certfile, config.keyfile = str(tls.cert), str(tls.key)
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(_without_lifespan(app), config, shutdown_trigger=stop.wait))
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
-    return _Server(stop, task), port
-
-
-def _without_lifespan(app: Starlette) -> Any:
-    """The app with lifespan declined: Hypercorn then keeps no lifespan task that could outlive a cancelled serve."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            raise RuntimeError("no lifespan events")  # Hypercorn goes on without lifespan support
-        await app(scope, receive, send)
-
-    return wrapped
+) -> tuple[InProcessServer, int]:
+    server = await start_app(
+        build_app(emulator), host, port, certfile=tls.cert if tls else None, keyfile=tls.key if tls else None
+    )
+    return server, server.port
 
 
 def build_app(emulator: CallAutomationEmulator) -> Starlette:

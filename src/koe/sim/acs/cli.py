@@ -138,13 +138,13 @@ async def _serve_jwks(port: int, audience: str) -> tuple[Any, str]:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from koe.sim.acs._rest import run_app
+    from koe.server.inprocess import start_app
     from koe.sim.acs.tokens import SigningKey
 
     key = SigningKey()
     app = Starlette(routes=[Route("/calling/keys", lambda _request: JSONResponse(key.jwks()))])
-    server, bound = await run_app(app, "127.0.0.1", port, None)
-    click.echo(f"koe: JWKS at http://127.0.0.1:{bound}/calling/keys (audience {audience})", err=True)
+    server = await start_app(app, "127.0.0.1", port)
+    click.echo(f"koe: JWKS at http://127.0.0.1:{server.port}/calling/keys (audience {audience})", err=True)
     return server, key.sign(audience)
 
 
