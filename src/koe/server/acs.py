@@ -1,15 +1,17 @@
 """The ACS door: koe as the WebSocket server that Azure Communication Services streams call audio to.
 
-`acs_routes(settings, engines, registry)` gives the routes to mount: the media WebSocket at `acs.media_path` (and
-below it, so transport URLs can carry per-call path segments and query parameters), every extra route in
-`acs.routes`, and the Call Automation webhooks (`koe.server.acs_callautomation`).
+`AcsDoor(settings, engines, registry)` is the door; `acs_routes(door)` gives the routes to mount on the main port:
+the media WebSocket at `acs.media_path` (and below it, so transport URLs can carry per-call path segments and query
+parameters), every extra route in `acs.routes`, and the Call Automation webhooks (`koe.server.acs_callautomation`).
+The same door also serves its own port when `acs.media_port` is set (`koe.server.acs_listener`, on picows).
 
-Each connection: optional JWT check before the upgrade (a 401/403 JSON denial), accept without a subprotocol,
-then every frame goes through `koe.protocols.acs.InboundStream`. Malformed frames are logged, counted and skipped;
-protocol violations close the socket with a code and reason. Audio goes to the call's mode pipeline
-(`koe.server.acs_modes`): transcribe, agent, bridge or echo. Results are published to the call registry
-(`koe.server.calls`) and, when configured, a webhook. Outbound frames go through one `OutboundWriter` per
-connection, so sends are serialized and `StopAudio` overtakes audio not yet sent.
+Each connection: `match(path)` picks the route's mode, `refusal(socket)` checks the JWT (when configured) or koe's
+own access rule before the upgrade (a 401/403 JSON denial), then `serve(socket, mode, call_path)` runs the call on
+an accepted `koe.server.acs_socket.MediaSocket`: every frame goes through `koe.protocols.acs.InboundStream`.
+Malformed frames are logged, counted and skipped; protocol violations close the socket with a code and reason.
+Audio goes to the call's mode pipeline (`koe.server.acs_modes`): transcribe, agent, bridge or echo. Results are
+published to the call registry (`koe.server.calls`) and, when configured, a webhook. Outbound frames go through
+one `OutboundWriter` per connection, so sends are serialized and `StopAudio` overtakes audio not yet sent.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import contextlib
 import hmac
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import JSONResponse
+import orjson
+from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from koe.config import ACSMode, Settings
 from koe.engines.registry import Engines
@@ -38,9 +43,10 @@ from koe.protocols.acs import (
 )
 from koe.server.acs_auth import AcsTokenValidator, TokenRejected
 from koe.server.acs_modes import MODES, ModeContext, ModeUnavailable, Pipeline
+from koe.server.acs_socket import MediaSocket, StarletteMediaSocket
 from koe.server.acs_writer import OutboundWriter
 from koe.server.calls import CallRegistry
-from koe.server.calls_api import client_allowed
+from koe.server.calls_api import credentials_allowed
 from koe.server.metrics import METRICS
 from koe.server.webhooks import WebhookSender
 
@@ -49,6 +55,18 @@ log = logging.getLogger("koe.server.acs")
 LOG_EVERY_MALFORMED = 100
 """After the first few, log one malformed frame in this many, so a broken sender cannot flood the log."""
 _FIRST_MALFORMED_LOGGED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a media connection is refused before the upgrade: an HTTP status (401 or 403) and a reason."""
+
+    status: int
+    reason: str
+
+    def body(self) -> bytes:
+        code = "unauthorized" if self.status == 401 else "forbidden"
+        return orjson.dumps({"error": {"code": code, "message": self.reason}})
 
 
 class AcsDoor:
@@ -63,40 +81,66 @@ class AcsDoor:
         self.webhook = WebhookSender(url, settings.acs.webhook_events) if url else None
         self.connections: dict[str, int] = {}
         self.counters: dict[str, int] = {"connections": 0, "rejected": 0, "violations": 0, "malformed": 0}
+        media_routes = [(settings.acs.media_path, settings.acs.mode)]
+        media_routes += [(extra.path, extra.mode) for extra in settings.acs.routes]
+        self.media_routes: list[tuple[str, ACSMode]] = [(path.rstrip("/") or "/", mode) for path, mode in media_routes]
+        """(path, mode) in matching order; each path also takes any path below it."""
 
     def publish(self, call_id: str, event: dict[str, Any]) -> None:
         stamped = self.registry.publish(call_id, event)
         if self.webhook is not None:
             self.webhook.submit(stamped)
 
-    def route(self, path: str, mode: ACSMode) -> list[BaseRoute]:
+    def routes(self) -> list[BaseRoute]:
+        """The media routes for the main port (Starlette), matching as `match()` does."""
+        routes: list[BaseRoute] = []
+        for base, mode in self.media_routes:
+            endpoint = self._endpoint(mode)
+            below = f"{base.rstrip('/')}/{{call_path:path}}"
+            routes += [WebSocketRoute(base, endpoint), WebSocketRoute(below, endpoint)]
+        return routes
+
+    def _endpoint(self, mode: ACSMode) -> Callable[[WebSocket], Awaitable[None]]:
         async def endpoint(websocket: WebSocket) -> None:
-            await self.serve(websocket, mode)
+            await self._serve_asgi(websocket, mode)
 
-        base = path.rstrip("/") or "/"
-        below = f"{base.rstrip('/')}/{{call_path:path}}"
-        return [WebSocketRoute(base, endpoint), WebSocketRoute(below, endpoint)]
+        return endpoint
 
-    async def serve(self, websocket: WebSocket, mode: ACSMode) -> None:
-        if not await self._admit(websocket):
+    def match(self, path: str) -> tuple[ACSMode, str] | None:
+        """The mode of the first media route that takes `path`, and the part of the path below it."""
+        for base, mode in self.media_routes:
+            if path == base:
+                return mode, ""
+            prefix = base.rstrip("/") + "/"
+            if path.startswith(prefix):
+                return mode, path[len(prefix) :]
+        return None
+
+    async def _serve_asgi(self, websocket: WebSocket, mode: ACSMode) -> None:
+        socket = StarletteMediaSocket(websocket)
+        refused = await self.refusal(socket)
+        if refused is not None:
+            response = Response(refused.body(), status_code=refused.status, media_type="application/json")
+            await websocket.send_denial_response(response)
             return
+        await websocket.accept()
+        await self.serve(socket, mode, websocket.path_params.get("call_path", ""))
+
+    async def serve(self, socket: MediaSocket, mode: ACSMode, call_path: str = "") -> None:
+        """Run one call on an admitted, upgraded socket until it ends."""
         acs = self.settings.acs
-        query_mode = websocket.query_params.get("mode")
+        query_mode = socket.query.get("mode")
         if acs.allow_mode_override and query_mode in MODES:
             mode = query_mode  # type: ignore[assignment]  # checked against MODES just above
-        call_id = (
-            websocket.headers.get("x-ms-call-connection-id")
-            or websocket.path_params.get("call_path", "").strip("/").split("/")[0]
-            or str(uuid.uuid4())
-        )
-        correlation_id = websocket.headers.get("x-ms-call-correlation-id", "")
+        headers = socket.headers
+        call_id = headers.get("x-ms-call-connection-id") or call_path.strip("/").split("/")[0] or str(uuid.uuid4())
+        correlation_id = headers.get("x-ms-call-correlation-id", "")
         with bind(call_id=call_id):
-            await websocket.accept()
             self.counters["connections"] += 1
             self.connections[call_id] = self.connections.get(call_id, 0) + 1
-            self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=websocket.url.path)
+            self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
             try:
-                await _Connection(self, websocket, call_id, mode).run()
+                await _Connection(self, socket, call_id, mode).run()
             finally:
                 self.connections[call_id] -= 1
                 if not self.connections[call_id]:
@@ -106,36 +150,32 @@ class AcsDoor:
                     if call is not None and not call.info.get("managed"):
                         self.registry.end(call_id, "media stream closed")
 
-    async def _admit(self, websocket: WebSocket) -> bool:
-        """JWT (when configured) or koe's own access rule, checked before the upgrade."""
+    async def refusal(self, socket: MediaSocket) -> Refusal | None:
+        """JWT (when configured) or koe's own access rule, checked before the upgrade; None admits."""
         if self.validator is not None:
             try:
-                await self.validator.validate(websocket.headers)
-                return True
+                await self.validator.validate(socket.headers)
+                return None
             except TokenRejected as exc:
-                return await self._deny(websocket, exc.status, exc.reason)
-        key = websocket.query_params.get("api-key") or websocket.query_params.get("api_key")
+                return self._refused(exc.status, exc.reason)
+        key = socket.query.get("api-key") or socket.query.get("api_key")
         keys = [k.get_secret_value() for k in self.settings.server.api_keys]
         if key and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-            return True
-        if client_allowed(websocket, self.settings):
-            return True
-        return await self._deny(websocket, 401, "present a valid ACS token or an API key")
+            return None
+        if credentials_allowed(socket.headers, socket.client_host, self.settings):
+            return None
+        return self._refused(401, "present a valid ACS token or an API key")
 
-    async def _deny(self, websocket: WebSocket, status: int, reason: str) -> bool:
+    def _refused(self, status: int, reason: str) -> Refusal:
         self.counters["rejected"] += 1
         log.warning("refused an ACS media connection: %s", reason)
-        code = "unauthorized" if status == 401 else "forbidden"
-        await websocket.send_denial_response(
-            JSONResponse({"error": {"code": code, "message": reason}}, status_code=status)
-        )
-        return False
+        return Refusal(status, reason)
 
 
 class _Connection:
-    def __init__(self, door: AcsDoor, websocket: WebSocket, call_id: str, mode: ACSMode) -> None:
+    def __init__(self, door: AcsDoor, socket: MediaSocket, call_id: str, mode: ACSMode) -> None:
         self.door = door
-        self.websocket = websocket
+        self.socket = socket
         self.call_id = call_id
         self.mode = mode
         self.stream = InboundStream(require_metadata_first=door.settings.acs.require_metadata_first)
@@ -158,23 +198,17 @@ class _Connection:
             if self.writer is not None:
                 await self.writer.close()
             self.door.registry.update(self.call_id, "stopped", stream=self.stream.stats.as_dict())
-            if close is not None and self.websocket.application_state == WebSocketState.CONNECTED:
+            if close is not None:
                 with contextlib.suppress(Exception):
-                    await self.websocket.close(*close)
+                    await self.socket.close(*close)
 
     async def _receive_loop(self) -> tuple[int, str] | None:
         """Returns the close to send, or None when the peer went away."""
-        receive = self.websocket.receive
+        receive = self.socket.receive
         while True:
-            try:
-                message = await receive()
-            except WebSocketDisconnect:
-                return None
-            if message["type"] == "websocket.disconnect":
-                return None
-            frame = message.get("text")
+            frame = await receive()
             if frame is None:
-                frame = message.get("bytes") or b""
+                return None
             try:
                 event = self.stream.receive(frame)
             except MalformedFrame as exc:
@@ -204,7 +238,7 @@ class _Connection:
     async def _start(self, metadata: AudioMetadata) -> None:
         if self.pipeline is not None:
             return  # a repeated AudioMetadata with the same format changes nothing
-        self.writer = OutboundWriter(self.websocket, metadata.sample_rate)
+        self.writer = OutboundWriter(self.socket, metadata.sample_rate)
         self.writer.start()
         context = ModeContext(
             settings=self.door.settings,
@@ -232,15 +266,10 @@ class _Connection:
             log.warning("skipped a malformed ACS frame (%d so far): %s", count, exc)
 
 
-def acs_routes(settings: Settings, engines: Engines, registry: CallRegistry) -> list[BaseRoute]:
-    """Every route of the ACS door, or none when `acs.enabled` is false."""
-    if not settings.acs.enabled:
+def acs_routes(door: AcsDoor | None) -> list[BaseRoute]:
+    """Every route of the ACS door on the main port, or none without a door (`acs.enabled` false)."""
+    if door is None:
         return []
-    door = AcsDoor(settings, engines, registry)
-    routes = door.route(settings.acs.media_path, settings.acs.mode)
-    for extra in settings.acs.routes:
-        routes += door.route(extra.path, extra.mode)
     from koe.server.acs_callautomation import callautomation_routes
 
-    routes += callautomation_routes(settings, registry)
-    return routes
+    return door.routes() + callautomation_routes(door.settings, door.registry)

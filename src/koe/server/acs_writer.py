@@ -1,9 +1,13 @@
 """The one writer of a media connection's outbound frames (server → ACS).
 
-`OutboundWriter(websocket, rate)`; `start()` it; `audio(pcm)` queues PCM16 at the stream rate (cut into chunks of
-at most `CHUNK_MS`), `stop_audio()` drops audio not yet sent and sends `StopAudio` next, `await close()` at the end.
-Sends never interleave, and a slow socket never blocks the caller: audio beyond `MAX_PENDING_MS` is dropped and
-counted. `sent_ms` is the estimate of how much ACS has been given to play (it sends no acknowledgement).
+`OutboundWriter(socket, rate)` (any `koe.server.acs_socket.MediaSocket`); `start()` it; `audio(pcm)` queues PCM16
+at the stream rate (cut into chunks of at most `CHUNK_MS`), `stop_audio()` drops audio not yet sent and sends
+`StopAudio` next, `await close()` at the end. Sends never interleave, and a slow socket never blocks the caller:
+audio beyond `MAX_PENDING_MS` is dropped and counted. `sent_ms` is the estimate of how much ACS has been given to
+play (it sends no acknowledgement).
+
+While nothing is queued or in flight, a frame goes out at once when the socket can take it without waiting
+(`send_now`, the picows listener); otherwise the writer's task sends it, waiting while the socket is backed up.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import logging
 from collections import deque
 from typing import Any
 
-from starlette.websockets import WebSocket
-
 from koe.protocols.acs_outbound import build_audio_data, build_stop_audio
+from koe.server.acs_socket import MediaSocket
 from koe.server.metrics import METRICS
 
 log = logging.getLogger("koe.server.acs")
@@ -28,8 +31,8 @@ MAX_PENDING_MS = 120_000
 
 
 class OutboundWriter:
-    def __init__(self, websocket: WebSocket, rate: int) -> None:
-        self.websocket = websocket
+    def __init__(self, socket: MediaSocket, rate: int) -> None:
+        self.socket = socket
         self.rate = rate
         self._chunk_bytes = rate * CHUNK_MS // 1000 * 2
         self._pending: deque[str | bytes] = deque()
@@ -38,6 +41,7 @@ class OutboundWriter:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._sending = False
         self.audio_messages = 0
         self.audio_bytes = 0
         self.stops = 0
@@ -57,13 +61,18 @@ class OutboundWriter:
         limit = MAX_PENDING_MS * self.rate // 1000 * 2
         for offset in range(0, len(pcm), self._chunk_bytes):
             chunk = pcm[offset : offset + self._chunk_bytes]
+            if self._idle_now() and self.socket.send_now(build_audio_data(chunk)):
+                self.audio_messages += 1
+                self.audio_bytes += len(chunk)
+                continue
             if self._pending_bytes + len(chunk) > limit:
                 self.dropped_bytes += len(pcm) - offset
                 METRICS.drop("acs", "send_queue_full", -(-(len(pcm) - offset) // self._chunk_bytes))
                 break
             self._pending.append(chunk)
             self._pending_bytes += len(chunk)
-        self._wake.set()
+        if self._pending:
+            self._wake.set()
 
     def stop_audio(self) -> None:
         """Barge-in: forget unsent audio and tell ACS to flush what it queued."""
@@ -72,14 +81,19 @@ class OutboundWriter:
         self.unsent_flushed_bytes += self._pending_bytes
         self._pending.clear()
         self._pending_bytes = 0
-        self._pending.append(build_stop_audio())
+        stop = build_stop_audio()
+        if self._idle_now() and self.socket.send_now(stop):
+            self.stops += 1
+            return
+        self._pending.append(stop)
         self._wake.set()
 
     def send_text(self, text: str) -> None:
         """Any other frame, in order with the audio."""
-        if not self._closed:
-            self._pending.append(text)
-            self._wake.set()
+        if self._closed or (self._idle_now() and self.socket.send_now(text)):
+            return
+        self._pending.append(text)
+        self._wake.set()
 
     async def drain(self) -> None:
         """Wait until everything queued so far is on the socket (or the socket is gone)."""
@@ -104,8 +118,12 @@ class OutboundWriter:
             "dropped_ms": round(self.dropped_bytes * 500.0 / self.rate, 1),
         }
 
+    def _idle_now(self) -> bool:
+        """Nothing queued and nothing being sent: a frame sent now cannot overtake another."""
+        return not self._pending and not self._sending
+
     async def _run(self) -> None:
-        send = self.websocket.send_text
+        send = self.socket.send_text
         try:
             while not self._closed:
                 if not self._pending:
@@ -114,6 +132,7 @@ class OutboundWriter:
                     await self._wake.wait()
                     continue
                 item = self._pending.popleft()
+                self._sending = True
                 if isinstance(item, bytes):
                     self._pending_bytes -= len(item)
                     await send(build_audio_data(item))
@@ -123,8 +142,10 @@ class OutboundWriter:
                     if item.startswith('{"Kind":"StopAudio"'):
                         self.stops += 1
                     await send(item)
+                self._sending = False
         except Exception as exc:  # the socket went away; the receive loop notices and ends the call
             log.debug("outbound writer stopped: %s", exc)
             self._closed = True
         finally:
+            self._sending = False
             self._idle.set()

@@ -31,11 +31,13 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         }
         return JSONResponse(body)
 
-    from koe.server.acs import acs_routes
+    from koe.server.acs import AcsDoor, acs_routes
     from koe.server.calls import CallRegistry
     from koe.server.calls_api import calls_routes
 
     calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
+    # One ACS door for the main port and, when `acs.media_port` is set, its own listener (`koe serve` starts it).
+    acs = AcsDoor(settings, engines, calls) if settings.acs.enabled else None
     from koe.server.metrics import metrics_routes
     from koe.server.openai_api import openai_routes
     from koe.server.openapi import openapi_routes
@@ -44,7 +46,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
 
     door_routes = [
         *calls_routes(calls, settings),
-        *acs_routes(settings, engines, calls),
+        *acs_routes(acs),
         *realtime_routes(settings, engines),
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
@@ -53,6 +55,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     ]
     app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *door_routes])
     app.state.calls = calls
+    app.state.acs = acs
     app.state.settings = settings
     app.state.engines = engines
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -31,12 +31,17 @@ ALL_CALLS = "*"
 
 def client_allowed(connection: HTTPConnection, settings: Settings) -> bool:
     """True when the client presents a configured key, or no keys are configured and it is on loopback."""
+    host = connection.client.host if connection.client else ""
+    return credentials_allowed(connection.headers, host, settings)
+
+
+def credentials_allowed(headers: Mapping[str, str], client_host: str, settings: Settings) -> bool:
+    """`client_allowed` from the request's headers and client address (for servers that are not ASGI)."""
     keys = [key.get_secret_value() for key in settings.server.api_keys]
     if not keys:
-        host = connection.client.host if connection.client else ""
-        return is_loopback(host)
-    presented = connection.headers.get("api-key", "")
-    auth = connection.headers.get("authorization", "")
+        return is_loopback(client_host)
+    presented = headers.get("api-key", "")
+    auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         presented = presented or auth[7:].strip()
     return any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys)
