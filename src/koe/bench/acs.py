@@ -4,10 +4,10 @@ The server runs in a child process (`python -m koe.bench.acs serve …`) so the 
 
 - **relay** (AI off: parse, route, answer): the door in echo mode, pinned to one core, with the lean generator
   (`koe.bench._wsload`) on the other. N streams at 50 frames/s each; added latency is frame sent → its echo
-  received. N rises while p99 ≤ 10 ms and nothing is lost. Measured for each WebSocket stack (Hypercorn/wsproto,
-  uvicorn with websockets, uvicorn with wsproto, and the same echo path on picows without ASGI when it is
-  installed), with the server's CPU seconds per frame, a cProfile of the server at one load, and per-frame costs of
-  the JSON libraries.
+  received. N rises while p99 ≤ 10 ms and nothing is lost. Measured for each WebSocket stack (the main port's
+  Hypercorn/wsproto, uvicorn with websockets, uvicorn with wsproto, and koe's own ACS media listener on picows,
+  `koe.server.acs_listener`), with the server's CPU seconds per frame, a cProfile of the server at one load, and
+  per-frame costs of the JSON libraries.
 - **transcribe**: N real-time calls (the fixture sentences, each followed by as much silence, so speech about half
   the time) in transcribe mode, on both cores, with partial results (the default) and with finals only. Latency is
   the media time at which `transcript.completed` arrives minus the turn's end (`audio_end_ms`, which includes the
@@ -75,10 +75,12 @@ def serve(stack: str, port: int, mode: str, cpu: int | None, profile: str | None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         if profiler is not None:
             profiler.enable()
-        if stack == "picows":
-            from koe.bench._picows_door import serve_picows
+        if stack == "picows":  # the production listener `koe serve` starts on acs.media_port
+            from koe.server.acs_listener import AcsMediaListener
 
-            await serve_picows(port, stop)
+            listener = await AcsMediaListener.start(app.state.acs, "127.0.0.1", port)
+            await stop.wait()
+            await listener.close()
         elif stack == "hypercorn":
             from hypercorn.asyncio import serve as hypercorn_serve
             from hypercorn.config import Config

@@ -1,7 +1,8 @@
 """Running the server: load the engines with progress, then serve the app with Hypercorn until interrupted.
 
 `run_server()` is what `koe serve` calls. Engines that fail to load are reported and skipped; the server still
-starts so the doors that do not need them keep working.
+starts so the doors that do not need them keep working. The Sora door and, when `acs.media_port` is set, the ACS
+media door also listen on ports of their own, next to the main one.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from koe.config import Settings
 from koe.engines.registry import load_engines
 from koe.log import setup_logging
+
+if TYPE_CHECKING:
+    from koe.server.acs import AcsDoor
+    from koe.server.acs_listener import AcsMediaListener
 
 log = logging.getLogger("koe.server")
 
@@ -67,9 +72,12 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
         progress(f"serving on http://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
         sora = await _start_sora(settings, engines, app.state.calls, progress)
         app.state.sora = sora  # the main /metrics includes the Sora door's counters
+        acs_media = await start_acs_media(settings, app.state.acs, progress)
         try:
             await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
         finally:
+            if acs_media is not None:
+                await acs_media.close()
             if sora is not None:
                 await sora.close()
 
@@ -92,3 +100,18 @@ async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Ca
     framing = "20-byte header" if s.audio_streaming_header else "raw"
     progress(f"Sora audio streaming gateway on {scheme}://{s.host}:{gateway.port}/speech ({s.service}, {framing})")
     return gateway
+
+
+async def start_acs_media(
+    settings: Settings, door: AcsDoor | None, progress: Callable[[str], None]
+) -> AcsMediaListener | None:
+    """The ACS media door's own listener (picows) on `acs.media_port`, when set; see `koe.server.acs_listener`."""
+    acs = settings.acs
+    if door is None or not acs.media_port:
+        return None
+    from koe.server.acs_listener import AcsMediaListener
+
+    host = acs.media_host or settings.server.host
+    listener = await AcsMediaListener.start(door, host, acs.media_port)
+    progress(f"ACS media listener on ws://{host}:{listener.port}{acs.media_path} (picows)")
+    return listener
