@@ -189,7 +189,7 @@ class ACSSettings(BaseModel):
     enabled: bool = True
     media_path: str = "/acs/media"
     # A dedicated listener for the media WebSocket (picows, `koe.server.acs_listener`), serving the same paths as
-    # the main port: `koe bench acs` measured about 55 µs of CPU per frame there against 190 µs under Hypercorn.
+    # the main port: `koe bench acs` measured 57-87 µs of CPU per frame there against 190 µs under Hypercorn.
     # None or 0: off, the default, because turning it on is a deployment change: ACS reaches koe through a TLS
     # proxy, which must route the media URL (acs.transport_url) to this port, and a fixed default port could
     # collide with another koe or `make run PORT=…`. The main port's media path keeps working either way.

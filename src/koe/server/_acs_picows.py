@@ -14,6 +14,7 @@ the queue without bound either.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
@@ -21,16 +22,18 @@ from typing import TYPE_CHECKING, cast
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from koe.config import ACSMode
-from koe.protocols.acs import MAX_FRAME_BYTES
+from koe.protocols.acs import CLOSE_INTERNAL_ERROR, MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
     from koe.server.acs_listener import AcsMediaListener
+
+log = logging.getLogger("koe.server.acs")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest WebSocket frame picows accepts (bigger ones close the connection with 1009): Hypercorn's default
 message limit, so both ports skip the same oversize frames as malformed (`koe.protocols.acs.MAX_FRAME_BYTES`)."""
 MAX_QUEUED_BYTES = 1024 * 1024
-"""Received frames waiting for the call's task beyond which reading pauses (about 14 s of 16 kHz mixed audio)."""
+"""Received frames waiting for the call's task beyond which reading pauses (about 20 s of 16 kHz mixed audio)."""
 CLOSE_TIMEOUT_S = 5.0
 """After koe sends a close frame, how long the peer has to answer it before the connection is dropped."""
 GOING_AWAY = 1001
@@ -162,11 +165,15 @@ class PicowsMediaSocket(WSListener):
             self._transport.disconnect()
 
     async def _serve(self) -> None:
+        close = (_NORMAL, "")
         try:
             await self.listener.door.serve(self, self.mode, self.call_path)
+        except Exception:
+            log.exception("ACS media connection failed")
+            close = (CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             if not self._gone:
-                await self.close(_NORMAL, "")
+                await self.close(*close)
 
     def _queue(self, payload: bytes) -> None:
         self._frames.append(payload)
