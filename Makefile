@@ -8,9 +8,10 @@ PIP    := $(PY) -m pip
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-# Debian packages koe needs at run time, and the extra ones its tests need.
+# Debian packages koe needs at run time, and the extra ones its tests need. Firefox runs Web Audio only while an
+# output device plays, so its tests give it a PulseAudio with a null sink (tests/browser/firefox.py).
 APT_RUN  := libspeexdsp1
-APT_TEST := chromium
+APT_TEST := chromium firefox-esr pulseaudio
 
 # llama.cpp is compiled from source by llama-cpp-python (its prebuilt alternative needs glibc 2.38; Debian 12 has 2.36),
 # in the background while everything else installs (scripts/install-python). LLAVA_BUILD=OFF skips the multimodal
