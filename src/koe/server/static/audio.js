@@ -4,6 +4,9 @@
 
 const CAPTURE_URL = new URL("./worklets/capture.js", import.meta.url);
 const PLAYBACK_URL = new URL("./worklets/playback.js", import.meta.url);
+// Firefox keeps a context suspended, with no error and resume() never settling, while it has no output device to play
+// on (no sound server, or none that answers). A Bluetooth headset can take a few seconds to wake; longer is a failure.
+const AUDIO_START_TIMEOUT_MS = 8000;
 
 export class AudioIO {
   // onChunk(ArrayBuffer pcm16, rms, peak); onPlayback(status) with the playback worklet's counters.
@@ -20,7 +23,7 @@ export class AudioIO {
     const context = new AudioContext({ latencyHint: "interactive" });
     const io = new AudioIO(context);
     try {
-      await context.resume();
+      await started(context);
       await loadWorklets(context);
       io.stream = await microphone(browserEchoCancellation);
       io.connect(onChunk, onPlayback);
@@ -82,6 +85,22 @@ export class AudioIO {
     this.capture?.disconnect();
     this.playback?.disconnect();
     if (this.context.state !== "closed") await this.context.close();
+  }
+}
+
+async function started(context) {
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, AUDIO_START_TIMEOUT_MS);
+  });
+  await Promise.race([context.resume(), timeout]);
+  clearTimeout(timer);
+  if (context.state !== "running") {
+    const seconds = AUDIO_START_TIMEOUT_MS / 1000;
+    throw new Error(
+      `The browser's audio did not start within ${seconds} s: check that a speaker or headphones are connected ` +
+        "and working, then press Start again.",
+    );
   }
 }
 
