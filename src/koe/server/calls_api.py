@@ -25,6 +25,7 @@ from koe.server.calls import CallRegistry
 from koe.server.run import is_loopback
 
 SSE_KEEPALIVE_S = 15.0
+SSE_OPENED = b": subscribed\n\n"  # an SSE comment: readers skip it
 CLOSE_POLICY_VIOLATION = 1008
 ALL_CALLS = "*"
 
@@ -80,6 +81,8 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
 
         async def stream() -> AsyncIterator[bytes]:
             try:
+                # Firefox resolves a streaming fetch() at its first body byte, not at the headers: say something now.
+                yield SSE_OPENED
                 async for event in _with_keepalive(subscription, SSE_KEEPALIVE_S):
                     if event is None:
                         yield b": keepalive\n\n"
