@@ -144,14 +144,15 @@ async def test_speech_in_each_format_is_heard_back(base_url: str, engines: Engin
 async def test_speed_changes_duration_not_words(base_url: str, engines: Engines) -> None:
     durations = {}
     async with client(base_url) as api:
-        for speed in (1.0, 2.0):
+        # 1.5, not 2.0: at double speed Whisper tiny sometimes mishears two words of Piper's (randomised) delivery.
+        for speed in (1.0, 1.5):
             response = await api.audio.speech.create(
                 model="tts-1", voice="nova", input=SPOKEN, response_format="pcm", speed=speed
             )
             pcm = np.frombuffer(response.content, dtype="<i2")
             durations[speed] = pcm.size / 24000
             assert wer(SPOKEN, _heard(engines, pcm, 24000)) <= 0.2
-    assert 0.4 < durations[2.0] / durations[1.0] < 0.6
+    assert 0.55 < durations[1.5] / durations[1.0] < 0.78  # Piper's length scale is 1/speed
 
 
 async def test_speech_refuses_bad_requests(base_url: str) -> None:
