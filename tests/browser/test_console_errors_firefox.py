@@ -23,30 +23,26 @@ FAILED = """() => {
 }"""
 
 
-async def test_refused_microphone_in_firefox(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("browser_options", "said"),
+    [
+        ({"allow_microphone": False}, ["Microphone permission was denied"]),
+        ({"audio_output": False}, ["The browser's audio did not start", "speaker or headphones"]),
+    ],
+    ids=["refused-microphone", "no-audio-output"],
+)
+async def test_failures_are_said_in_words_in_firefox(
+    tmp_path: Path, browser_options: dict[str, bool], said: list[str]
+) -> None:
     async with (
         koe_server(load_settings(), Engines()) as (base, _app),
-        firefox(tmp_path, allow_microphone=False) as browser,
+        firefox(tmp_path, **browser_options) as browser,
     ):
         page = await browser.new_page()
         await page.goto(base + "/")
         await page.click("#start")
-        shown = await page.until(FAILED, "the refusal shown", 30)
-        assert "Microphone permission was denied" in shown["error"]
-        assert (shown["start"], shown["status"]) == ("Start talking", "idle")
-        assert not page.errors, page.errors
-
-
-async def test_no_audio_output_in_firefox(tmp_path: Path) -> None:
-    async with (
-        koe_server(load_settings(), Engines()) as (base, _app),
-        firefox(tmp_path, audio_output=False) as browser,
-    ):
-        page = await browser.new_page()
-        await page.goto(base + "/")
-        await page.click("#start")
-        shown = await page.until(FAILED, "the missing audio output shown", 30)
-        assert "The browser's audio did not start" in shown["error"]
-        assert "speaker or headphones" in shown["error"]
+        shown = await page.until(FAILED, "the failure shown", 30)
+        for words in said:
+            assert words in shown["error"]
         assert (shown["start"], shown["status"]) == ("Start talking", "idle")
         assert not page.errors, page.errors
