@@ -1,6 +1,7 @@
 """koe's remote LLM backend (`OpenAICompatibleLLM`) against a real OpenAI-compatible server: koe's own
 `/v1/chat/completions` on a live koe, serving the embedded SmolLM2. Streaming text, a tool call forced by
-`tool_choice`, an error status with the server's message, and an endpoint that is down."""
+`tool_choice`, an error status with the server's message, and an endpoint that is down. The model's words are its
+own: the tests check the stream's shape and counts, and of a forced call the tool's name and the arguments' schema."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ from tests.server.acs_server import koe_server
 from tests.server.openai_support import API_KEY, api_settings
 
 WEATHER = ToolSpec(
-    "get_weather", "Current weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}}
+    "get_weather",
+    "Current weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]},
 )
+"""`required` and `maxLength` go into the grammar that forces the call: a city there is, and the call fits
+CALL_TOKENS whatever the model writes in it."""
+CALL_TOKENS = 256
 QUESTION = (ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "What is the weather in Oslo?"))
 
 
@@ -48,20 +54,24 @@ async def _collect(llm: OpenAICompatibleLLM, request: ChatRequest) -> list[LLMEv
 async def test_text_streams_from_koe(base_url: str) -> None:
     llm = OpenAICompatibleLLM(base_url, "SmolLM2-135M-Instruct", api_key=API_KEY, max_tokens=10)
     events = await _collect(llm, ChatRequest(QUESTION, temperature=0))
-    deltas = [event for event in events if isinstance(event, TextDelta)]
-    assert len(deltas) >= 2 and "".join(d.text for d in deltas).strip()
-    done = events[-1]
-    assert isinstance(done, Finished) and done.reason in ("stop", "length")
+    *deltas, done = events
+    assert all(isinstance(d, TextDelta) and d.text for d in deltas), events
+    assert "".join(d.text for d in deltas if isinstance(d, TextDelta)).strip()
+    assert isinstance(done, Finished)
+    # One chunk per generated token on koe's side, one delta per chunk here: streamed, and the usage agrees.
+    assert len(deltas) == done.completion_tokens
     assert 0 < done.completion_tokens <= 10 and done.prompt_tokens > 10
+    assert done.reason == ("length" if done.completion_tokens == 10 else "stop"), done
 
 
 async def test_a_forced_tool_call_comes_back_whole(base_url: str) -> None:
-    llm = OpenAICompatibleLLM(base_url, "SmolLM2-135M-Instruct", api_key=API_KEY, max_tokens=48)
+    llm = OpenAICompatibleLLM(base_url, "SmolLM2-135M-Instruct", api_key=API_KEY, max_tokens=CALL_TOKENS)
     events = await _collect(llm, ChatRequest(QUESTION, tools=(WEATHER,), tool_choice="get_weather"))
     calls = [event for event in events if isinstance(event, ToolCall)]
     assert len(calls) == 1
     assert calls[0].name == "get_weather" and calls[0].call_id
-    assert isinstance(json.loads(calls[0].arguments).get("city"), str)
+    arguments = json.loads(calls[0].arguments)  # what the model chose is its own; its shape is koe's grammar
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
     assert isinstance(events[-1], Finished) and events[-1].reason == "tool_calls"
 
 
