@@ -1,7 +1,8 @@
 """`/v1/chat/completions` through the official `openai` SDK against a live koe server on the embedded SmolLM2:
 streamed and whole answers with usage and the token limit, a streamed tool call forced by `tool_choice` and its
 result fed back, requests koe refuses with OpenAI's error body, and the whole-answer shape of tool calls as the
-SDK's own model reads it."""
+SDK's own model reads it. What the model answers is its own (it changes with the CPU and the llama.cpp build): the
+tests check the answer's shape, counts and limits, and of a forced call the tool's name and the arguments' schema."""
 
 from __future__ import annotations
 
@@ -25,9 +26,15 @@ WEATHER: Any = {
     "function": {
         "name": "get_weather",
         "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        # maxLength bounds the call koe's grammar forces, so CALL_TOKENS always holds all of it.
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"],
+        },
     },
 }
+CALL_TOKENS = 256
 QUESTION: Any = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the weather like in Paris?"},
@@ -48,11 +55,13 @@ async def test_a_whole_answer_stops_at_max_tokens_and_reports_usage(base_url: st
     choice = answer.choices[0]
     assert answer.object == "chat.completion"
     assert choice.message.role == "assistant" and choice.message.content
-    assert choice.finish_reason == "length"
     assert answer.usage is not None
-    assert answer.usage.completion_tokens == 8
+    used = answer.usage.completion_tokens
+    # Never past the limit, and "length" exactly when the limit ended it (a story this short stopped by itself).
+    assert 0 < used <= 8
+    assert choice.finish_reason == ("length" if used == 8 else "stop"), (choice.finish_reason, used)
     assert answer.usage.prompt_tokens > 5
-    assert answer.usage.total_tokens == answer.usage.prompt_tokens + 8
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + used
 
 
 async def test_a_streamed_answer_arrives_in_chunks_then_done(base_url: str) -> None:
@@ -67,12 +76,14 @@ async def test_a_streamed_answer_arrives_in_chunks_then_done(base_url: str) -> N
         )
         chunks = [chunk async for chunk in stream]
     deltas = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
-    assert len(deltas) >= 2, "the answer came as one piece, not streamed"
+    assert "".join(deltas).strip()  # type: ignore[arg-type]
     assert chunks[0].choices[0].delta.role == "assistant"
-    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
-    assert finishes in (["stop"], ["length"])
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert 0 < chunks[-1].usage.completion_tokens <= 12
+    used = chunks[-1].usage.completion_tokens
+    assert len(deltas) == used, "the answer did not come one chunk per generated token"
+    assert 0 < used <= 12
+    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
+    assert finishes == (["length"] if used == 12 else ["stop"]), (finishes, used)
     assert len({chunk.id for chunk in chunks}) == 1
 
 
@@ -83,7 +94,7 @@ async def test_tool_choice_forces_the_named_call(base_url: str) -> None:
             messages=QUESTION,
             tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "get_weather"}},
-            max_tokens=48,
+            max_tokens=CALL_TOKENS,
             stream=True,
         )
         fragments: dict[int, dict[str, str]] = {}
@@ -97,7 +108,8 @@ async def test_tool_choice_forces_the_named_call(base_url: str) -> None:
             finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
         assert finish == "tool_calls"
         assert fragments[0]["name"] == "get_weather" and fragments[0]["id"]
-        assert isinstance(json.loads(fragments[0]["arguments"])["city"], str)
+        arguments = json.loads(fragments[0]["arguments"])  # the city is the model's choice; the shape is koe's
+        assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
         call = {"id": fragments[0]["id"], "type": "function"}
         call["function"] = {"name": fragments[0]["name"], "arguments": fragments[0]["arguments"]}
 
