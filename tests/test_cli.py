@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from koe.cli import main
-from tests.wer import wer
+from tests.wer import normalize, wer
 
 MAX_WER = 0.10
 
@@ -37,18 +37,22 @@ def test_transcribe_text_and_json(runner: CliRunner, audio_dir: Path, texts: dic
     assert [r["file"] for r in records] == [str(short), str(ogg)]
     assert wer(texts["reply"], records[1]["text"]) <= MAX_WER
     words = records[0]["words"]
-    assert len(words) == len(texts["short"].split())
+    assert normalize(" ".join(w["word"] for w in words)) == normalize(records[0]["text"])  # the same transcript
     assert all(w["start"] <= w["end"] for w in words)
     assert records[1]["duration_s"] == pytest.approx(4.4, abs=0.01)
 
 
-def test_transcribe_reports_a_bad_file_and_goes_on(runner: CliRunner, audio_dir: Path, tmp_path: Path) -> None:
+def test_transcribe_reports_a_bad_file_and_goes_on(
+    runner: CliRunner, audio_dir: Path, tmp_path: Path, texts: dict[str, str]
+) -> None:
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"this is not audio" * 10)
-    result = runner.invoke(main, ["transcribe", str(garbage), str(audio_dir / "short_16k.wav")])
+    short = audio_dir / "short_16k.wav"
+    result = runner.invoke(main, ["transcribe", str(garbage), str(short)])
     assert result.exit_code == 1
     assert f"koe: {garbage}: cannot decode" in result.stderr
-    assert "Paris" in result.stdout
+    assert result.stdout.startswith(f"{short}: ")  # the good file is still transcribed
+    assert wer(texts["short"], result.stdout.removeprefix(f"{short}: ")) <= MAX_WER
     assert "Traceback" not in result.output
 
 
@@ -75,9 +79,11 @@ def test_say_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_chat_answers(runner: CliRunner) -> None:
+    # What the model says is its own; the command streams it out as text, then ends the line.
     result = runner.invoke(main, ["chat", "What is the capital of France?"])
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.strip()) > 3
+    assert result.stdout.strip() and result.stdout.endswith("\n")
+    assert "[tool call" not in result.stdout  # no tools were offered
 
 
 def test_chat_with_the_remote_endpoint_down(runner: CliRunner) -> None:
