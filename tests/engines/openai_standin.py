@@ -8,19 +8,39 @@ per chunk, each chunk carrying `id`, `object`, `created`, `model`, `system_finge
 
 The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments
 arrive in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection
-mid-stream, anything else is streamed back as text. Start it with `async with StandIn() as server:`.
+mid-stream, anything else is streamed back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
+`async with StandIn() as server:`.
+
+`scripted_engines()` (a stand-in speaking `STORY_WORDS` as koe's LLM) is how the voice tests get a reply of known
+text and length: a barge-in test needs koe to be still speaking when the caller interrupts, and no test can count on
+the embedded model's wording for that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from koe.engines.registry import Engines
 
 CREATED = 1_735_689_600
 FINGERPRINT = "fp_koe_standin"
 REPLY_WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
+STORY = (
+    "Once upon a time, a small dragon lived in a cave above a quiet village by the sea. "
+    "Every morning she flew over the harbour, counting the fishing boats as they sailed out past the lighthouse. "
+    "The children in the village waved at her from the beach, and she answered with little puffs of warm smoke. "
+    "One winter the sea froze over, and the boats could not leave the harbour for many long weeks. "
+    "So the dragon breathed on the ice, slowly and gently, until the water was free and the boats could sail again. "
+    "From that day on, the village kept a lantern burning for her in the window of every house."
+)
+STORY_WORDS = [word if index == 0 else f" {word}" for index, word in enumerate(STORY.split(" "))]
+"""Six sentences, about half a minute of Piper's speech: longer than any reply a voice test waits through."""
 ERRORS = {
     500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
     401: (
@@ -46,6 +66,7 @@ class Received:
 @dataclass
 class StandIn:
     host: str = "127.0.0.1"
+    reply: list[str] = field(default_factory=lambda: list(REPLY_WORDS))
     requests: list[Received] = field(default_factory=list)
     _server: asyncio.Server | None = None
 
@@ -68,7 +89,9 @@ class StandIn:
         try:
             request = await _read_request(reader)
             self.requests.append(request)
-            await _respond(request, writer)
+            await _respond(request, writer, self.reply)
+        except ConnectionError:
+            pass  # the client stopped reading (a cancelled reply) and closed the connection
         finally:
             writer.close()
 
@@ -104,7 +127,7 @@ def _http_chunk(payload: bytes) -> bytes:
     return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
 
 
-async def _respond(request: Received, writer: asyncio.StreamWriter) -> None:
+async def _respond(request: Received, writer: asyncio.StreamWriter, reply: list[str]) -> None:
     if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
         await _error(writer, 404, ("Invalid URL (POST /v1/chat/completions expected)", "invalid_request_error", None))
         return
@@ -131,7 +154,7 @@ async def _respond(request: Received, writer: asyncio.StreamWriter) -> None:
                     _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}, usage=usage)
                 )
     else:
-        events += [_chunk(model, {"content": word}, usage=usage) for word in REPLY_WORDS]
+        events += [_chunk(model, {"content": word}, usage=usage) for word in reply]
     events.append(_chunk(model, {}, finish, usage=usage))
     if usage:
         completion = len(events) - 2
@@ -166,3 +189,17 @@ async def _error(writer: asyncio.StreamWriter, status: int, error: tuple[str, st
         + body
     )
     await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def scripted_engines(engines: Engines, reply: list[str] = STORY_WORDS) -> AsyncIterator[Engines]:
+    """`engines` with koe's remote LLM client on a stand-in in place of the embedded model: every reply is `reply`,
+    while VAD, Whisper and Piper stay the real ones."""
+    from koe.engines.llm_openai import OpenAICompatibleLLM
+
+    async with StandIn(reply=list(reply)) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "standin-model", api_key="sk-test")
+        try:
+            yield replace(engines, llm=llm)
+        finally:
+            await llm.aclose()
