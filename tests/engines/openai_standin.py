@@ -39,7 +39,14 @@ STORY = (
     "So the dragon breathed on the ice, slowly and gently, until the water was free and the boats could sail again. "
     "From that day on, the village kept a lantern burning for her in the window of every house."
 )
-STORY_WORDS = [word if index == 0 else f" {word}" for index, word in enumerate(STORY.split(" "))]
+
+
+def pieces(text: str) -> list[str]:
+    """`text` as the stand-in streams it: one chunk per word, each after the first with its leading space."""
+    return [word if index == 0 else f" {word}" for index, word in enumerate(text.split(" "))]
+
+
+STORY_WORDS = pieces(STORY)
 """Six sentences, about half a minute of Piper's speech: longer than any reply a voice test waits through."""
 ERRORS = {
     500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
