@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from koe.engines._cpu import missing_llama_features
 from koe.engines._toolcalls import CLOSE_TAG, OPEN_TAG, ToolCallParser, render_messages
 from koe.engines.base import (
     ChatRequest,
@@ -81,6 +82,13 @@ class LlamaLLM:
     ) -> LlamaLLM:
         from llama_cpp import Llama
 
+        missing = missing_llama_features()
+        if missing:
+            raise EngineUnavailable(
+                "the embedded LLM's llama.cpp is compiled for x86-64-v3 and this CPU lacks "
+                f"{', '.join(missing)}: use a remote LLM (llm.backend = \"remote\"), or rebuild llama-cpp-python for "
+                "this CPU (see the README, CPU requirements)"
+            )
         path = model_path or default_model_path()
         if not path.is_file():
             raise EngineUnavailable(f"no GGUF model at {path}: set llm.model_path")
