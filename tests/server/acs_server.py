@@ -14,6 +14,7 @@ from koe.config import Settings, load_settings
 from koe.engines.registry import Engines
 from koe.server.app import create_app
 from koe.server.inprocess import serving
+from koe.sim.acs.media import MediaStream
 
 
 def acs_settings(**acs: Any) -> Settings:
@@ -31,3 +32,17 @@ async def koe_server(settings: Settings, engines: Engines | None = None) -> Asyn
     app = create_app(settings, engines or Engines())
     async with serve_app(app) as base:
         yield base, app
+
+
+def record_outbound(stream: MediaStream) -> bytearray:
+    """Every outbound AudioData payload `stream` receives, back to back (its playout timeline has gaps wherever the
+    simulator, running faster than real time, played faster than koe sent)."""
+    received = bytearray()
+    enqueue = stream.playout.enqueue
+
+    def keep(pcm: bytes, now_ms: float) -> None:
+        received.extend(pcm)
+        enqueue(pcm, now_ms)
+
+    stream.playout.enqueue = keep  # type: ignore[method-assign]
+    return received

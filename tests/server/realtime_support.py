@@ -50,15 +50,18 @@ async def stream_frames(send: Callable[[str], Awaitable[None]], audio: bytes, pa
         await asyncio.sleep(pace_s)
 
 
-def assert_spoken(engines: Engines, audio_24k: bytes, transcript: str) -> None:
-    """The reply audio is speech, and Whisper hears (about) what its transcript says.
+def assert_spoken(engines: Engines, audio: bytes, transcript: str, rate: int = 24000, *, partial: bool = False) -> None:
+    """The reply audio (PCM16 at `rate`) is speech, and Whisper hears (about) what its transcript says; with
+    `partial`, the audio may stop early (a call that ended mid-reply), and what it says is the transcript's start.
 
     How long the reply is and what it says are the model's; that the audio says the transcript is koe's. The 40 %
     margin covers what Piper and Whisper write differently ("21°C" heard as "21 degrees Celsius").
     """
     assert transcript.strip(), "the reply has no transcript"
-    assert audio_24k, "the reply has no audio"
-    pcm: Pcm = np.frombuffer(audio_24k, dtype="<i2")
-    heard = engines.require("stt").transcribe_sync(resample(pcm, 24000, 16000)).text
+    assert audio, "the reply has no audio"
+    pcm: Pcm = np.frombuffer(audio, dtype="<i2")
+    heard = engines.require("stt").transcribe_sync(resample(pcm, rate, 16000)).text
     assert heard, "Whisper heard nothing in the reply audio"
+    if partial:
+        transcript = " ".join(transcript.split()[: len(heard.split())])
     assert wer(transcript, heard) <= 0.4, (transcript, heard)

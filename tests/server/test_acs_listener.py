@@ -32,7 +32,8 @@ from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, phone_raw_id
 from koe.sim.acs.tokens import SigningKey
 from tests.conftest import load_wav
-from tests.server.acs_server import acs_settings, koe_server, serve_app
+from tests.server.acs_server import acs_settings, koe_server, record_outbound, serve_app
+from tests.server.realtime_support import assert_spoken
 from tests.wer import wer
 
 pytestmark = pytest.mark.timeout(90)
@@ -116,12 +117,18 @@ async def test_an_agent_call_hears_koe_answer(engines: Engines) -> None:
         options = MediaOptions(
             url, rate, call_connection_id="pw-agent", speed=3.0, reply_timeout_ms=30000, linger_ms=500
         )
-        report = await MediaStream(options, audio).run()
+        stream = MediaStream(options, audio)
+        outbound = record_outbound(stream)
+        report = await stream.run()
         call = koe.app.state.calls.get("pw-agent")
     assert report.violations == []
-    assert report.outbound_audio_bytes > rate  # more than half a second of reply
+    assert report.outbound_audio_bytes > 0
     assert call is not None
     assert "response.started" in [event["type"] for event in call.recent]
+    # What the reply says is the model's; that koe sent it spoken is koe's (from its start: the caller hangs up half
+    # a second after the audio pauses, which at three times real time can be before the reply's end).
+    said = " ".join(e["text"] for e in call.recent if e["type"] == "response.text")
+    assert_spoken(engines, bytes(outbound), said, rate, partial=True)
 
 
 @pytest.fixture
