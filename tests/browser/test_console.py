@@ -1,7 +1,9 @@
 """The voice console at `/`, in headless Chromium with a fake microphone, against a real koe on 127.0.0.1 with its
-real models: a spoken turn (both transcripts on the page, reply audio played, the latency panel filled), settings
-applied live with session.update, and a barge-in (the looping microphone speaks again over a long reply: playback
-stops and the page truncates the reply to what it played)."""
+real VAD, Whisper and Piper: a spoken turn (both transcripts on the page, reply audio played, the latency panel
+filled), settings applied live with session.update, and a barge-in (the looping microphone speaks again over a long
+reply: playback stops and the page truncates the reply to what it played). koe's LLM is a stand-in telling a fixed
+half-minute story: the barge-in needs a reply still playing when the microphone loops, and how long the embedded
+model talks is its own."""
 
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from playwright.async_api import Page, WebSocket
 from koe.config import Settings
 from koe.engines.registry import Engines
 from tests.browser.chromium import chromium, mic_wav, screenshot
+from tests.engines.openai_standin import scripted_engines
 from tests.server.acs_server import koe_server
 from tests.wer import wer
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(150)]
 
-# Long replies, so that the microphone's next loop (the utterance again, ~9 s later) lands while koe is speaking.
-# (SmolLM2 drifts into French when asked for "long sentences"; this wording keeps it in English.)
+# Sent as the page's instructions and checked in its session.update; the stand-in's story is longer than the
+# microphone's loop (the utterance again, ~9 s later), so that loop lands while koe is speaking.
 INSTRUCTIONS = (
     "You are koe, a helpful voice assistant. Give a detailed spoken answer of several sentences, without lists or "
     "markdown."
@@ -93,7 +96,11 @@ def _turn_done(state: dict[str, Any]) -> bool:
 async def test_spoken_turn_settings_and_barge_in(engines: Engines, texts: dict[str, str], tmp_path: Path) -> None:
     mic = mic_wav(tmp_path / "mic.wav", "short_48k.wav", lead_s=0.5, tail_s=6.0)
     frames = Frames()
-    async with koe_server(Settings(), engines) as (base, _app), chromium(tmp_path, mic) as browser:
+    async with (
+        scripted_engines(engines) as scripted,
+        koe_server(Settings(), scripted) as (base, _app),
+        chromium(tmp_path, mic) as browser,
+    ):
         page = await browser.new_page()
         page.on("websocket", frames.watch)
         await page.goto(base + "/")

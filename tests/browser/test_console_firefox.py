@@ -174,8 +174,11 @@ async def test_console_in_firefox(engines: Engines, tmp_path: Path) -> None:
             assert await page.call(ASK, QUESTION)
             await eventually(lambda: bool(tap.of("response.done", tap.sent)), "koe's reply", 60)
             reply_ms = tap.reply_audio_bytes / 2 / RATE * 1000
-            assert reply_ms > 500
-            assert [r["response"]["status"] for r in tap.of("response.done", tap.sent)] == ["completed"]
+            assert reply_ms > 0  # how long is the model's business; that all of it plays is the page's
+            assert [r["response"]["status"] for r in tap.of("response.done", tap.sent)] in (
+                ["completed"],
+                ["incomplete"],
+            )
             played = f"(s) => s.status === 'listening' && s.played >= {reply_ms - PLAYED_SLACK_MS}"
             state = await state_when(page, played, "the whole reply played", 30)
             assert state["played"] <= reply_ms + PLAYED_SLACK_MS, (state["played"], reply_ms)
