@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 
-_NUMBERS = {"4": "four", "7": "seven", "9": "nine", "1": "one", "2": "two", "3": "three", "5": "five"}
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty"
+).split()
+_NUMBERS = {str(value): word for value, word in enumerate(_NUMBER_WORDS)}
+"""Whisper writes small numbers as digits or as words, as it likes ("at 11" for "at eleven"): both count the same."""
 
 
 def normalize(text: str) -> list[str]:
