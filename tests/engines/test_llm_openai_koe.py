@@ -5,7 +5,6 @@ own: the tests check the stream's shape and counts, and of a forced call the too
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -24,17 +23,11 @@ from koe.engines.base import (
 )
 from koe.engines.llm_openai import OpenAICompatibleLLM
 from koe.engines.registry import Engines
+from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.server.acs_server import koe_server
 from tests.server.openai_support import API_KEY, api_settings
 
-WEATHER = ToolSpec(
-    "get_weather",
-    "Current weather for a city",
-    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]},
-)
-"""`required` and `maxLength` go into the grammar that forces the call: a city there is, and the call fits
-CALL_TOKENS whatever the model writes in it."""
-CALL_TOKENS = 256
+WEATHER = ToolSpec("get_weather", "Current weather for a city", WEATHER_PARAMETERS)
 QUESTION = (ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "What is the weather in Oslo?"))
 
 
@@ -70,8 +63,7 @@ async def test_a_forced_tool_call_comes_back_whole(base_url: str) -> None:
     calls = [event for event in events if isinstance(event, ToolCall)]
     assert len(calls) == 1
     assert calls[0].name == "get_weather" and calls[0].call_id
-    arguments = json.loads(calls[0].arguments)  # what the model chose is its own; its shape is koe's grammar
-    assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
+    assert_city_arguments(calls[0].arguments)
     assert isinstance(events[-1], Finished) and events[-1].reason == "tool_calls"
 
 

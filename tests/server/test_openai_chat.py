@@ -6,7 +6,6 @@ tests check the answer's shape, counts and limits, and of a forced call the tool
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from openai.types.chat import ChatCompletion
 from koe.engines.base import Finished, LLMEvent, ToolCall
 from koe.engines.registry import Engines
 from koe.server.openai_chat import _complete
+from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.server.acs_server import koe_server
 from tests.server.openai_support import API_KEY, api_settings, client
 
@@ -26,15 +26,9 @@ WEATHER: Any = {
     "function": {
         "name": "get_weather",
         "description": "Current weather for a city",
-        # maxLength bounds the call koe's grammar forces, so CALL_TOKENS always holds all of it.
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 30}},
-            "required": ["city"],
-        },
+        "parameters": WEATHER_PARAMETERS,
     },
 }
-CALL_TOKENS = 256
 QUESTION: Any = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the weather like in Paris?"},
@@ -108,8 +102,7 @@ async def test_tool_choice_forces_the_named_call(base_url: str) -> None:
             finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
         assert finish == "tool_calls"
         assert fragments[0]["name"] == "get_weather" and fragments[0]["id"]
-        arguments = json.loads(fragments[0]["arguments"])  # the city is the model's choice; the shape is koe's
-        assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
+        assert_city_arguments(fragments[0]["arguments"])
         call = {"id": fragments[0]["id"], "type": "function"}
         call["function"] = {"name": fragments[0]["name"], "arguments": fragments[0]["arguments"]}
 

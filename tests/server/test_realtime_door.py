@@ -22,6 +22,7 @@ from koe.engines.registry import Engines
 from koe.protocols.realtime import Dialect
 from tests.conftest import load_wav
 from tests.engines.openai_standin import STORY, scripted_engines
+from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.protocols.realtime.conftest import check_event
 from tests.server.acs_server import koe_server
 from tests.server.realtime_support import API_KEY, realtime_settings, speech_24k, stream_frames
@@ -31,7 +32,6 @@ MAX_FRAME_BYTES = 1024 * 1024
 AZURE_ONLY_EVENTS = {"warning"}
 """Voice Live events that no openai union has; the Voice Live SDK's typed models check them."""
 PATHS = {Dialect.GA: "/v1/realtime?model=gpt-realtime", Dialect.AZURE: "/voice-live/realtime?model=gpt-4o"}
-CALL_TOKENS = 256
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +201,7 @@ async def test_function_calling_sequence(base_url: str) -> None:
         "type": "function",
         "name": "get_weather",
         "description": "Current weather for a city",
-        # maxLength bounds the call koe's grammar forces, so CALL_TOKENS always holds all of it.
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 30}},
-            "required": ["city"],
-        },
+        "parameters": WEATHER_PARAMETERS,
     }
     await client.send("session.update", session={"type": "realtime", "tools": [tool], "tool_choice": "required"})
     await client.until("session.updated")
@@ -218,8 +213,7 @@ async def test_function_calling_sequence(base_url: str) -> None:
     args = await client.until("response.function_call_arguments.done")
     # tool_choice makes the call and names the tool; the city in it is the model's choice, its shape the schema's.
     assert args["name"] == "get_weather"
-    arguments = json.loads(args["arguments"])
-    assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
+    assert_city_arguments(args["arguments"])
     done = await client.until("response.done")
     assert done["response"]["status"] == "completed"
     [call] = done["response"]["output"]

@@ -7,7 +7,6 @@ speaks, koe's LLM is a stand-in telling a fixed story (`scripted_engines`), what
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -24,6 +23,7 @@ from koe.voice.conversation import Item, Part
 from koe.voice.session import Session
 from tests.conftest import load_wav
 from tests.engines.openai_standin import STORY, pieces, scripted_engines
+from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.wer import wer
 
 FRAME = 320  # 20 ms at 16 kHz
@@ -267,13 +267,8 @@ async def test_replacing_an_active_response_cancels_it_first(engines: Engines) -
 
 
 async def test_required_tool_call_and_its_output(engines: Engines) -> None:
-    # maxLength bounds the call koe's grammar forces: 256 tokens always hold all of it, whatever the model writes.
-    weather = ToolSpec(
-        "get_weather",
-        "Current weather for a city",
-        {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]},
-    )
-    config = SessionConfig(turn_detection=None, tools=(weather,), tool_choice="required", max_output_tokens=256)
+    weather = ToolSpec("get_weather", "Current weather for a city", WEATHER_PARAMETERS)
+    config = SessionConfig(turn_detection=None, tools=(weather,), tool_choice="required", max_output_tokens=CALL_TOKENS)
     session = Session(engines, config, default_instructions=INSTRUCTIONS)
     recorder = Recorder(session)
     session.create_item(Item("item_w", "message", "user", (Part("input_text", text="Weather in Tokyo?"),)))
@@ -281,8 +276,7 @@ async def test_required_tool_call_and_its_output(engines: Engines) -> None:
     done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
     [call] = recorder.of(ev.FunctionCallArgumentsDone)
     assert isinstance(call, ev.FunctionCallArgumentsDone) and call.name == "get_weather"
-    arguments = json.loads(call.arguments)  # the city is the model's choice; the shape is the schema's
-    assert set(arguments) == {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 30
+    assert_city_arguments(call.arguments)
     assert isinstance(done, ev.ResponseDone) and done.status == "completed"
     assert [(i.type, i.call_id, i.name, i.arguments) for i in done.output] == [
         ("function_call", call.call_id, "get_weather", call.arguments)
