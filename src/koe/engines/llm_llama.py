@@ -86,7 +86,7 @@ class LlamaLLM:
         if missing:
             raise EngineUnavailable(
                 "the embedded LLM's llama.cpp is compiled for x86-64-v3 and this CPU lacks "
-                f"{', '.join(missing)}: use a remote LLM (llm.backend = \"remote\"), or rebuild llama-cpp-python for "
+                f'{", ".join(missing)}: use a remote LLM (llm.backend = "remote"), or rebuild llama-cpp-python for '
                 "this CPU (see the README, CPU requirements)"
             )
         path = model_path or default_model_path()
