@@ -59,6 +59,17 @@ def test_malformed_calls_come_back_as_text() -> None:
     assert _text(_feed(nameless, 100)) == nameless
 
 
+@pytest.mark.parametrize("size", [1, 4, 1000])
+def test_a_closing_tag_inside_a_string_argument_does_not_end_the_call(size: int) -> None:
+    # A grammar-forced call may put anything in a string, the tag included (SmolLM2 once wrote this city).
+    city = f'/>Oslo{CLOSE_TAG} \\"{CLOSE_TAG}'
+    text = OPEN_TAG + json.dumps({"name": "get_weather", "arguments": {"city": city}}) + CLOSE_TAG + " ok"
+    events = _feed(text, size)
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert len(calls) == 1 and json.loads(calls[0].arguments) == {"city": city}
+    assert _text(events) == " ok"
+
+
 def test_unterminated_call_is_parsed_at_the_end_when_complete() -> None:
     events = _feed(f'{OPEN_TAG}{{"name": "get_weather", "arguments": {{"city": "Oslo"}}}}', 7)
     assert [e.name for e in events if isinstance(e, ToolCall)] == ["get_weather"]

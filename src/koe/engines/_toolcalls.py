@@ -87,7 +87,7 @@ class ToolCallParser:
         out: list[TextDelta | ToolCall] = []
         while True:
             if self._in_call:
-                end = self._buffer.find(CLOSE_TAG)
+                end = _closing_tag(self._buffer)
                 if end < 0:
                     return out
                 body = self._buffer[:end]
@@ -133,6 +133,27 @@ class ToolCallParser:
             name=data["name"],
             arguments=arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False),
         )
+
+
+def _closing_tag(body: str) -> int:
+    """Where the closing tag of a call starts in `body`, or -1. A closing tag inside a JSON string is part of the
+    string (a grammar-forced argument may contain it), not the end of the call."""
+    end = body.find(CLOSE_TAG)
+    while end >= 0 and _inside_json_string(body[:end]):
+        end = body.find(CLOSE_TAG, end + 1)
+    return end
+
+
+def _inside_json_string(text: str) -> bool:
+    inside = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = inside
+        elif char == '"':
+            inside = not inside
+    return inside
 
 
 def _partial_tag_suffix(text: str) -> int:
