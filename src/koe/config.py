@@ -100,7 +100,7 @@ class RealtimeSettings(BaseModel):
 
 
 class APISettings(BaseModel):
-    """The OpenAI-compatible REST API on the embedded engines (`koe.server.openai_api`)."""
+    """The OpenAI-compatible REST API on the embedded engines (`koe.server.openai.api`)."""
 
     enabled: bool = True
     # Largest audio file /v1/audio/transcriptions accepts (OpenAI's own limit is 25 MB).
@@ -114,7 +114,7 @@ class AudioSettings(BaseModel):
 
 
 class SoraSettings(BaseModel):
-    """The Sora audio streaming door: its own HTTP/2 listener, Suzu-compatible (see `koe.server.sora`)."""
+    """The Sora audio streaming door: its own HTTP/2 listener, Suzu-compatible (see `koe.server.sora.gateway`)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -184,11 +184,11 @@ class ACSRoute(BaseModel):
 
 
 class ACSSettings(BaseModel):
-    """The ACS door (`koe.server.acs`): media streaming WebSocket, Call Automation webhooks, modes."""
+    """The ACS door (`koe.server.acs.door`): media streaming WebSocket, Call Automation webhooks, modes."""
 
     enabled: bool = True
     media_path: str = "/acs/media"
-    # A dedicated listener for the media WebSocket (picows, `koe.server.acs_listener`), serving the same paths as
+    # A dedicated listener for the media WebSocket (picows, `koe.server.acs.listener`), serving the same paths as
     # the main port: `koe bench acs` measured 57-87 µs of CPU per frame there against 190 µs under Hypercorn.
     # None or 0: off, the default, because turning it on is a deployment change: ACS reaches koe through a TLS
     # proxy, which must route the media URL (acs.transport_url) to this port, and a fixed default port could
@@ -208,7 +208,7 @@ class ACSSettings(BaseModel):
     silent_frames: Literal["feed", "drop"] = "feed"
     require_metadata_first: bool = True
     jwt: ACSJWTSettings = Field(default_factory=lambda: ACSJWTSettings())
-    # POST each selected result event (see koe.server.calls) to this URL.
+    # POST each selected result event (see koe.server.calls.registry) to this URL.
     webhook_url: str | None = None
     webhook_events: list[str] = Field(default_factory=lambda: ["transcript.completed"])
     bridge: ACSBridgeSettings = Field(default_factory=lambda: ACSBridgeSettings())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from koe.bench.latency import bench_latency
 from koe.config import load_settings
 from koe.engines.registry import Engines
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 
 async def test_latency_bench_reports_every_turn_its_parts_and_a_barge_in(engines: Engines) -> None:

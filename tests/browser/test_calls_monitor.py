@@ -20,7 +20,7 @@ from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speak
 from koe.sim.acs.participants import acs_raw_id, phone_raw_id
 from tests.browser.chromium import chromium, screenshot
 from tests.conftest import load_wav
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 from tests.wer import wer
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(120)]

@@ -11,10 +11,10 @@ import pytest
 
 from koe.config import load_settings
 from koe.engines.registry import Engines
-from koe.server.calls import CallRegistry
-from koe.server.calls_api import SSE_KEEPALIVE_S
+from koe.server.calls.api import SSE_KEEPALIVE_S
+from koe.server.calls.registry import CallRegistry
 from tests.browser.firefox import firefox
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 pytestmark = pytest.mark.timeout(120)
 

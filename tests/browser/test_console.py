@@ -21,7 +21,7 @@ from koe.config import Settings
 from koe.engines.registry import Engines
 from tests.browser.chromium import chromium, mic_wav, screenshot
 from tests.engines.openai_standin import scripted_engines
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 from tests.wer import wer
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(150)]

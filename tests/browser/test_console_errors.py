@@ -13,7 +13,7 @@ from playwright.async_api import Page
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from tests.browser.chromium import chromium
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 KEY = "console-test-key"
 

@@ -11,7 +11,7 @@ import pytest
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from tests.browser.firefox import firefox
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,7 +24,7 @@ from koe.config import Settings
 from koe.engines.registry import Engines
 from koe.server.app import create_app
 from tests.browser.firefox import Page, firefox, screenshot
-from tests.server.acs_server import serve_app
+from tests.server.acs.support import serve_app
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -24,8 +24,8 @@ from koe.engines.base import (
 from koe.engines.llm_openai import OpenAICompatibleLLM
 from koe.engines.registry import Engines
 from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
-from tests.server.acs_server import koe_server
-from tests.server.openai_support import API_KEY, api_settings
+from tests.server.acs.support import koe_server
+from tests.server.openai.support import API_KEY, api_settings
 
 WEATHER = ToolSpec("get_weather", "Current weather for a city", WEATHER_PARAMETERS)
 QUESTION = (ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "What is the weather in Oslo?"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from koe.server.inprocess import free_port
+from koe.net.inprocess import free_port
 
 START_TIMEOUT_S = 120.0
 

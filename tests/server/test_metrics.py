@@ -24,10 +24,10 @@ from koe.log import JsonFormatter
 from koe.protocols.sora import SoraRequest
 from koe.sim.sora.source import opus_packets
 from tests.conftest import AUDIO
-from tests.server.acs_server import koe_server
-from tests.server.openai_support import API_KEY, api_settings
-from tests.server.realtime_support import FRAME_BYTES, speech_24k
-from tests.server.sora_helpers import connect, post, running_gateway
+from tests.server.acs.support import koe_server
+from tests.server.openai.support import API_KEY, api_settings
+from tests.server.realtime.support import FRAME_BYTES, speech_24k
+from tests.server.sora.support import connect, post, running_gateway
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -11,7 +11,7 @@ import pytest
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from koe.server.pages import STATIC
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 KEY = "pages-test-key"
 

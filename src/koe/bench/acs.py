@@ -6,7 +6,7 @@ The server runs in a child process (`python -m koe.bench.acs serve …`) so the 
   (`koe.bench._wsload`) on the other. N streams at 50 frames/s each; added latency is frame sent → its echo
   received. N rises while p99 ≤ 10 ms and nothing is lost. Measured for each WebSocket stack (the main port's
   Hypercorn/wsproto, uvicorn with websockets, uvicorn with wsproto, and koe's own ACS media listener on picows,
-  `koe.server.acs_listener`), with the server's CPU seconds per frame, a cProfile of the server at one load, and
+  `koe.server.acs.listener`), with the server's CPU seconds per frame, a cProfile of the server at one load, and
   per-frame costs of the JSON libraries.
 - **transcribe**: N real-time calls (the fixture sentences, each followed by as much silence, so speech about half
   the time) in transcribe mode, on both cores, with partial results (the default) and with finals only. Latency is
@@ -76,7 +76,7 @@ def serve(stack: str, port: int, mode: str, cpu: int | None, profile: str | None
         if profiler is not None:
             profiler.enable()
         if stack == "picows":  # the production listener `koe serve` starts on acs.media_port
-            from koe.server.acs_listener import AcsMediaListener
+            from koe.server.acs.listener import AcsMediaListener
 
             listener = await AcsMediaListener.start(app.state.acs, "127.0.0.1", port)
             await stop.wait()

@@ -211,8 +211,8 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
 @contextlib.asynccontextmanager
 async def _local_server(settings: Settings, say: Progress) -> AsyncIterator[str]:
     from koe.engines.registry import load_engines
+    from koe.net.inprocess import serving
     from koe.server.app import create_app
-    from koe.server.inprocess import serving
 
     engines = load_engines(settings, progress=say)
     async with serving(create_app(settings, engines), quiet=True) as port:

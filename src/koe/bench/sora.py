@@ -35,8 +35,8 @@ from koe.audio.files import read_audio
 from koe.audio.opus import OPUS_RATE, OpusEncoder
 from koe.bench._h2load import run_load
 from koe.config import Settings
+from koe.net.inprocess import free_port
 from koe.protocols.sora import SoraRequest, frame_packet, request_headers
-from koe.server.inprocess import free_port
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream
 from koe.sim.sora.source import opus_packets
 
@@ -299,7 +299,7 @@ def _serve_gateway(service: str, port: int) -> None:
 
     from koe.config import SoraSettings
     from koe.engines.registry import load_engines
-    from koe.server.sora import SoraGateway
+    from koe.server.sora.gateway import SoraGateway
 
     final_only = service == "koe-final"  # Suzu's example config: final_result_only = true
     service = "koe" if final_only else service

@@ -31,18 +31,18 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         }
         return JSONResponse(body)
 
-    from koe.server.acs import AcsDoor, acs_routes
-    from koe.server.calls import CallRegistry
-    from koe.server.calls_api import calls_routes
+    from koe.server.acs.door import AcsDoor, acs_routes
+    from koe.server.calls.api import calls_routes
+    from koe.server.calls.registry import CallRegistry
 
     calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
     # One ACS door for the main port and, when `acs.media_port` is set, its own listener (`koe serve` starts it).
     acs = AcsDoor(settings, engines, calls) if settings.acs.enabled else None
     from koe.server.metrics import metrics_routes
-    from koe.server.openai_api import openai_routes
-    from koe.server.openapi import openapi_routes
+    from koe.server.openai.api import openai_routes
+    from koe.server.openapi.document import openapi_routes
     from koe.server.pages import page_routes
-    from koe.server.realtime import realtime_routes
+    from koe.server.realtime.door import realtime_routes
 
     door_routes = [
         *calls_routes(calls, settings),

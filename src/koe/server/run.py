@@ -19,8 +19,8 @@ from koe.engines.registry import load_engines
 from koe.log import setup_logging
 
 if TYPE_CHECKING:
-    from koe.server.acs import AcsDoor
-    from koe.server.acs_listener import AcsMediaListener
+    from koe.server.acs.door import AcsDoor
+    from koe.server.acs.listener import AcsMediaListener
 
 log = logging.getLogger("koe.server")
 
@@ -88,10 +88,10 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
 
 
 async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None]) -> Any:
-    """The Sora door listens on its own HTTP/2 port (see `koe.server.sora` for why)."""
+    """The Sora door listens on its own HTTP/2 port (see `koe.server.sora.gateway` for why)."""
     if not settings.sora.enabled:
         return None
-    from koe.server.sora import SoraGateway
+    from koe.server.sora.gateway import SoraGateway
 
     gateway = SoraGateway(settings.sora, engines, calls)
     await gateway.start()
@@ -105,11 +105,11 @@ async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Ca
 async def start_acs_media(
     settings: Settings, door: AcsDoor | None, progress: Callable[[str], None]
 ) -> AcsMediaListener | None:
-    """The ACS media door's own listener (picows) on `acs.media_port`, when set; see `koe.server.acs_listener`."""
+    """The ACS media door's own listener (picows) on `acs.media_port`, when set; see `koe.server.acs.listener`."""
     acs = settings.acs
     if door is None or not acs.media_port:
         return None
-    from koe.server.acs_listener import AcsMediaListener
+    from koe.server.acs.listener import AcsMediaListener
 
     host = acs.media_host or settings.server.host
     listener = await AcsMediaListener.start(door, host, acs.media_port)

@@ -19,7 +19,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speaker
 from koe.sim.acs.participants import phone_raw_id
-from tests.server.acs_server import acs_settings, koe_server
+from tests.server.acs.support import acs_settings, koe_server
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from koe.config import load_settings
-from koe.server.inprocess import free_port
+from koe.net.inprocess import free_port
 from tests.conftest import AUDIO
-from tests.server.acs_server import koe_server
+from tests.server.acs.support import koe_server
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ import httpx
 from koe.sim.sora.api import api_app
 from koe.sim.sora.simulator import SimulatorOptions, SoraSimulator
 from tests.conftest import AUDIO
-from tests.server.sora_helpers import running_gateway
+from tests.server.sora.support import running_gateway
 
 SORA_TARGET = "Sora_20250101."
 

@@ -23,7 +23,7 @@ from koe.sim.sora.channel import ChannelSettings
 from koe.sim.sora.gateway_client import TLSOptions
 from koe.sim.sora.simulator import SimulatorOptions, SoraSimulator
 from tests.conftest import AUDIO
-from tests.server.sora_helpers import make_pki, running_gateway
+from tests.server.sora.support import make_pki, running_gateway
 from tests.wer import wer
 
 SOURCES = {"utterance": "utterance_48k.wav", "short": "short_16k.wav", "reply": "reply_48k_opus.ogg"}

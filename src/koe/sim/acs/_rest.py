@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from koe.server.inprocess import InProcessServer, start_app
+from koe.net.inprocess import InProcessServer, start_app
 from koe.sim.acs import cloudevents as ce
 from koe.sim.acs.tls import TlsFiles
 

@@ -138,7 +138,7 @@ async def _serve_jwks(port: int, audience: str) -> tuple[Any, str]:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from koe.server.inprocess import start_app
+    from koe.net.inprocess import start_app
     from koe.sim.acs.tokens import SigningKey
 
     key = SigningKey()

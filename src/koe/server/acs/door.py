@@ -1,0 +1,276 @@
+"""The ACS door: koe as the WebSocket server that Azure Communication Services streams call audio to.
+
+`AcsDoor(settings, engines, registry)` is the door; `acs_routes(door)` gives the routes to mount on the main port:
+the media WebSocket at `acs.media_path` (and below it, so transport URLs can carry per-call path segments and query
+parameters), every extra route in `acs.routes`, and the Call Automation webhooks (`koe.server.acs.callautomation`).
+The same door also serves its own port when `acs.media_port` is set (`koe.server.acs.listener`, on picows).
+
+Each connection: `match(path)` picks the route's mode, `refusal(socket)` checks the JWT (when configured) or koe's
+own access rule before the upgrade (a 401/403 JSON denial), then `serve(socket, mode, call_path)` runs the call on
+an accepted `koe.server.acs.socket.MediaSocket`: every frame goes through `koe.protocols.acs.InboundStream`.
+Malformed frames are logged, counted and skipped; protocol violations close the socket with a code and reason.
+Audio goes to the call's mode pipeline (`koe.server.acs.modes.base`): transcribe, agent, bridge or echo. Results are
+published to the call registry (`koe.server.calls.registry`) and, when configured, a webhook. Outbound frames go through
+one `OutboundWriter` per connection, so sends are serialized and `StopAudio` overtakes audio not yet sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from koe.config import ACSMode, Settings
+from koe.engines.registry import Engines
+from koe.log import bind
+from koe.protocols.acs import (
+    CLOSE_INTERNAL_ERROR,
+    AudioData,
+    AudioMetadata,
+    DtmfData,
+    InboundStream,
+    MalformedFrame,
+    ProtocolViolation,
+)
+from koe.server.acs.jwt import AcsTokenValidator, TokenRejected
+from koe.server.acs.modes import MODES
+from koe.server.acs.modes.base import ModeContext, ModeUnavailable, Pipeline
+from koe.server.acs.socket import MediaSocket, StarletteMediaSocket
+from koe.server.acs.writer import OutboundWriter
+from koe.server.calls.api import credentials_allowed
+from koe.server.calls.registry import CallRegistry
+from koe.server.calls.webhooks import WebhookSender
+from koe.server.metrics import METRICS
+
+log = logging.getLogger("koe.server.acs.door")
+
+LOG_EVERY_MALFORMED = 100
+"""After the first few, log one malformed frame in this many, so a broken sender cannot flood the log."""
+_FIRST_MALFORMED_LOGGED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a media connection is refused before the upgrade: an HTTP status (401 or 403) and a reason."""
+
+    status: int
+    reason: str
+
+    def body(self) -> bytes:
+        code = "unauthorized" if self.status == 401 else "forbidden"
+        return orjson.dumps({"error": {"code": code, "message": self.reason}})
+
+
+class AcsDoor:
+    """Shared state of the door: settings, engines, the registry, the token validator and the webhook."""
+
+    def __init__(self, settings: Settings, engines: Engines, registry: CallRegistry) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.registry = registry
+        self.validator = AcsTokenValidator(settings.acs.jwt) if settings.acs.jwt.enabled else None
+        url = settings.acs.webhook_url
+        self.webhook = WebhookSender(url, settings.acs.webhook_events) if url else None
+        self.connections: dict[str, int] = {}
+        self.counters: dict[str, int] = {"connections": 0, "rejected": 0, "violations": 0, "malformed": 0}
+        media_routes = [(settings.acs.media_path, settings.acs.mode)]
+        media_routes += [(extra.path, extra.mode) for extra in settings.acs.routes]
+        self.media_routes: list[tuple[str, ACSMode]] = [(path.rstrip("/") or "/", mode) for path, mode in media_routes]
+        """(path, mode) in matching order; each path also takes any path below it."""
+
+    def publish(self, call_id: str, event: dict[str, Any]) -> None:
+        stamped = self.registry.publish(call_id, event)
+        if self.webhook is not None:
+            self.webhook.submit(stamped)
+
+    def routes(self) -> list[BaseRoute]:
+        """The media routes for the main port (Starlette), matching as `match()` does."""
+        routes: list[BaseRoute] = []
+        for base, mode in self.media_routes:
+            endpoint = self._endpoint(mode)
+            below = f"{base.rstrip('/')}/{{call_path:path}}"
+            routes += [WebSocketRoute(base, endpoint), WebSocketRoute(below, endpoint)]
+        return routes
+
+    def _endpoint(self, mode: ACSMode) -> Callable[[WebSocket], Awaitable[None]]:
+        async def endpoint(websocket: WebSocket) -> None:
+            await self._serve_asgi(websocket, mode)
+
+        return endpoint
+
+    def match(self, path: str) -> tuple[ACSMode, str] | None:
+        """The mode of the first media route that takes `path`, and the part of the path below it."""
+        for base, mode in self.media_routes:
+            if path == base:
+                return mode, ""
+            prefix = base.rstrip("/") + "/"
+            if path.startswith(prefix):
+                return mode, path[len(prefix) :]
+        return None
+
+    async def _serve_asgi(self, websocket: WebSocket, mode: ACSMode) -> None:
+        socket = StarletteMediaSocket(websocket)
+        refused = await self.refusal(socket)
+        if refused is not None:
+            response = Response(refused.body(), status_code=refused.status, media_type="application/json")
+            await websocket.send_denial_response(response)
+            return
+        await websocket.accept()
+        await self.serve(socket, mode, websocket.path_params.get("call_path", ""))
+
+    async def serve(self, socket: MediaSocket, mode: ACSMode, call_path: str = "") -> None:
+        """Run one call on an admitted, upgraded socket until it ends."""
+        acs = self.settings.acs
+        query_mode = socket.query.get("mode")
+        if acs.allow_mode_override and query_mode in MODES:
+            mode = query_mode  # type: ignore[assignment]  # checked against MODES just above
+        headers = socket.headers
+        call_id = headers.get("x-ms-call-connection-id") or call_path.strip("/").split("/")[0] or str(uuid.uuid4())
+        correlation_id = headers.get("x-ms-call-correlation-id", "")
+        with bind(call_id=call_id):
+            self.counters["connections"] += 1
+            self.connections[call_id] = self.connections.get(call_id, 0) + 1
+            self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
+            try:
+                await _Connection(self, socket, call_id, mode).run()
+            finally:
+                self.connections[call_id] -= 1
+                if not self.connections[call_id]:
+                    del self.connections[call_id]
+                    call = self.registry.get(call_id)
+                    # A call answered through Call Automation outlives its media: CallDisconnected ends it.
+                    if call is not None and not call.info.get("managed"):
+                        self.registry.end(call_id, "media stream closed")
+
+    async def refusal(self, socket: MediaSocket) -> Refusal | None:
+        """JWT (when configured) or koe's own access rule, checked before the upgrade; None admits."""
+        if self.validator is not None:
+            try:
+                await self.validator.validate(socket.headers)
+                return None
+            except TokenRejected as exc:
+                return self._refused(exc.status, exc.reason)
+        key = socket.query.get("api-key") or socket.query.get("api_key")
+        keys = [k.get_secret_value() for k in self.settings.server.api_keys]
+        if key and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+            return None
+        if credentials_allowed(socket.headers, socket.client_host, self.settings):
+            return None
+        return self._refused(401, "present a valid ACS token or an API key")
+
+    def _refused(self, status: int, reason: str) -> Refusal:
+        self.counters["rejected"] += 1
+        log.warning("refused an ACS media connection: %s", reason)
+        return Refusal(status, reason)
+
+
+class _Connection:
+    def __init__(self, door: AcsDoor, socket: MediaSocket, call_id: str, mode: ACSMode) -> None:
+        self.door = door
+        self.socket = socket
+        self.call_id = call_id
+        self.mode = mode
+        self.stream = InboundStream(require_metadata_first=door.settings.acs.require_metadata_first)
+        self.writer: OutboundWriter | None = None
+        self.pipeline: Pipeline | None = None
+        self.drop_silent = door.settings.acs.silent_frames == "drop"
+
+    async def run(self) -> None:
+        close: tuple[int, str] | None = None
+        try:
+            close = await self._receive_loop()
+        except Exception:
+            log.exception("ACS media connection failed")
+            close = (CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            hung_up = close is None
+            if self.pipeline is not None:
+                with contextlib.suppress(Exception):
+                    await self.pipeline.finish(hung_up=hung_up)
+            if self.writer is not None:
+                await self.writer.close()
+            self.door.registry.update(self.call_id, "stopped", stream=self.stream.stats.as_dict())
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await self.socket.close(*close)
+
+    async def _receive_loop(self) -> tuple[int, str] | None:
+        """Returns the close to send, or None when the peer went away."""
+        receive = self.socket.receive
+        while True:
+            frame = await receive()
+            if frame is None:
+                return None
+            try:
+                event = self.stream.receive(frame)
+            except MalformedFrame as exc:
+                self._malformed(exc)
+                continue
+            except ProtocolViolation as exc:
+                self.door.counters["violations"] += 1
+                log.warning("closing ACS media connection: %s", exc.reason)
+                self.door.publish(self.call_id, {"type": "error", "code": "protocol_violation", "message": exc.reason})
+                return exc.close_code, exc.reason
+            if isinstance(event, AudioData):
+                if self.pipeline is not None and not (event.silent and self.drop_silent):
+                    self.pipeline.audio(event)
+            elif isinstance(event, AudioMetadata):
+                try:
+                    await self._start(event)
+                except ModeUnavailable as exc:
+                    log.error("cannot serve the call in %s mode: %s", self.mode, exc)
+                    self.door.publish(self.call_id, {"type": "error", "code": "mode_unavailable", "message": str(exc)})
+                    return CLOSE_INTERNAL_ERROR, f"{self.mode} mode unavailable"
+            elif isinstance(event, DtmfData):
+                who = event.participant_raw_id
+                self.door.publish(self.call_id, {"type": "dtmf", "participant": who, "tone": event.data})
+                if self.pipeline is not None:
+                    self.pipeline.dtmf(event)
+
+    async def _start(self, metadata: AudioMetadata) -> None:
+        if self.pipeline is not None:
+            return  # a repeated AudioMetadata with the same format changes nothing
+        self.writer = OutboundWriter(self.socket, metadata.sample_rate)
+        self.writer.start()
+        context = ModeContext(
+            settings=self.door.settings,
+            engines=self.door.engines,
+            call_id=self.call_id,
+            rate=metadata.sample_rate,
+            writer=self.writer,
+            publish=lambda event: self.door.publish(self.call_id, event),
+        )
+        self.pipeline = MODES[self.mode](context)
+        await self.pipeline.start()
+        self.door.registry.update(
+            self.call_id,
+            "streaming",
+            sample_rate=metadata.sample_rate,
+            subscription_id=metadata.subscription_id,
+            mode=self.mode,
+        )
+
+    def _malformed(self, exc: MalformedFrame) -> None:
+        self.door.counters["malformed"] += 1
+        METRICS.drop("acs", "malformed")
+        count = self.stream.stats.malformed
+        if count <= _FIRST_MALFORMED_LOGGED or count % LOG_EVERY_MALFORMED == 0:
+            log.warning("skipped a malformed ACS frame (%d so far): %s", count, exc)
+
+
+def acs_routes(door: AcsDoor | None) -> list[BaseRoute]:
+    """Every route of the ACS door on the main port, or none without a door (`acs.enabled` false)."""
+    if door is None:
+        return []
+    from koe.server.acs.callautomation import callautomation_routes
+
+    return door.routes() + callautomation_routes(door.settings, door.registry)

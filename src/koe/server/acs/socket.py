@@ -1,0 +1,83 @@
+"""What the ACS door needs of one media WebSocket, so one door serves both the main port and its own listener.
+
+`MediaSocket` is the whole contract: the upgrade request's path, query parameters, headers and client host, then
+`receive()` (a text or binary frame, or None once the peer is gone), `send_text()`, `send_now()` (a send that
+cannot wait, for the writer's fast path; False when it would have to) and `close(code, reason)`.
+`StarletteMediaSocket` adapts a Starlette `WebSocket` (the door on the main port, under Hypercorn); the picows one
+lives with its listener (`koe.server.acs.listener`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+
+class MediaSocket(Protocol):
+    @property
+    def path(self) -> str:
+        """The request path, percent-decoded, without the query."""
+        ...
+
+    @property
+    def query(self) -> Mapping[str, str]: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive; the first value of a repeated header."""
+        ...
+
+    @property
+    def client_host(self) -> str: ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame (text or binary), or None when the peer has gone."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame, waiting while the socket is backed up. Raises once the socket is gone."""
+        ...
+
+    def send_now(self, text: str) -> bool:
+        """Send one text frame at once if that needs no waiting; False (nothing sent) otherwise."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with a code and reason, if the socket is still open."""
+        ...
+
+
+class StarletteMediaSocket:
+    """The door on the main port: a Starlette WebSocket (Hypercorn underneath). Every send is awaited."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.path = websocket.url.path
+        self.query: Mapping[str, str] = websocket.query_params
+        self.headers: Mapping[str, str] = websocket.headers
+        self.client_host = websocket.client.host if websocket.client else ""
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            message = await self.websocket.receive()
+        except WebSocketDisconnect:
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text: str | None = message.get("text")
+        if text is not None:
+            return text
+        data: bytes = message.get("bytes") or b""
+        return data
+
+    async def send_text(self, text: str) -> None:
+        await self.websocket.send_text(text)
+
+    def send_now(self, text: str) -> bool:
+        return False  # ASGI sends are coroutines: the writer's task makes them
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            await self.websocket.close(code, reason)

@@ -1,0 +1,103 @@
+"""Bridge mode against koe's own Realtime door (GA and Voice Live dialects), as in the ACS + Realtime quickstart:
+the call's audio goes to the Realtime endpoint, its spoken reply comes back as outbound AudioData at the stream's
+rate, and the endpoint's speech_started becomes StopAudio. The endpoint's LLM is a stand-in with fixed words (what
+the embedded model answers is its own, and no part of the bridge): a short answer whose audio must come back, and a
+long story for the caller to interrupt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from koe.audio.resample import resample
+from koe.config import load_settings
+from koe.engines.registry import Engines
+from koe.net.inprocess import free_port
+from koe.server.app import create_app
+from koe.sim.acs.media import MediaOptions, MediaStream
+from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
+from tests.conftest import load_wav
+from tests.engines.openai_standin import REPLY_WORDS, scripted_engines
+from tests.server.acs.support import record_outbound, serve_app
+from tests.server.realtime.support import assert_spoken
+from tests.wer import wer
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(120)]
+
+
+def _voice(name: str, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return load_wav(f"{name}_16k.wav")[0]
+    pcm, source = load_wav(f"{name}_48k.wav")
+    return resample(pcm, source, rate)
+
+
+def _app(engines: Engines, port: int, path: str, dialect: str) -> object:
+    bridge = {"url": f"ws://127.0.0.1:{port}{path}", "dialect": dialect, "instructions": "Answer in one sentence."}
+    settings = load_settings(overrides={"acs": {"mode": "bridge", "bridge": bridge}})
+    return create_app(settings, engines)
+
+
+@pytest.mark.parametrize(
+    ("rate", "mixed", "path", "dialect"),
+    [(16000, True, "/v1/realtime", "openai"), (24000, False, "/voice-live/realtime", "voicelive")],
+)
+async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
+    engines: Engines, texts: dict[str, str], rate: int, mixed: bool, path: str, dialect: str
+) -> None:
+    quiet = np.zeros(rate // 2, dtype=np.int16)
+    people = [
+        Participant(phone_raw_id(1), _voice("short", rate)),
+        Participant(acs_raw_id(), quiet),
+        Participant(phone_raw_id(2), quiet),
+    ]
+    audio = CallAudio(people, rate, mixed=mixed, tail_ms=200)
+    port = free_port()
+    # The endpoint's LLM is a stand-in with a fixed answer: the bridge has to bring back that answer's audio, and
+    # what the embedded model would have said is no part of the bridge.
+    async with scripted_engines(engines, REPLY_WORDS) as scripted:
+        app = _app(scripted, port, path, dialect)
+        async with serve_app(app, port) as base:
+            url = base.replace("http", "ws") + "/acs/media"
+            options = MediaOptions(url, rate, call_connection_id=f"bridge-{dialect}", speed=3.0,
+                                   reply_timeout_ms=30000, linger_ms=1000)  # fmt: skip
+            stream = MediaStream(options, audio)
+            outbound = record_outbound(stream)
+            report = await stream.run()
+            call = app.state.calls.get(f"bridge-{dialect}")  # type: ignore[attr-defined]
+    assert report.violations == []
+    assert report.outbound_audio_bytes > 0
+    assert call is not None
+    kinds = [event["type"] for event in call.recent]
+    assert "transcript.completed" in kinds, kinds
+    heard = [e["text"] for e in call.recent if e["type"] == "transcript.completed"]
+    assert wer(texts["short"], " ".join(heard)) <= 0.2, heard  # the caller, as the endpoint transcribed them
+    assert "response.started" in kinds
+    # The answer's audio came back at the stream's rate (from its start: the caller hangs up a second after the audio
+    # pauses, which at three times real time can come before the end).
+    assert_spoken(engines, bytes(outbound), "".join(REPLY_WORDS), rate, partial=True)
+
+
+async def test_bridge_barge_in_becomes_stop_audio(engines: Engines) -> None:
+    rate = 16000
+    audio = CallAudio([Participant(phone_raw_id(1), _voice("short", rate))], rate, tail_ms=200)
+    port = free_port()
+    async with scripted_engines(engines) as scripted:  # a story, still playing when the caller interrupts
+        app = _app(scripted, port, "/v1/realtime", "openai")
+        async with serve_app(app, port) as base:
+            options = MediaOptions(
+                base.replace("http", "ws") + "/acs/media",
+                rate,
+                call_connection_id="bridge-barge",
+                speed=1.0,
+                reply_timeout_ms=20000,
+                linger_ms=500,
+                barge_in=(phone_raw_id(1), _voice("utterance", rate)[: rate * 3 // 2]),
+                barge_in_after_ms=600,
+            )
+            report = await MediaStream(options, audio).run()
+            call = app.state.calls.get("bridge-barge")  # type: ignore[attr-defined]
+    assert report.stop_audio >= 1
+    assert report.barge_ins, report.as_dict()
+    assert report.barge_ins[0].dropped_ms > 0
+    assert any(e["type"] == "barge_in" for e in call.recent)
