@@ -16,7 +16,8 @@ from starlette.applications import Starlette
 
 from koe.config import Settings, load_settings
 from koe.engines.registry import Engines
-from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speaker
+from koe.sim.acs.callautomation import CallAutomationEmulator
+from koe.sim.acs.calls import CallScript, Speaker
 from koe.sim.acs.participants import acs_raw_id, phone_raw_id
 from tests.browser.chromium import chromium, screenshot
 from tests.conftest import load_wav

@@ -7,21 +7,35 @@ in parts); `finish()` ends the stream once everything queued is out.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import h2.connection
 import h2.errors
 import h2.exceptions
 
 from koe.net.h2types import StreamHandler
 
-if TYPE_CHECKING:
-    from koe.net._h2connection import _Connection
+
+class StreamOwner(Protocol):
+    """What a stream needs of its connection (`koe.net._h2connection._Connection` is the one implementation)."""
+
+    h2: h2.connection.H2Connection
+    lost: bool
+    out_window: int
+    """What the client still lets the whole connection send (DATA is framed here, not by `h2`)."""
+    max_frame_bytes: int
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+    def schedule_flush(self) -> None: ...
+
+    def forget(self, stream_id: int) -> None: ...
 
 
 class H2Stream:
     """The response side of one HTTP/2 stream; buffers what flow control does not let out yet."""
 
-    def __init__(self, conn: _Connection, stream_id: int) -> None:
+    def __init__(self, conn: StreamOwner, stream_id: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._id_bytes = stream_id.to_bytes(4, "big")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from koe.config import Settings, load_settings
-from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speaker
+from koe.sim.acs.callautomation import CallAutomationEmulator
+from koe.sim.acs.calls import CallScript, Speaker
 from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
 from koe.sim.acs.tokens import SigningKey

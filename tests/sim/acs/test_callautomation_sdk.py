@@ -17,7 +17,8 @@ from azure.communication.callautomation import (
 )
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speaker
+from koe.sim.acs.callautomation import CallAutomationEmulator
+from koe.sim.acs.calls import CallScript, Speaker
 from koe.sim.acs.participants import phone_raw_id
 from tests.server.acs.support import acs_settings, koe_server
 

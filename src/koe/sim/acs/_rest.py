@@ -7,12 +7,14 @@ signatures are checked when `emulator.verify_hmac`; bad input gets a 4xx with an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Coroutine
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -22,14 +24,39 @@ from starlette.routing import Route
 
 from koe.net.inprocess import InProcessServer, start_app
 from koe.sim.acs import cloudevents as ce
+from koe.sim.acs.calls import EmulatedCall, MediaConfig
 from koe.sim.acs.tls import TlsFiles
-
-if TYPE_CHECKING:
-    from koe.sim.acs.callautomation import CallAutomationEmulator, EmulatedCall, MediaConfig
+from koe.sim.acs.tokens import SigningKey
 
 MAX_CLOCK_SKEW_S = 15 * 60
 MAX_BODY_BYTES = 256 * 1024
 AUDIO_FORMATS = {"pcm16kmono": 16000, "pcm24kmono": 24000}
+
+
+class CallAutomationEmulator(Protocol):
+    """What the REST API needs of the emulator (`koe.sim.acs.callautomation.CallAutomationEmulator`)."""
+
+    access_key: str
+    signing_key: SigningKey
+    calls: dict[str, EmulatedCall]
+    verify_hmac: bool
+    endpoint: str
+
+    def answer(self, call: EmulatedCall, callback_uri: str, context: str | None, media: MediaConfig | None) -> None: ...
+
+    def outbound_call(self, target: str, source: str | None = None) -> EmulatedCall: ...
+
+    async def hang_up(self, call_id: str) -> None: ...
+
+    async def start_streaming(
+        self, call: EmulatedCall, context: str | None, callback_uri: str | None = None
+    ) -> None: ...
+
+    async def stop_streaming(
+        self, call: EmulatedCall, context: str | None, callback_uri: str | None = None
+    ) -> None: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
 
 class _RestError(Exception):
@@ -194,7 +221,6 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
 
 
 def _media_options(options: Any) -> MediaConfig | None:
-    from koe.sim.acs.callautomation import MediaConfig
 
     if options is None:
         return None

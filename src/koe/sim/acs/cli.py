@@ -167,7 +167,8 @@ def emulator(
     speed: float,
 ) -> None:
     """Serve the Call Automation REST API (answer, media streaming, hang-up) until interrupted."""
-    from koe.sim.acs.callautomation import CallAutomationEmulator, CallScript, Speaker
+    from koe.sim.acs.callautomation import CallAutomationEmulator
+    from koe.sim.acs.calls import CallScript, Speaker
 
     async def run() -> None:
         emu = CallAutomationEmulator()
