@@ -203,7 +203,7 @@ def bench_latency(config_file: Path | None, url: str | None, turns: int, out: Pa
     """Response latency (end of speech to first reply audio) and barge-in latency, at real-time pace."""
     from koe.bench.latency import bench_latency as run
 
-    result = asyncio.run(run(_settings(config_file), url, turns, _progress))
+    result = asyncio.run(run(_settings(config_file), url, turns, _progress, config_file))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")

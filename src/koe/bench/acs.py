@@ -1,6 +1,7 @@
 """`koe bench acs`: how many ACS calls the door carries on this machine, and where the CPU goes.
 
-The server runs in a child process (`python -m koe.bench.acs serve …`) so the load does not share its event loop.
+The server runs in a child process (`koe.bench._child`: `python -m koe.server.benchserve acs …`) so the load
+does not share its event loop.
 
 - **relay** (AI off: parse, route, answer): the door in echo mode, pinned to one core, with the lean generator
   (`koe.bench._wsload`) on the other. N streams at 50 frames/s each; added latency is frame sent → its echo
@@ -19,17 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import cProfile
 import importlib.util
 import io
 import json
 import os
 import platform
 import pstats
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,115 +34,22 @@ from typing import Any
 import click
 import numpy as np
 
+from koe.bench._child import Child
+from koe.bench.fixtures import AUDIO
+
 RELAY_P99_MS = 10.0
 TRANSCRIBE_P95_MS = 1000.0
 STACKS = ("hypercorn", "uvicorn-websockets", "uvicorn-wsproto", "picows")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-# --- the server child ---------------------------------------------------------------------------------------
-
-
-def serve(stack: str, port: int, mode: str, cpu: int | None, profile: str | None) -> None:
-    """Run koe's app with the ACS door in `mode` on `stack` until SIGTERM (the child process's entry point)."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    from koe.config import load_settings
-    from koe.engines.registry import Engines, load_engines
-    from koe.server.app import create_app
-
-    settings = load_settings(overrides={"acs": {"mode": mode}, "server": {"log_level": "warning"}})
-    engines = load_engines(settings, ["vad", "stt"]) if mode == "transcribe" else Engines()
-    app = create_app(settings, engines)
-    profiler = cProfile.Profile() if profile else None
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        if profiler is not None:
-            profiler.enable()
-        if stack == "picows":  # the production listener `koe serve` starts on acs.media_port
-            from koe.server.acs.listener import AcsMediaListener
-
-            listener = await AcsMediaListener.start(app.state.acs, "127.0.0.1", port)
-            await stop.wait()
-            await listener.close()
-        elif stack == "hypercorn":
-            from hypercorn.asyncio import serve as hypercorn_serve
-            from hypercorn.config import Config
-
-            config = Config()
-            config.bind = [f"127.0.0.1:{port}"]
-            config.accesslog = None
-            config.websocket_ping_interval = None
-            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        else:
-            import uvicorn
-
-            ws = stack.split("-", 1)[1]
-            server = uvicorn.Server(
-                uvicorn.Config(app, host="127.0.0.1", port=port, ws=ws, http="h11", log_level="warning", lifespan="off")
-            )
-            task = asyncio.create_task(server.serve())
-            await stop.wait()
-            server.should_exit = True
-            await task
-
-    asyncio.run(main())
-    if profiler is not None and profile:
-        profiler.disable()
-        profiler.dump_stats(profile)
-
-
-class _Child:
-    def __init__(
-        self, stack: str, mode: str, cpu: int | None, profile: str | None = None, env: dict[str, str] | None = None
-    ) -> None:
-        self.port = _free_port()
-        args = [stack, str(self.port), mode, "" if cpu is None else str(cpu), profile or ""]
-        code = "import sys; from koe.bench.acs import serve; a = sys.argv[1:]; serve(a[0], int(a[1]), a[2], " \
-               "int(a[3]) if a[3] else None, a[4] or None)"  # fmt: skip
-        self.process = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})})
-
-    async def ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError("the benchmark server exited") from None
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the benchmark server did not start")
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 # --- relay ----------------------------------------------------------------------------------------------------
 
 
-async def _relay_level(child: _Child, streams: int, seconds: float) -> dict[str, Any]:
+async def _relay_level(child: Child, streams: int, seconds: float) -> dict[str, Any]:
     from koe.bench._wsload import run_load
 
     before = child.cpu_s()
@@ -175,9 +78,8 @@ async def _relay(stack: str, levels: list[int], seconds: float, say: Callable[[s
     rows = []
     capacity = 0
     for streams in levels:
-        child = _Child(stack, "echo", cpu=0)
+        child = Child("acs", stack, "{port}", "echo", cpu=0)
         try:
-            await child.ready()
             row = await _relay_level(child, streams, seconds)
         finally:
             child.stop()
@@ -191,9 +93,8 @@ async def _relay(stack: str, levels: list[int], seconds: float, say: Callable[[s
 
 
 async def _relay_profile(streams: int, seconds: float, path: Path) -> list[dict[str, Any]]:
-    child = _Child("hypercorn", "echo", cpu=0, profile=str(path))
+    child = Child("acs", "hypercorn", "{port}", "echo", str(path), cpu=0)
     try:
-        await child.ready()
         await _relay_level(child, streams, seconds)
     finally:
         child.stop()
@@ -253,7 +154,7 @@ def json_costs(repeat: int = 20000) -> dict[str, float]:
 # --- transcribe -------------------------------------------------------------------------------------------------
 
 
-async def _transcribe_level(child: _Child, calls: int, seconds: float) -> dict[str, Any]:
+async def _transcribe_level(child: Child, calls: int, seconds: float) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     from koe.sim.acs.media import MediaOptions, MediaStream
@@ -292,9 +193,8 @@ def _call_audio(seconds: float, offset: int) -> Any:
     from koe.audio.files import read_audio
     from koe.sim.acs.participants import CallAudio, Participant, phone_raw_id
 
-    fixtures = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "audio"
     names = ["short", "utterance", "reply"]
-    speech = [read_audio(fixtures / f"{names[(offset + k) % 3]}_16k.wav", 16000) for k in range(3)]
+    speech = [read_audio(AUDIO / f"{names[(offset + k) % 3]}_16k.wav", 16000) for k in range(3)]
     pieces, at = [], 0
     while at < seconds * 16000:
         for pcm in speech:
@@ -311,9 +211,10 @@ async def _transcribe(
     rows = []
     capacity = 0
     for calls in levels:
-        child = _Child("hypercorn", "transcribe", cpu=None, env={"KOE_ACS__PARTIAL_RESULTS": str(partials).lower()})
+        child = Child(
+            "acs", "hypercorn", "{port}", "transcribe", env={"KOE_ACS__PARTIAL_RESULTS": str(partials).lower()}
+        )
         try:
-            await child.ready()
             row = await _transcribe_level(child, calls, seconds)
         finally:
             child.stop()

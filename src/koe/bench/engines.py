@@ -28,6 +28,7 @@ from koe.audio.files import read_audio
 from koe.audio.opus import FRAME_SAMPLES, OPUS_RATE, OpusDecoder, OpusEncoder
 from koe.audio.pcm import ENGINE_RATE, Pcm, samples_for_ms
 from koe.audio.resample import resample
+from koe.bench.fixtures import AUDIO
 from koe.config import Settings
 from koe.engines.base import ChatMessage, ChatRequest, Finished, TextDelta
 
@@ -40,7 +41,7 @@ QUESTION = "Tell me about Paris in three sentences."
 LLM_MAX_TOKENS = 64
 DSP_FRAME_MS = 10
 ECHO_TAIL_MS = 200
-FIXTURE = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "audio" / "utterance_48k.wav"
+FIXTURE = AUDIO / "utterance_48k.wav"
 LIBRARIES = (
     "numpy", "soxr", "av", "onnxruntime", "ctranslate2", "faster-whisper", "piper-tts", "llama-cpp-python",
     "pyrnnoise", "httpx", "hypercorn", "starlette",

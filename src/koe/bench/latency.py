@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,11 +61,11 @@ class Turn:
 
 def load_utterances() -> list[Utterance]:
     from koe.audio.files import read_audio
-    from koe.bench.engines import FIXTURE
+    from koe.bench.fixtures import AUDIO
 
     found = []
     for name in FIXTURES:
-        pcm = read_audio(FIXTURE.parent / f"{name}_48k.wav", 48000)
+        pcm = read_audio(AUDIO / f"{name}_48k.wav", 48000)
         audio: Pcm = resample(pcm, 48000, RATE)
         audio = np.concatenate((audio, np.zeros(-audio.size % FRAME, np.int16)))
         frames = [audio[i : i + FRAME] for i in range(0, audio.size, FRAME)]
@@ -209,17 +210,21 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
 
 
 @contextlib.asynccontextmanager
-async def _local_server(settings: Settings, say: Progress) -> AsyncIterator[str]:
-    from koe.engines.registry import load_engines
-    from koe.net.inprocess import serving
-    from koe.server.app import create_app
+async def _local_server(config_file: Path | None, say: Progress) -> AsyncIterator[str]:
+    """koe as `koe serve` runs it, in a child process with the same config file."""
+    from koe.bench._child import Child
 
-    engines = load_engines(settings, progress=say)
-    async with serving(create_app(settings, engines), quiet=True) as port:
-        yield f"ws://127.0.0.1:{port}"
+    say("starting koe (loading its engines)")
+    child = await asyncio.to_thread(Child, "realtime", "{port}", *([str(config_file)] if config_file else []))
+    try:
+        yield f"ws://127.0.0.1:{child.port}"
+    finally:
+        child.stop()
 
 
-async def bench_latency(settings: Settings, url: str | None, turns: int, say: Progress) -> dict[str, Any]:
+async def bench_latency(
+    settings: Settings, url: str | None, turns: int, say: Progress, config_file: Path | None = None
+) -> dict[str, Any]:
     from koe.bench.engines import machine_info
 
     keys = [key.get_secret_value() for key in settings.server.api_keys]
@@ -227,14 +232,14 @@ async def bench_latency(settings: Settings, url: str | None, turns: int, say: Pr
     path = "/voice-live/realtime?api-version=2026-07-15&model=koe&koe_timings=1"
     started = time.time()
     if url is None:
-        async with _local_server(settings, say) as base:
+        async with _local_server(config_file, say) as base:
             turn_results = await _run_turns(base + path, headers, turns, say)
     else:
         turn_results = await _run_turns(url.rstrip("/") + path, headers, turns, say)
     parts = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
     return {
         "benchmark": "latency",
-        "target": url or "in-process koe serve",
+        "target": url or "koe serve (a child process)",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": machine_info(),
         "setup": {"silence_duration_ms": SILENCE_MS, "turns": turns, "fixtures": list(FIXTURES), "pace": "real time"},

@@ -1,6 +1,7 @@
 """`koe bench sora`: how many Sora connections the door carries on this machine.
 
-Call `run_sora_bench(settings, progress)`. The gateway runs in a child process (`python -m koe.bench.sora gateway`)
+Call `run_sora_bench(settings, progress)`. The gateway runs in a child process
+(`koe.bench._child`: `python -m koe.server.benchserve sora …`)
 so the load generator does not share its event loop or GIL. Two measurements:
 
 - **speech**: N connections streaming real-time Opus (the fixture utterances, each followed by as much silence, so
@@ -22,64 +23,27 @@ import os
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from koe.audio.files import read_audio
 from koe.audio.opus import OPUS_RATE, OpusEncoder
+from koe.bench._child import Child
 from koe.bench._h2load import run_load
+from koe.bench.fixtures import AUDIO
 from koe.config import Settings
-from koe.net.inprocess import free_port
 from koe.protocols.sora import SoraRequest, frame_packet, request_headers
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream
 from koe.sim.sora.source import opus_packets
 
 Progress = Callable[[str], None]
-AUDIO = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "audio"
 SPEECH_FILES = ("utterance_48k.wav", "short_16k.wav", "reply_48k_opus.ogg")
 SPEECH_TARGET_P95_S = 1.0
 RELAY_TARGET_P99_MS = 10.0
 PACKET_S = 0.02
 PRIORITY_NICE = -10
-
-
-class _Gateway:
-    """A gateway child process serving one service, optionally pinned to one core."""
-
-    def __init__(
-        self, service: str, cpu: int | None = None, server: str = "gateway", env: dict[str, str] | None = None
-    ) -> None:
-        self.port = free_port()
-        command = [sys.executable, "-m", "koe.bench.sora", server, service, str(self.port)]
-        environment = {**os.environ, **(env or {})}
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("READY"):
-            self.process.kill()
-            raise RuntimeError(f"the bench gateway did not start: {line!r}")
-        if cpu is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(self.process.pid, {cpu})
-
-    def cpu_s(self) -> float:
-        """CPU time the child has used so far (user + system)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 # --- speech capacity ----------------------------------------------------------------------------------------------
@@ -148,7 +112,8 @@ def speech_capacity(
         env["KOE_STT__WORKERS"] = str(stt_workers)
     if stt_threads is not None:
         env["KOE_STT__THREADS"] = str(stt_threads)
-    gateway = _Gateway("koe" if partial_results else "koe-final", env=env)
+    service = "koe" if partial_results else "koe-final"
+    gateway = Child("sora", service, "{port}", str(AUDIO / SPEECH_FILES[1]), env=env)
     trials: list[dict[str, Any]] = []
     try:
         for connections in levels:
@@ -177,7 +142,7 @@ def speech_capacity(
 
 
 def relay_capacity(progress: Progress, levels: tuple[int, ...], seconds: float) -> dict[str, Any]:
-    gateway = _Gateway("test", cpu=0)
+    gateway = Child("sora", "test", "{port}", cpu=0)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     trials: list[dict[str, Any]] = []
@@ -234,7 +199,11 @@ def listener_cost(progress: Progress, connections: int, seconds: float) -> dict[
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
     try:
         for server in ("gateway", "hypercorn"):
-            child = _Gateway("test", cpu=0, server=server)
+            child = (
+                Child("sora", "test", "{port}", cpu=0)
+                if server == "gateway"
+                else Child("sora-hypercorn", "{port}", cpu=0)
+            )
             try:
                 before = child.cpu_s()
                 load = asyncio.run(run_load(child.port, connections, seconds, warmup_s=1.0))
@@ -291,87 +260,3 @@ def run_sora_bench(
         "relay": relay,
         "listener_comparison": listeners,
     }
-
-
-def _serve_gateway(service: str, port: int) -> None:
-    """Child process: a Sora gateway with the given service until SIGTERM; prints READY when listening."""
-    import signal
-
-    from koe.config import SoraSettings
-    from koe.engines.registry import load_engines
-    from koe.server.sora.gateway import SoraGateway
-
-    final_only = service == "koe-final"  # Suzu's example config: final_result_only = true
-    service = "koe" if final_only else service
-    engines = load_engines(Settings(), ["vad", "stt"]) if service == "koe" else None
-    settings = SoraSettings.model_validate(
-        {"port": port, "service": service, "audio_streaming_header": True, "partial_results": not final_only}
-    )
-
-    async def main() -> None:
-        if engines is not None:
-            # Warm every STT worker first: a model's first transcription is several times slower than the rest.
-            stt = engines.require("stt")
-            clip = read_audio(AUDIO / SPEECH_FILES[1], 16000)
-            workers = Settings().stt.workers
-            for _ in range(2):
-                await asyncio.gather(*(stt.transcribe(clip) for _ in range(workers)))
-        gateway = SoraGateway(settings, engines)
-        await gateway.start()
-        print("READY", gateway.port, flush=True)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        await gateway.close()
-
-    asyncio.run(main())
-
-
-def _serve_hypercorn(port: int) -> None:
-    """Child process: the `test` service's job as an ASGI app on Hypercorn (h2c), for the listener comparison."""
-    import signal
-
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    from koe.protocols.sora import HeaderPacketReader
-    from koe.protocols.sora_results import encode, service_test_result
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        reader = HeaderPacketReader()
-        while True:
-            message = await receive()
-            for packet in reader.feed(message.get("body", b"")):
-                body = encode(service_test_result(len(packet.payload)))
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.h2_max_concurrent_streams = 250  # as koe's listener (and Suzu) allow; Hypercorn's default is 100
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        served = serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # a plain ASGI 3 callable
-        task = asyncio.get_running_loop().create_task(served)
-        await asyncio.sleep(0.5)
-        print("READY", port, flush=True)
-        await task
-
-    asyncio.run(main())
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "gateway":
-        _serve_gateway(sys.argv[2], int(sys.argv[3]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "hypercorn":
-        _serve_hypercorn(int(sys.argv[3]))
-    else:
-        sys.exit("usage: python -m koe.bench.sora gateway SERVICE PORT")
