@@ -108,6 +108,17 @@ def test_double_talk_keeps_near_speech(far16: Pcm, audio_dir: Path) -> None:
     assert snr_db > 5.0
 
 
+def test_no_far_end_gets_out_when_the_caller_is_silent(far16: Pcm, audio_dir: Path) -> None:
+    # The caller says a word over the reply (no echo path at all), then is silent: the filter, which adapted during
+    # that double talk, must not put a filtered copy of the reply into the silence.
+    rate = FIXTURE_RATE
+    word = load(audio_dir, "utterance_16k.wav")[rate // 2 : rate * 900 // 1000]
+    near = np.concatenate((word, np.zeros(rate, dtype=np.int16)))
+    out = run(EchoCanceller(rate), near, far16[: near.size], rate * CHUNK_MS // 1000)
+    silence = out[word.size + rate // 10 : -rate // 10]
+    assert float(np.abs(silence).max()) == 0.0
+
+
 def test_output_does_not_depend_on_chunk_sizes(far16: Pcm) -> None:
     rate = FIXTURE_RATE
     near = to_pcm(room_echo(far16, rate, 80))[: 2 * rate]
