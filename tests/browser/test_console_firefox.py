@@ -157,7 +157,6 @@ async def test_console_in_firefox(engines: Engines, tmp_path: Path) -> None:
             await page.call(
                 "(text) => { document.querySelector('textarea[name=instructions]').value = text; }", INSTRUCTIONS
             )
-            await page.call("() => { document.querySelector('input[name=echoCancellation]').checked = false; }")
             await page.click("#start")
             state = await state_when(page, "(s) => s.status === 'listening' && s.meter > 0", "listening", 30)
             assert (state["start"], state["error"]) == ("Stop", "")
