@@ -380,6 +380,22 @@ async def test_audio_that_stops_mid_turn_counts_as_silence(engines: Engines, tex
     await recorder.close()
 
 
+async def test_audio_that_arrives_late_mid_turn_does_not_split_it(engines: Engines, texts: dict[str, str]) -> None:
+    # Jitter (a late network, a busy machine): the stream stops for less than the silence that ends a turn, then the
+    # rest arrives. Nothing may be invented in the gap: one turn, all of it.
+    session = Session(engines, SessionConfig(mode="transcribe", turn_detection=TurnDetection(silence_duration_ms=500)))
+    recorder = Recorder(session)
+    audio = speech("utterance_16k.wav")
+    await feed(session, audio[: 16000 * 3], pace_s=0.01)
+    await asyncio.sleep(0.75)  # longer than the 500 ms that ends a turn, shorter than that plus the 500 ms margin
+    await feed(session, audio[16000 * 3 :], pace_s=0.01)
+    done = await recorder.wait_for(lambda e: isinstance(e, ev.TranscriptCompleted), within_s=20)
+    assert isinstance(done, ev.TranscriptCompleted) and wer(texts["utterance"], done.text) <= 0.1
+    await asyncio.sleep(0.5)
+    assert len(recorder.of(ev.TranscriptCompleted)) == 1
+    await recorder.close()
+
+
 async def test_end_of_stream_mid_speech_finishes_the_turn(engines: Engines) -> None:
     session = Session(engines, SessionConfig(mode="transcribe"))
     recorder = Recorder(session)

@@ -42,7 +42,10 @@ MIN_COMMIT_MS = 100
 """A manual commit of less audio than this is an error (`input_audio_buffer_commit_empty`)."""
 MAX_PARTICIPANTS = 16
 STALL_S = 0.3
-"""No audio for this long during a turn: treat the gap as silence."""
+STALL_MARGIN_S = 0.5
+"""No audio during a turn for `STALL_S`, and for as long as the silence that ends a turn plus `STALL_MARGIN_S`:
+treat the gap as silence. Shorter gaps are jitter (a late network, a busy machine): filling them would put invented
+silence before the audio that then arrives, and split the turn where the caller never paused."""
 STALL_CHECK_S = 0.1
 MAX_STALL_FILL_S = 2.0
 FILLER_CONFIRM_MS = 600
@@ -156,9 +159,11 @@ class Session:
         while not self._closed:
             await asyncio.sleep(STALL_CHECK_S)
             now = loop.time()
+            td = self.config.turn_detection
+            stall_s = max(STALL_S, td.silence_duration_ms / 1000 + STALL_MARGIN_S) if td is not None else STALL_S
             for who in list(self._participants.values()):
                 gap = now - who.last_audio_at
-                if who.turn.state is Turn.SILENCE or gap < STALL_S or self.config.turn_detection is None:
+                if who.turn.state is Turn.SILENCE or gap < stall_s or td is None:
                     continue
                 who.last_audio_at = now
                 self._push(who, np.zeros(int(min(gap, MAX_STALL_FILL_S) * ENGINE_RATE), dtype=np.int16))
