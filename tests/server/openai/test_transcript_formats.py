@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from koe.engines.base import Segment, Transcript, Word
-from koe.server.openai._transcript_formats import language_name, render
+from koe.server.openai._transcript_formats import render
 
 TRANSCRIPT = Transcript(
     text="Hello there. See you soon.",
@@ -58,9 +58,3 @@ def test_verbose_json_granularities() -> None:
     assert words["words"][2] == {"word": "See", "start": 61.5, "end": 61.7}
     both = json.loads(render(TRANSCRIPT, "verbose_json", ("word", "segment"))[0])
     assert len(both["words"]) == 3 and len(both["segments"]) == 2
-
-
-def test_language_names() -> None:
-    assert language_name("en") == "english"
-    assert language_name("ht") == "haitian creole"
-    assert language_name("xx") == "xx"

@@ -1,0 +1,91 @@
+"""Languages as koe's users name them and as its models need them: call `parse_language(tag)` first.
+
+Clients name languages with BCP-47 tags (`ja-JP`, `zh-CN`, `zh-TW`, `en-US`, `cmn-Hans-CN`; Sora passes one in
+every request, Call Automation a locale, Realtime an ISO 639-1 code). Whisper knows its own codes (`ja`, `zh`,
+`en`, …), and Chinese comes in two scripts, which Whisper mixes freely: the tag decides which one the caller reads.
+`parse_language()` turns a tag into a `Language` (the tag as given, Whisper's code, and for Chinese the script), or
+raises `UnsupportedLanguage` naming what was wrong. `AUTO` asks for detection per utterance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+AUTO = "auto"
+"""Detect the language of each utterance (multilingual Whisper only)."""
+
+Script = Literal["Hans", "Hant"]
+
+# Whisper's languages by code, named as OpenAI's verbose_json names them.
+WHISPER_LANGUAGES: dict[str, str] = dict(
+    pair.split(":")
+    for pair in (
+        "en:english zh:chinese de:german es:spanish ru:russian ko:korean fr:french ja:japanese pt:portuguese "
+        "tr:turkish pl:polish ca:catalan nl:dutch ar:arabic sv:swedish it:italian id:indonesian hi:hindi "
+        "fi:finnish vi:vietnamese he:hebrew uk:ukrainian el:greek ms:malay cs:czech ro:romanian da:danish "
+        "hu:hungarian ta:tamil no:norwegian th:thai ur:urdu hr:croatian bg:bulgarian lt:lithuanian la:latin "
+        "mi:maori ml:malayalam cy:welsh sk:slovak te:telugu fa:persian lv:latvian bn:bengali sr:serbian "
+        "az:azerbaijani sl:slovenian kn:kannada et:estonian mk:macedonian br:breton eu:basque is:icelandic "
+        "hy:armenian ne:nepali mn:mongolian bs:bosnian kk:kazakh sq:albanian sw:swahili gl:galician "
+        "mr:marathi pa:punjabi si:sinhala km:khmer sn:shona yo:yoruba so:somali af:afrikaans oc:occitan "
+        "ka:georgian be:belarusian tg:tajik sd:sindhi gu:gujarati am:amharic yi:yiddish lo:lao uz:uzbek "
+        "fo:faroese ht:haitian_creole ps:pashto tk:turkmen nn:nynorsk mt:maltese sa:sanskrit lb:luxembourgish "
+        "my:myanmar bo:tibetan tl:tagalog mg:malagasy as:assamese tt:tatar haw:hawaiian ln:lingala ha:hausa "
+        "ba:bashkir jw:javanese su:sundanese yue:cantonese"
+    ).split()
+)
+
+_ALIASES = {"cmn": "zh", "zho": "zh", "chi": "zh", "iw": "he", "jv": "jw", "jpn": "ja", "eng": "en", "kor": "ko"}
+"""Other names for Whisper's codes: ISO 639-3 and legacy ones that BCP-47 tags and locales use."""
+_TRADITIONAL_REGIONS = frozenset({"TW", "HK", "MO"})
+"""Regions whose Chinese is written in traditional characters when a tag names no script."""
+
+
+class UnsupportedLanguage(ValueError):
+    """A language tag koe cannot hear; the message names the tag and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Language:
+    tag: str
+    """The tag as the client gave it (`ja-JP`), for results that echo it."""
+    code: str
+    """Whisper's code (`ja`)."""
+    script: Script | None = None
+    """For Chinese: the script results are written in (`Hans` simplified, `Hant` traditional)."""
+
+    @property
+    def name(self) -> str:
+        return language_name(self.code)
+
+
+def parse_language(tag: str) -> Language:
+    """The language a BCP-47 tag (or a bare Whisper code) names. `zh` without a script or region is simplified."""
+    text = tag.strip()
+    parts = [part for part in text.replace("_", "-").split("-") if part]
+    if not parts:
+        raise UnsupportedLanguage("the language tag is empty")
+    primary = parts[0].lower()
+    script: Script | None = None
+    region = ""
+    for part in parts[1:]:
+        if len(part) == 4 and part.isalpha():
+            titled = part.title()
+            if titled in ("Hans", "Hant"):
+                script = titled  # type: ignore[assignment]  # one of the two literals, checked just above
+        elif (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
+            region = part.upper()
+    if primary == "zh" and parts[1:2] and parts[1].lower() in ("yue", "hk-yue"):
+        primary = "yue"
+    code = _ALIASES.get(primary, primary)
+    if code not in WHISPER_LANGUAGES:
+        raise UnsupportedLanguage(f"koe cannot transcribe the language {tag!r} (no such Whisper language: {code!r})")
+    if code in ("zh", "yue") and script is None:
+        script = "Hant" if region in _TRADITIONAL_REGIONS or code == "yue" else "Hans"
+    return Language(text, code, script if code in ("zh", "yue") else None)
+
+
+def language_name(code: str) -> str:
+    """A Whisper code's English name, as OpenAI's verbose_json writes it (`haitian creole`); unknown codes as given."""
+    return WHISPER_LANGUAGES.get(code, code).replace("_", " ")
