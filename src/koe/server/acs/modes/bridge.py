@@ -51,8 +51,7 @@ class BridgePipeline:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._unflushed = False
-        self.unreadable = 0
-        """Remote frames the client could not read."""
+        self._unreadable = 0
 
     async def start(self) -> None:
         key = self.bridge.api_key.get_secret_value() if self.bridge.api_key is not None else None
@@ -127,21 +126,19 @@ class BridgePipeline:
         assert self._remote is not None
         try:
             async for frame in self._remote:
-                self.receive(frame)
+                self._on_frame(frame)
         except ConnectionClosed as exc:
             log.info("bridge endpoint closed: %s", exc)
 
-    def receive(self, frame: str | bytes) -> None:
-        """One frame from the remote: parsed, then acted on; an unreadable one is logged and counted."""
+    def _on_frame(self, frame: str | bytes) -> None:
         try:
             event = rt.parse_server_event(frame)
         except rt.RealtimeClientError as exc:
-            self.unreadable += 1
+            self._unreadable += 1
             METRICS.drop("acs", "bridge_unreadable")
-            if self.unreadable <= _FIRST_UNREADABLE_LOGGED or self.unreadable % LOG_EVERY_UNREADABLE == 0:
-                log.warning(
-                    "skipped an unreadable frame from the bridge endpoint (%d so far): %s", self.unreadable, exc
-                )
+            count = self._unreadable
+            if count <= _FIRST_UNREADABLE_LOGGED or count % LOG_EVERY_UNREADABLE == 0:
+                log.warning("skipped an unreadable frame from the bridge endpoint (%d so far): %s", count, exc)
             return
         self._on_remote(event)
 
