@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,9 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from koe.protocols.realtime.dialect import Dialect, dialect_named
+
 DEFAULT_CONFIG_FILE = Path("koe.toml")
 CONFIG_ENV = "KOE_CONFIG"
 MASK = "********"
+
+RealtimeDialect = Annotated[Dialect, BeforeValidator(dialect_named)]
+"""A Realtime dialect (`ga`, `beta`, `azure`), also by its earlier names here: `openai`, `openai-beta`, `voicelive`."""
 
 
 class ServerSettings(BaseModel):
@@ -140,9 +145,10 @@ class SoraSettings(BaseModel):
     dump_ogg_dir: Path | None = None
     partial_results: bool = True
     silence_duration_ms: int = Field(500, ge=100, le=5000)
-    # The relay service: an OpenAI Realtime (session.type=transcription) or Azure Voice Live WebSocket URL.
+    # The relay service: an OpenAI Realtime (session.type=transcription) or Azure Voice Live WebSocket URL, and its
+    # dialect: "ga" (or "openai"), "beta" (or "openai-beta"), "azure" (or "voicelive").
     relay_url: str = "ws://127.0.0.1:8000/v1/realtime?intent=transcription"
-    relay_kind: Literal["openai", "voicelive"] = "openai"
+    relay_kind: RealtimeDialect = Dialect.GA
     relay_model: str = "whisper-1"
     relay_api_key: SecretStr | None = None
 
@@ -169,9 +175,9 @@ class ACSBridgeSettings(BaseModel):
     # (Voice Live), or koe's own /v1/realtime.
     url: str = "ws://127.0.0.1:8000/v1/realtime"
     api_key: SecretStr | None = None
-    # "openai": the GA event names and nested session; "openai-beta": beta names (Azure OpenAI /openai/realtime);
-    # "voicelive": Azure Voice Live.
-    dialect: Literal["openai", "openai-beta", "voicelive"] = "openai"
+    # "ga" (or "openai"): the GA event names and nested session; "beta" (or "openai-beta"): beta names (Azure
+    # OpenAI /openai/realtime); "azure" (or "voicelive"): Azure Voice Live.
+    dialect: RealtimeDialect = Dialect.GA
     model: str | None = None
     instructions: str | None = None
     voice: str | None = None

@@ -1,4 +1,5 @@
-"""koe.protocols.acs_outbound: the server's outbound frames and the emulator's lenient parser (spec §3.1)."""
+"""koe.protocols.acs_outbound: the server's typed outbound messages, their one encoder, and the emulator's lenient
+parser (spec §3.1)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from koe.protocols.acs_outbound import (
+    STOP_AUDIO,
     OutboundAudioData,
     OutboundFormatError,
+    OutboundMessage,
     StopAudio,
     UnknownOutbound,
-    build_audio_data,
-    build_stop_audio,
+    encode,
     parse_outbound,
 )
 
@@ -68,16 +70,23 @@ def test_3_1_a_stop_audio_object_inside_audio_data_is_not_a_stop() -> None:
     assert isinstance(parse_outbound(frame), OutboundAudioData)
 
 
-def test_server_builds_the_documented_pascal_case_shapes() -> None:
-    assert json.loads(build_audio_data(PCM)) == {"Kind": "AudioData", "AudioData": {"Data": B64}, "StopAudio": None}
-    assert json.loads(build_stop_audio()) == {"Kind": "StopAudio", "AudioData": None, "StopAudio": {}}
-    assert parse_outbound(build_audio_data(PCM)) == OutboundAudioData(PCM)
-    assert parse_outbound(build_stop_audio()) == StopAudio()
+def test_server_encodes_the_documented_pascal_case_shapes() -> None:
+    audio = encode(OutboundAudioData(PCM))
+    assert audio == f'{{"Kind":"AudioData","AudioData":{{"Data":"{B64}"}},"StopAudio":null}}'
+    assert json.loads(audio) == {"Kind": "AudioData", "AudioData": {"Data": B64}, "StopAudio": None}
+    assert encode(StopAudio()) == encode(STOP_AUDIO) == '{"Kind":"StopAudio","AudioData":null,"StopAudio":{}}'
+    assert json.loads(encode(STOP_AUDIO)) == {"Kind": "StopAudio", "AudioData": None, "StopAudio": {}}
+
+
+@pytest.mark.parametrize("message", [OutboundAudioData(PCM), OutboundAudioData(b""), STOP_AUDIO])
+def test_every_message_koe_sends_round_trips_through_the_emulator_parser(message: OutboundMessage) -> None:
+    assert parse_outbound(encode(message)) == message
+    assert parse_outbound(encode(message).encode()) == message
 
 
 def test_server_refuses_odd_length_audio() -> None:
     with pytest.raises(ValueError, match="whole 16-bit samples"):
-        build_audio_data(b"abc")
+        encode(OutboundAudioData(b"abc"))
 
 
 @pytest.mark.parametrize(
@@ -98,8 +107,8 @@ def test_unusable_frames_raise_outbound_format_error(frame: str, why: str | None
 
 
 @given(st.binary(min_size=0, max_size=2000).map(lambda b: b[: len(b) // 2 * 2]))
-def test_build_then_parse_round_trips(pcm: bytes) -> None:
-    assert parse_outbound(build_audio_data(pcm)) == OutboundAudioData(pcm)
+def test_encode_then_parse_round_trips(pcm: bytes) -> None:
+    assert parse_outbound(encode(OutboundAudioData(pcm))) == OutboundAudioData(pcm)
 
 
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))

@@ -124,8 +124,8 @@ def json_costs(repeat: int = 20000) -> dict[str, float]:
 
     import orjson
 
+    from koe.protocols import acs_outbound
     from koe.protocols.acs import AudioData, InboundStream, encode
-    from koe.protocols.acs_outbound import build_audio_data
 
     frame = encode(AudioData(bytes(range(256)) * 2 + bytes(128), "2024-11-15T19:16:12.925Z"))
     pcm = bytes(640)
@@ -147,7 +147,8 @@ def json_costs(repeat: int = 20000) -> dict[str, float]:
         "build_orjson_us": timed(
             lambda: orjson.dumps({"Kind": "AudioData", "AudioData": {"Data": base64.b64encode(pcm).decode()}})
         ),
-        "build_concat_us": timed(lambda: build_audio_data(pcm)),
+        # what the writer does per chunk: the typed message, then its encoder's concatenation
+        "build_concat_us": timed(lambda: acs_outbound.encode(acs_outbound.OutboundAudioData(pcm))),
     }
 
 

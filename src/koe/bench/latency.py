@@ -8,13 +8,14 @@ as a microphone would: silence, speech, then silence that never stops. For each 
   first audio (they overlap: koe transcribes and starts answering during the pause that ends the turn);
 - barge-in latency, on every other turn: the next utterance starts while the reply plays, and the figure is from
   that speech's onset (its first voiced frame sent) to the last audio delta received of the interrupted reply.
-Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs).
+Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs). What it sends goes through
+the Realtime client (`koe.protocols.realtime.client`); events are read as they come, koe's own `koe.response.timing`
+among them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import statistics
@@ -29,6 +30,8 @@ import numpy as np
 from koe.audio.pcm import Pcm, rms_dbfs
 from koe.audio.resample import resample
 from koe.config import Settings
+from koe.protocols.realtime import Dialect
+from koe.protocols.realtime import client as rt
 
 RATE = 24000
 FRAME = RATE // 50
@@ -88,7 +91,7 @@ class _Client:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
-        self.silence = base64.b64encode(bytes(FRAME * 2)).decode()
+        self.silence = rt.audio_append(bytes(FRAME * 2))
         self._next_frame = time.perf_counter()
         self.speaking: list[bytes] = []
         self.held: list[tuple[float, dict[str, Any]]] = []
@@ -99,8 +102,7 @@ class _Client:
     async def mic(self) -> None:
         """Send one frame every 20 ms: queued speech first, else silence."""
         while True:
-            frame = base64.b64encode(self.speaking.pop(0)).decode() if self.speaking else self.silence
-            await self.ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": frame}))
+            await self.ws.send(rt.audio_append(self.speaking.pop(0)) if self.speaking else self.silence)
             mark = self.marks.pop(self.sent, None)
             if mark is not None:
                 mark.set_result(time.perf_counter())
@@ -145,18 +147,11 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
     results: list[Turn] = []
     async with connect(url, additional_headers=headers, max_size=None) as ws:
         client = _Client(ws)
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "session.update",
-                    "session": {
-                        "instructions": "You are a helpful voice assistant. Answer in one short sentence.",
-                        "input_audio_transcription": {"model": "whisper-1"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": SILENCE_MS},
-                    },
-                }
-            )
+        session = rt.ClientSession(
+            instructions="You are a helpful voice assistant. Answer in one short sentence.",
+            silence_duration_ms=SILENCE_MS,
         )
+        await ws.send(rt.session_update(Dialect.AZURE, session))
         tasks = [asyncio.create_task(client.mic()), asyncio.create_task(client.ears())]
         try:
             await client.next_event(("session.updated",))
@@ -228,7 +223,7 @@ async def bench_latency(
     from koe.bench.engines import machine_info
 
     keys = [key.get_secret_value() for key in settings.server.api_keys]
-    headers = {"api-key": keys[0]} if keys else {}
+    headers = rt.upgrade_headers(Dialect.AZURE, keys[0] if keys else None)
     path = "/voice-live/realtime?api-version=2026-07-15&model=koe&koe_timings=1"
     started = time.time()
     if url is None:

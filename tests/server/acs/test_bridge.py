@@ -2,18 +2,25 @@
 the call's audio goes to the Realtime endpoint, its spoken reply comes back as outbound AudioData at the stream's
 rate, and the endpoint's speech_started becomes StopAudio. The endpoint's LLM is a stand-in with fixed words (what
 the embedded model answers is its own, and no part of the bridge): a short answer whose audio must come back, and a
-long story for the caller to interrupt."""
+long story for the caller to interrupt. A remote that sends frames the Realtime client cannot read is a plain
+websockets server speaking the GA event format: those frames are logged and counted, and the call goes on."""
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+
 import numpy as np
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from koe.audio.resample import resample
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from koe.net.inprocess import free_port
 from koe.server.app import create_app
+from koe.server.metrics import METRICS
 from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
 from tests.conftest import load_wav
@@ -22,7 +29,7 @@ from tests.server.acs.support import record_outbound, serve_app
 from tests.server.realtime.support import assert_spoken
 from tests.wer import wer
 
-pytestmark = [pytest.mark.models, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def _voice(name: str, rate: int) -> np.ndarray:
@@ -38,6 +45,7 @@ def _app(engines: Engines, port: int, path: str, dialect: str) -> object:
     return create_app(settings, engines)
 
 
+@pytest.mark.models
 @pytest.mark.parametrize(
     ("rate", "mixed", "path", "dialect"),
     [(16000, True, "/v1/realtime", "openai"), (24000, False, "/voice-live/realtime", "voicelive")],
@@ -78,6 +86,7 @@ async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
     assert_spoken(engines, bytes(outbound), "".join(REPLY_WORDS), rate, partial=True)
 
 
+@pytest.mark.models
 async def test_bridge_barge_in_becomes_stop_audio(engines: Engines) -> None:
     rate = 16000
     audio = CallAudio([Participant(phone_raw_id(1), _voice("short", rate))], rate, tail_ms=200)
@@ -101,3 +110,56 @@ async def test_bridge_barge_in_becomes_stop_audio(engines: Engines) -> None:
     assert report.barge_ins, report.as_dict()
     assert report.barge_ins[0].dropped_ms > 0
     assert any(e["type"] == "barge_in" for e in call.recent)
+
+
+REPLY_24K = np.full(24000 // 5, 2000, dtype="<i2").tobytes()  # 200 ms of reply audio at the Realtime rate
+UNREADABLE = [
+    "{not json",
+    '{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_1","delta":"%%%"}',
+    '{"type":"input_audio_buffer.speech_started","audio_start_ms":"soon"}',
+]
+
+
+async def _unreadable_remote(ws: ServerConnection) -> None:
+    """A Realtime endpoint gone wrong: after the session update and the first audio, three frames no client can
+    read, then a reply that must still reach the caller."""
+    first = json.loads(await ws.recv())
+    assert first["type"] == "session.update"
+    async for frame in ws:
+        if json.loads(frame)["type"] == "input_audio_buffer.append":
+            break
+    for frame in UNREADABLE:
+        await ws.send(frame)
+    delta = base64.b64encode(REPLY_24K).decode()
+    await ws.send(json.dumps({"type": "response.created", "response": {"id": "resp_1"}}))
+    await ws.send(json.dumps({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1",
+                              "output_index": 0, "content_index": 0, "delta": delta}))  # fmt: skip
+    async for _ in ws:
+        pass
+
+
+async def test_an_unreadable_frame_from_the_remote_is_logged_and_counted_and_the_call_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rate = 16000
+    before = METRICS.dropped[("acs", "bridge_unreadable")]
+    async with serve(_unreadable_remote, "127.0.0.1", 0) as remote:
+        port = next(iter(remote.sockets)).getsockname()[1]
+        app = _app(Engines(), port, "/v1/realtime", "openai")
+        async with serve_app(app) as base:
+            audio = CallAudio([Participant(phone_raw_id(1), np.zeros(rate // 2, dtype=np.int16))], rate)
+            options = MediaOptions(base.replace("http", "ws") + "/acs/media", rate, call_connection_id="bridge-bad",
+                                   speed=4.0, reply_timeout_ms=5000, linger_ms=300)  # fmt: skip
+            with caplog.at_level(logging.WARNING, logger="koe.server.acs.door"):
+                report = await MediaStream(options, audio).run()
+            call = app.state.calls.get("bridge-bad")  # type: ignore[attr-defined]
+    assert METRICS.dropped[("acs", "bridge_unreadable")] - before == len(UNREADABLE)
+    unreadable = [r.getMessage() for r in caplog.records if "unreadable frame from the bridge" in r.getMessage()]
+    assert len(unreadable) == len(UNREADABLE), unreadable
+    assert "not JSON" in unreadable[0] and "invalid base64" in unreadable[1] and "not a number" in unreadable[2]
+    # the call went on: the reply after the bad frames reached the caller, resampled to the stream's rate (less the
+    # few ms the streaming resampler still holds)
+    assert report.violations == []
+    assert report.outbound_audio_bytes == pytest.approx(len(REPLY_24K) * 2 // 3, rel=0.1)
+    assert call is not None
+    assert "response.started" in [event["type"] for event in call.recent]

@@ -1,6 +1,7 @@
 """The `relay` service's connect phase (spec §2.6): the upstream's status, an empty body, and no other stream hurt.
 
-The full relay path runs against koe's own Realtime door in `test_sora_relay_realtime.py` once that door exists.
+The full relay path runs against koe's own Realtime door in `test_relay_realtime.py`; what the relay sends and reads
+is checked with the Realtime client, in `tests/protocols/realtime/test_client.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import socket
 import pytest
 
 from koe.net.h2listener import Request, Response, start_listener
-from koe.protocols import realtime_transcription_client as rt
 from koe.protocols.sora import SoraRequest
 from tests.server.sora.support import connect, fixture_packets, framed, post, running_gateway
 
@@ -50,27 +50,3 @@ async def test_upstream_connect_failure_is_its_status_with_an_empty_body(upstrea
     assert bytes(stream.body) == b""
     assert other.text_results() == [{"channel_id": "ch_0", "message": "n: 120", "type": "test"}]
     assert gateway.metrics.stream_errors[(("kind", "upstream_connect"),)] == 1
-
-
-def test_session_update_shapes() -> None:
-    openai = rt.session_update("openai", model="gpt-4o-transcribe", language="en-US", silence_duration_ms=400)
-    assert openai["session"]["type"] == "transcription"
-    assert openai["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
-    assert openai["session"]["audio"]["input"]["transcription"] == {"model": "gpt-4o-transcribe", "language": "en"}
-    voicelive = rt.session_update("voicelive", model="azure-speech", language="ja-JP")
-    assert voicelive["session"]["input_audio_transcription"] == {"model": "azure-speech", "language": "ja-JP"}
-    assert voicelive["session"]["turn_detection"]["create_response"] is False
-
-
-def test_parse_server_events() -> None:
-    assert rt.parse_server_event('{"type":"input_audio_buffer.speech_started","item_id":"i","audio_start_ms":5}') == (
-        rt.SpeechStarted("i", 5)
-    )
-    completed = '{"type":"conversation.item.input_audio_transcription.completed","item_id":"i","transcript":"hi"}'
-    assert rt.parse_server_event(completed) == rt.TranscriptCompleted("i", "hi")
-    assert rt.parse_server_event('{"type":"error","error":{"code":"x","message":"m"}}') == rt.UpstreamError("x", "m")
-    assert rt.parse_server_event('{"type":"rate_limits.updated"}') == rt.Ignored("rate_limits.updated")
-    with pytest.raises(rt.RelayProtocolError):
-        rt.parse_server_event("[1]")
-    with pytest.raises(rt.RelayProtocolError):
-        rt.parse_server_event("nope")

@@ -11,6 +11,8 @@ What a door does with it, in order:
    the OpenAI dialects) and `events.session_updated(config, ...)`.
 4. Render the engine's output with the `ServerEvents` builders (each returns a list of events) and
    `encode_event()`; audio goes through `formats.decode_audio/encode_audio` and `response_audio_delta` splits it.
+
+The other side, koe as a client of a remote Realtime endpoint, is `koe.protocols.realtime.client`.
 """
 
 from koe.protocols.realtime.client_events import (

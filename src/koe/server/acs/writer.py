@@ -1,10 +1,11 @@
 """The one writer of a media connection's outbound frames (server → ACS).
 
 `OutboundWriter(socket, rate)` (any `koe.server.acs.socket.MediaSocket`); `start()` it; `audio(pcm)` queues PCM16
-at the stream rate (cut into chunks of at most `CHUNK_MS`), `stop_audio()` drops audio not yet sent and sends
-`StopAudio` next, `await close()` at the end. Sends never interleave, and a slow socket never blocks the caller:
-audio beyond `MAX_PENDING_MS` is dropped and counted. `sent_ms` is the estimate of how much ACS has been given to
-play (it sends no acknowledgement).
+at the stream rate (cut into `OutboundAudioData` chunks of at most `CHUNK_MS`), `stop_audio()` drops audio not yet
+sent and sends `StopAudio` next, `await close()` at the end. Every item queued is a typed message of
+`koe.protocols.acs_outbound`, rendered by its `encode()` as it goes out. Sends never interleave, and a slow socket
+never blocks the caller: audio beyond `MAX_PENDING_MS` is dropped and counted. `sent_ms` is the estimate of how much
+ACS has been given to play (it sends no acknowledgement).
 
 While nothing is queued or in flight, a frame goes out at once when the socket can take it without waiting
 (`send_now`, the picows listener); otherwise the writer's task sends it, waiting while the socket is backed up.
@@ -16,9 +17,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
 
-from koe.protocols.acs_outbound import build_audio_data, build_stop_audio
+from koe.protocols.acs_outbound import STOP_AUDIO, OutboundAudioData, OutboundMessage, StopAudio, encode
 from koe.server.acs.socket import MediaSocket
 from koe.server.metrics import METRICS
 
@@ -35,10 +35,9 @@ class OutboundWriter:
         self.socket = socket
         self.rate = rate
         self._chunk_bytes = rate * CHUNK_MS // 1000 * 2
-        self._pending: deque[str | bytes] = deque()
+        self._pending: deque[OutboundMessage] = deque()
         self._pending_bytes = 0
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._sending = False
@@ -60,17 +59,18 @@ class OutboundWriter:
             return
         limit = MAX_PENDING_MS * self.rate // 1000 * 2
         for offset in range(0, len(pcm), self._chunk_bytes):
-            chunk = pcm[offset : offset + self._chunk_bytes]
-            if self._idle_now() and self.socket.send_now(build_audio_data(chunk)):
+            chunk = OutboundAudioData(pcm[offset : offset + self._chunk_bytes])
+            size = len(chunk.data)
+            if self._idle_now() and self.socket.send_now(encode(chunk)):
                 self.audio_messages += 1
-                self.audio_bytes += len(chunk)
+                self.audio_bytes += size
                 continue
-            if self._pending_bytes + len(chunk) > limit:
+            if self._pending_bytes + size > limit:
                 self.dropped_bytes += len(pcm) - offset
                 METRICS.drop("acs", "send_queue_full", -(-(len(pcm) - offset) // self._chunk_bytes))
                 break
             self._pending.append(chunk)
-            self._pending_bytes += len(chunk)
+            self._pending_bytes += size
         if self._pending:
             self._wake.set()
 
@@ -81,42 +81,19 @@ class OutboundWriter:
         self.unsent_flushed_bytes += self._pending_bytes
         self._pending.clear()
         self._pending_bytes = 0
-        stop = build_stop_audio()
-        if self._idle_now() and self.socket.send_now(stop):
+        if self._idle_now() and self.socket.send_now(encode(STOP_AUDIO)):
             self.stops += 1
             return
-        self._pending.append(stop)
+        self._pending.append(STOP_AUDIO)
         self._wake.set()
-
-    def send_text(self, text: str) -> None:
-        """Any other frame, in order with the audio."""
-        if self._closed or (self._idle_now() and self.socket.send_now(text)):
-            return
-        self._pending.append(text)
-        self._wake.set()
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far is on the socket (or the socket is gone)."""
-        if self._pending and not self._closed:
-            self._idle.clear()
-            await self._idle.wait()
 
     async def close(self) -> None:
         self._closed = True
         self._wake.set()
-        self._idle.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "audio_messages": self.audio_messages,
-            "audio_ms": round(self.sent_ms, 1),
-            "stop_audio": self.stops,
-            "dropped_ms": round(self.dropped_bytes * 500.0 / self.rate, 1),
-        }
 
     def _idle_now(self) -> bool:
         """Nothing queued and nothing being sent: a frame sent now cannot overtake another."""
@@ -127,25 +104,22 @@ class OutboundWriter:
         try:
             while not self._closed:
                 if not self._pending:
-                    self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                item = self._pending.popleft()
+                message = self._pending.popleft()
                 self._sending = True
-                if isinstance(item, bytes):
-                    self._pending_bytes -= len(item)
-                    await send(build_audio_data(item))
-                    self.audio_messages += 1
-                    self.audio_bytes += len(item)
+                if isinstance(message, StopAudio):
+                    await send(encode(message))
+                    self.stops += 1
                 else:
-                    if item.startswith('{"Kind":"StopAudio"'):
-                        self.stops += 1
-                    await send(item)
+                    self._pending_bytes -= len(message.data)
+                    await send(encode(message))
+                    self.audio_messages += 1
+                    self.audio_bytes += len(message.data)
                 self._sending = False
         except Exception as exc:  # the socket went away; the receive loop notices and ends the call
             log.debug("outbound writer stopped: %s", exc)
             self._closed = True
         finally:
             self._sending = False
-            self._idle.set()

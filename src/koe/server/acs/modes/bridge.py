@@ -2,23 +2,22 @@
 Realtime GA or beta, or koe's own Realtime door), and the remote's spoken replies come back to the call, as in the
 ACS + Azure OpenAI quickstart.
 
-Built by `koe.server.acs.modes.MODES` from `acs.bridge` (url, api_key, dialect, instructions, voice). On start it
+Built by `koe.server.acs.modes.MODES` from `acs.bridge` (url, api_key, dialect, instructions, voice). Everything it
+says to the remote and reads back goes through the Realtime client, `koe.protocols.realtime.client`. On start it
 connects and sends `session.update` (server VAD, PCM16 at 24 kHz, input transcription); each inbound frame
 (unmixed channels mixed per timestamp) is resampled to 24 kHz and sent as `input_audio_buffer.append`. Reply audio
 (`response.audio.delta` or `response.output_audio.delta`) is resampled to the stream's rate and sent as outbound
 `AudioData`; the remote's `input_audio_buffer.speech_started` becomes `StopAudio` at once. Transcripts and response
-ends are published to the call registry.
+ends are published to the call registry. A frame the client cannot read is logged and counted
+(`koe_dropped_frames{door="acs",reason="bridge_unreadable"}`), and the call goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import ssl
-from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -27,16 +26,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from koe.audio.mix import mix
 from koe.audio.resample import Resampler
 from koe.protocols.acs import AudioData, DtmfData
+from koe.protocols.realtime import client as rt
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
+from koe.server.metrics import METRICS
 
 log = logging.getLogger("koe.server.acs.door")
 
-REALTIME_RATE = 24000
-"""Realtime `pcm16` / `audio/pcm` is 24 kHz mono."""
 CONNECT_TIMEOUT_S = 10.0
-MAX_REMOTE_MESSAGE_BYTES = 16 * 1024 * 1024
-_AUDIO_DELTAS = ("response.audio.delta", "response.output_audio.delta")
-_REPLY_TRANSCRIPTS = ("response.audio_transcript.done", "response.output_audio_transcript.done")
+LOG_EVERY_UNREADABLE = 100
+"""After the first few, log one unreadable remote frame in this many, so a broken remote cannot flood the log."""
+_FIRST_UNREADABLE_LOGGED = 5
 
 
 class BridgePipeline:
@@ -45,70 +44,40 @@ class BridgePipeline:
         self.bridge = context.settings.acs.bridge
         self._remote: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._to_remote = Resampler(context.rate, REALTIME_RATE)
-        self._from_remote = Resampler(REALTIME_RATE, context.rate)
+        self._to_remote = Resampler(context.rate, rt.INPUT_RATE)
+        self._from_remote = Resampler(rt.INPUT_RATE, context.rate)
         self._stamp = ""
         self._group: list[np.ndarray] = []
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._unflushed = False
+        self._unreadable = 0
 
     async def start(self) -> None:
-        headers = {"OpenAI-Beta": "realtime=v1"} if self.bridge.dialect == "openai-beta" else {}
-        if self.bridge.api_key is not None:
-            key = self.bridge.api_key.get_secret_value()
-            headers |= {"api-key": key, "Authorization": f"Bearer {key}"}
+        key = self.bridge.api_key.get_secret_value() if self.bridge.api_key is not None else None
         context = None
         if self.bridge.url.startswith("wss://"):
             context = ssl.create_default_context(cafile=str(self.bridge.ca_file) if self.bridge.ca_file else None)
         try:
             self._remote = await connect(
                 self.bridge.url,
-                additional_headers=headers,
+                additional_headers=rt.upgrade_headers(self.bridge.dialect, key),
                 ssl=context,
                 open_timeout=CONNECT_TIMEOUT_S,
-                max_size=MAX_REMOTE_MESSAGE_BYTES,
+                max_size=rt.MAX_EVENT_BYTES,
                 compression=None,
                 proxy=None,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ModeUnavailable(f"cannot reach the bridge endpoint {self.bridge.url}: {exc}") from exc
-        await self._remote.send(json.dumps(self._session_update()))
+        session = rt.ClientSession(
+            silence_duration_ms=self.context.settings.acs.silence_duration_ms,
+            instructions=self.bridge.instructions,
+            voice=self.bridge.voice,
+        )
+        await self._remote.send(rt.session_update(self.bridge.dialect, session))
         self._reader = asyncio.create_task(self._read(), name=f"acs-bridge-{self.context.call_id}")
         self._sender = asyncio.create_task(self._send(), name=f"acs-bridge-send-{self.context.call_id}")
-
-    def _session_update(self) -> dict[str, Any]:
-        silence = self.context.settings.acs.silence_duration_ms
-        turns = {"type": "server_vad", "silence_duration_ms": silence}
-        if self.bridge.dialect == "openai":  # GA: the nested session
-            output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": REALTIME_RATE}}
-            if self.bridge.voice:
-                output["voice"] = self.bridge.voice
-            session: dict[str, Any] = {
-                "type": "realtime",
-                "output_modalities": ["audio"],
-                "audio": {
-                    "input": {
-                        "format": {"type": "audio/pcm", "rate": REALTIME_RATE},
-                        "turn_detection": turns,
-                        "transcription": {"model": "whisper-1"},
-                    },
-                    "output": output,
-                },
-            }
-        else:  # beta and Voice Live: the flat session
-            session = {
-                "modalities": ["text", "audio"],
-                "input_audio_format": "pcm16",
-                "output_audio_format": "pcm16",
-                "turn_detection": turns,
-                "input_audio_transcription": {"model": "whisper-1"},
-            }
-            if self.bridge.voice:
-                session["voice"] = self.bridge.voice
-        if self.bridge.instructions:
-            session["instructions"] = self.bridge.instructions
-        return {"type": "session.update", "session": session}
 
     def audio(self, frame: AudioData) -> None:
         pcm = np.frombuffer(frame.data, dtype="<i2") if frame.data else None
@@ -127,8 +96,7 @@ class BridgePipeline:
         pcm = mix(chunks) if chunks else np.zeros(self.context.rate // 50, dtype=np.int16)
         converted = self._to_remote.process(pcm)
         if converted.size:
-            audio = base64.b64encode(np.asarray(converted, dtype="<i2").tobytes()).decode("ascii")
-            self._outbox.put_nowait(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            self._outbox.put_nowait(rt.audio_append(np.asarray(converted, dtype="<i2").tobytes()))
 
     def dtmf(self, frame: DtmfData) -> None:
         return None
@@ -157,41 +125,47 @@ class BridgePipeline:
     async def _read(self) -> None:
         assert self._remote is not None
         try:
-            async for raw in self._remote:
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    self._on_remote(json.loads(raw))
+            async for frame in self._remote:
+                self._on_frame(frame)
         except ConnectionClosed as exc:
             log.info("bridge endpoint closed: %s", exc)
 
-    def _on_remote(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
+    def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            event = rt.parse_server_event(frame)
+        except rt.RealtimeClientError as exc:
+            self._unreadable += 1
+            METRICS.drop("acs", "bridge_unreadable")
+            count = self._unreadable
+            if count <= _FIRST_UNREADABLE_LOGGED or count % LOG_EVERY_UNREADABLE == 0:
+                log.warning("skipped an unreadable frame from the bridge endpoint (%d so far): %s", count, exc)
+            return
+        self._on_remote(event)
+
+    def _on_remote(self, event: rt.ServerEvent) -> None:
         publish = self.context.publish
-        if kind in _AUDIO_DELTAS:
-            pcm = np.frombuffer(base64.b64decode(event["delta"]), dtype="<i2")
-            out = self._from_remote.process(pcm)
+        if isinstance(event, rt.ResponseAudioDelta):
+            out = self._from_remote.process(np.frombuffer(event.audio, dtype="<i2"))
             if out.size:
                 self.context.writer.audio(np.asarray(out, dtype="<i2").tobytes())
                 self._unflushed = True
-        elif kind == "input_audio_buffer.speech_started":
+        elif isinstance(event, rt.SpeechStarted):
             if self._unflushed:
                 self.context.writer.stop_audio()  # barge-in: flush what ACS still has queued
                 self._unflushed = False
                 publish({"type": "barge_in", "source": "bridge"})
-            publish({"type": "speech.started", "participant": None, "item_id": event.get("item_id", "")})
-        elif kind == "input_audio_buffer.speech_stopped":
-            publish({"type": "speech.stopped", "participant": None, "item_id": event.get("item_id", "")})
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            publish({"type": "transcript.completed", "participant": None, "item_id": event.get("item_id", ""),
-                     "text": str(event.get("transcript", "")).strip()})  # fmt: skip
-        elif kind in _REPLY_TRANSCRIPTS:
-            publish({"type": "response.text", "response_id": event.get("response_id"), "text": event.get("transcript")})
-        elif kind == "response.created":
-            publish({"type": "response.started", "response_id": (event.get("response") or {}).get("id")})
-        elif kind == "response.done":
-            response = event.get("response") or {}
-            details = response.get("status_details") or {}
-            publish({"type": "response.done", "response_id": response.get("id"), "status": response.get("status"),
-                     "reason": details.get("reason")})  # fmt: skip
-        elif kind == "error":
-            error = event.get("error") or {}
-            publish({"type": "error", "code": error.get("code") or "bridge_error", "message": error.get("message")})
+            publish({"type": "speech.started", "participant": None, "item_id": event.item_id})
+        elif isinstance(event, rt.SpeechStopped):
+            publish({"type": "speech.stopped", "participant": None, "item_id": event.item_id})
+        elif isinstance(event, rt.TranscriptCompleted):
+            publish({"type": "transcript.completed", "participant": None, "item_id": event.item_id,
+                     "text": event.transcript.strip()})  # fmt: skip
+        elif isinstance(event, rt.ResponseAudioTranscriptDone):
+            publish({"type": "response.text", "response_id": event.response_id, "text": event.transcript})
+        elif isinstance(event, rt.ResponseCreated):
+            publish({"type": "response.started", "response_id": event.response_id})
+        elif isinstance(event, rt.ResponseDone):
+            publish({"type": "response.done", "response_id": event.response_id, "status": event.status,
+                     "reason": event.reason})  # fmt: skip
+        elif isinstance(event, rt.UpstreamError):
+            publish({"type": "error", "code": event.code or "bridge_error", "message": event.message})

@@ -2,9 +2,10 @@
 
 `RelayService(settings, metrics)` is what `POST /speech` uses when `sora.service = "relay"`. Per Sora connection it
 opens a WebSocket to `sora.relay_url` (OpenAI Realtime with `session.type = "transcription"`, or Azure Voice Live
-with `sora.relay_kind = "voicelive"`), decodes the Opus straight to 24 kHz PCM16, appends it, and turns the remote
+with `sora.relay_kind = "azure"`), decodes the Opus straight to 24 kHz PCM16, appends it, and turns the remote
 transcription events into the same results as the `koe` service (`is_final` false for deltas, true once per
-utterance, `result_id` = the remote item id).
+utterance, `result_id` = the remote item id). What it sends and reads goes through the Realtime client,
+`koe.protocols.realtime.client`.
 
 As the reference gateway does for its upstream services (spec §2.4, §2.6), the response HEADERS wait for the
 upstream connect: if it fails, Sora gets that HTTP status (500 when there is none) with an empty body. Audio that
@@ -25,7 +26,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from koe.audio.opus import OpusDecoder, OpusError
 from koe.audio.pcm import pcm_to_bytes
 from koe.config import SoraSettings
-from koe.protocols import realtime_transcription_client as rt
+from koe.protocols.realtime import client as rt
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.sora.metrics import SoraMetrics
@@ -84,7 +85,7 @@ class _RelayStream:
             self._service.metrics.malformed_packets += 1
             self._fail(f"OPUS-DECODE-ERROR: {exc}")
             return
-        message = rt.encode(rt.audio_append(pcm_to_bytes(pcm)))
+        message = rt.audio_append(pcm_to_bytes(pcm))
         if self._socket is None:
             if len(self._buffer) >= MAX_BUFFERED_PACKETS:
                 self._fail("UPSTREAM-CONNECT-TIMEOUT: audio kept arriving while the upstream did not answer")
@@ -99,7 +100,7 @@ class _RelayStream:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connect_settled.wait(), CONNECT_TIMEOUT_S)
         if self._socket is not None and not self._failed:
-            self._send(rt.encode(rt.commit()))
+            self._send(rt.commit())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._until_idle(), FINAL_WAIT_S)
         await self._close()
@@ -112,10 +113,8 @@ class _RelayStream:
 
     async def _run(self) -> None:
         settings = self._service.settings
-        headers: dict[str, str] = {}
-        if settings.relay_api_key is not None:
-            key = settings.relay_api_key.get_secret_value()
-            headers = {"Authorization": f"Bearer {key}"} if settings.relay_kind == "openai" else {"api-key": key}
+        key = settings.relay_api_key.get_secret_value() if settings.relay_api_key is not None else None
+        headers = rt.upgrade_headers(settings.relay_kind, key)
         try:
             socket = await asyncio.wait_for(connect(settings.relay_url, additional_headers=headers), CONNECT_TIMEOUT_S)
         except InvalidStatus as exc:
@@ -127,13 +126,13 @@ class _RelayStream:
         finally:
             self._connect_settled.set()
         self._socket = socket
-        update = rt.session_update(
-            settings.relay_kind,
-            model=settings.relay_model,
+        session = rt.ClientSession(
+            respond=False,
+            transcription_model=settings.relay_model,
             language=self._request.language_code,
             silence_duration_ms=settings.silence_duration_ms,
         )
-        self._send(rt.encode(update))
+        self._send(rt.session_update(settings.relay_kind, session))
         self._sink.start_response()
         for message in self._buffer:
             self._send(message)
@@ -144,7 +143,7 @@ class _RelayStream:
                 self._progress.set()
                 if self._failed:
                     break
-        except rt.RelayProtocolError as exc:
+        except rt.RealtimeClientError as exc:
             self._fail(f"UPSTREAM-PROTOCOL-ERROR: {exc}")
         except WebSocketException as exc:
             if not self._input_ended:
@@ -156,7 +155,7 @@ class _RelayStream:
             self._done.set()
             self._progress.set()
 
-    def _event(self, event: rt.RelayEvent) -> None:
+    def _event(self, event: rt.ServerEvent) -> None:
         if isinstance(event, rt.SpeechStarted):
             self._starts[event.item_id] = event.audio_start_ms
             self._open_items.add(event.item_id)
@@ -182,7 +181,7 @@ class _RelayStream:
         elif isinstance(event, rt.UpstreamError):
             if event.code == "input_audio_buffer_commit_empty":
                 return  # the body ended right after an utterance: nothing was left to commit
-            self._fail(f"UPSTREAM-ERROR: {event.code}: {event.message}")
+            self._fail(f"UPSTREAM-ERROR: {event.code or 'error'}: {event.message}")
 
     def _emit(self, item_id: str, final: bool, text: str, start: int, end: int) -> None:
         result: dict[str, Any] = koe_result(
