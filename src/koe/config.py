@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from koe.protocols.realtime.dialect import Dialect, dialect_named
+from koe.dialects import Dialect, dialect_named
 
 DEFAULT_CONFIG_FILE = Path("koe.toml")
 CONFIG_ENV = "KOE_CONFIG"

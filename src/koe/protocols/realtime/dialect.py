@@ -12,42 +12,20 @@ The three dialects:
 Paths match by suffix, so every path prefix the SDKs keep (`http://host/prefix` → `/prefix/voice-live/realtime`)
 works; a configured `prefix` additionally has to be there.
 
-`Dialect` is koe's one vocabulary for them: the door, the Realtime client (`koe.protocols.realtime.client`) and the
-configuration (`acs.bridge.dialect`, `sora.relay_kind`) all use it. `dialect_named(name)` also takes the names the
-configuration used before (`openai`, `openai-beta`, `voicelive`).
+`Dialect` (`koe.dialects`, below every layer so the configuration can name it too) is koe's one vocabulary for
+them: the door, the Realtime client (`koe.protocols.realtime.client`) and the configuration (`acs.bridge.dialect`,
+`sora.relay_kind`) all use it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from koe.dialects import DIALECT_ALIASES, Dialect, dialect_named
 
-class Dialect(enum.StrEnum):
-    AZURE = "azure"
-    BETA = "beta"
-    GA = "ga"
-
-
-DIALECT_ALIASES: Mapping[str, Dialect] = {"openai": Dialect.GA, "openai-beta": Dialect.BETA, "voicelive": Dialect.AZURE}
-"""Earlier names of the dialects in koe's configuration, still accepted."""
-
-
-def dialect_named(name: object) -> Dialect:
-    """The dialect called `name` (`ga`, `beta`, `azure`, or an alias of `DIALECT_ALIASES`); ValueError otherwise."""
-    if isinstance(name, Dialect):
-        return name
-    if isinstance(name, str):
-        key = name.strip().lower()
-        with contextlib.suppress(ValueError):
-            return Dialect(key)
-        if key in DIALECT_ALIASES:
-            return DIALECT_ALIASES[key]
-    names = ", ".join([*Dialect, *DIALECT_ALIASES])
-    raise ValueError(f"unknown Realtime dialect {name!r}: use one of {names}")
+__all__ = ["DIALECT_ALIASES", "Dialect", "Handshake", "dialect_named", "negotiate"]
 
 
 REALTIME_SUBPROTOCOL = "realtime"
