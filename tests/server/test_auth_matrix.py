@@ -26,6 +26,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from koe.config import Settings, load_settings
 from koe.engines.registry import Engines
@@ -424,6 +426,18 @@ async def test_with_keys_a_third_party_web_app_with_a_key_keeps_working(keyed: K
         form = FORMS[4] if target.kind is Kind.ACS_CALLBACKS else FORMS[2] if target.method == "WS" else FORMS[1]
         answer = await _exchange(keyed, target, form.carry(form.right(keyed)), origin="https://app.example")
         _assert_admitted(answer, target)
+
+
+async def test_a_browsers_websocket_gets_a_subprotocol_selected(keyed: Koe) -> None:
+    # Browsers drop a WebSocket whose offered subprotocols got no answer; the key's own is never the one selected.
+    base = f"ws://127.0.0.1:{keyed.ports['main']}"
+    key = f"openai-insecure-api-key.{KEY}"
+    for path, offered, selected in (
+        ("/v1/calls/*/events", ["koe-events", key], "koe-events"),
+        ("/v1/realtime", ["realtime", key], "realtime"),
+    ):
+        async with ws_connect(base + path, subprotocols=[Subprotocol(p) for p in offered]) as ws:
+            assert ws.subprotocol == selected
 
 
 # --- no keys: the loopback rule ---------------------------------------------------------------------------------
