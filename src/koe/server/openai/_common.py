@@ -73,7 +73,8 @@ def endpoint(settings: Settings, handler: Handler, route: str, body: Body | None
 
     async def guarded(request: Request) -> Response:
         try:
-            response = refusal(request.scope, settings, Kind.API, body) or await handler(request)
+            refused = refusal(request.scope, settings, Kind.API, body)
+            response = refused if refused is not None else await handler(request)
         except ApiError as exc:
             response = exc.response()
         except EngineError as exc:

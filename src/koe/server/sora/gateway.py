@@ -1,7 +1,7 @@
 """The Sora door: koe as an audio streaming gateway that Sora's `audio_streaming_url` can point at.
 
-Build a `SoraGateway(settings.sora, engines)` and `await gateway.start()`; `gateway.port` then tells where it
-listens, and `await gateway.close()` stops it. `koe serve` does this next to the main ASGI port.
+Build a `SoraGateway(settings.sora, engines, access=settings)` and `await gateway.start()`; `gateway.port` then
+tells where it listens, and `await gateway.close()` stops it. `koe serve` does this next to the main ASGI port.
 
 Routes (spec §2.1): `POST /speech` (the configured service), `POST /test`, `POST /dump`, `GET /.ok`, and
 `GET /metrics` (also on `sora.exporter_port` when set, as Suzu's exporter). Every one follows the server's access
