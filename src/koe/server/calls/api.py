@@ -42,21 +42,21 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
         return refusal(connection.scope, settings, Kind.API)
 
     async def list_calls(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         return _json({"calls": [call.snapshot() for call in registry.calls()]})
 
     async def get_call(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         call = registry.get(request.path_params["call_id"])
         if call is None:
             return error_response(404, "call_not_found", f"no call {request.path_params['call_id']!r}")
         return _json(call.snapshot())
 
     async def events_sse(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         call_id = request.path_params["call_id"]
         if call_id != ALL_CALLS and registry.get(call_id) is None:
             return error_response(404, "call_not_found", f"no call {call_id!r}")
