@@ -33,9 +33,16 @@ RealtimeDialect = Annotated[Dialect, BeforeValidator(dialect_named)]
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    # Keys a client may present (api-key header, Bearer token, or the browser subprotocol). With none set,
-    # koe only accepts clients on the loopback interface.
+    # Keys a client may present, on every door the same way: the api-key header, Authorization: Bearer, the
+    # WebSocket subprotocol openai-insecure-api-key.<key>, or the api-key query parameter (koe.server.auth). With
+    # none set, koe only accepts clients on the loopback interface, and refuses web pages of other origins.
     api_keys: list[SecretStr] = Field(default_factory=list)
+    # Host names (the Host header) koe answers to besides localhost, *.localhost, IP addresses and the hosts it is
+    # configured with: this defeats DNS rebinding. "name", ".example.com" (it and its subdomains) or "*" (any).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Web origins ("https://app.example.com") whose pages may use koe when no API keys are set; pages koe serves
+    # itself (same origin) always may.
+    allowed_origins: list[str] = Field(default_factory=list)
     public: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True

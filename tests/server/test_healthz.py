@@ -78,7 +78,7 @@ def test_public_without_keys_refuses_to_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
 def test_loopback_hosts(host: str) -> None:
-    from koe.server.run import is_loopback
+    from koe.server.auth import is_loopback
 
     assert is_loopback(host)
     assert not is_loopback("0.0.0.0")

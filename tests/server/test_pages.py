@@ -1,5 +1,6 @@
 """The pages' routes on a real koe: `/` and `/calls` with their static files (JavaScript modules and worklets served
-as JavaScript), `GET /v1/voices` under the server's access rule, and the routes around them still answering."""
+as JavaScript), `GET /v1/voices` under the server's access rule, and the routes around them still answering.
+(Every route under the Host, Origin and key rules: `tests/server/test_auth_matrix.py`.)"""
 
 from __future__ import annotations
 
@@ -65,6 +66,6 @@ async def test_with_keys_the_pages_load_but_their_api_needs_a_key() -> None:
         assert refused.status_code == 401
         assert "API key" in refused.json()["error"]["message"]
         wrong = await http.get("/v1/voices", headers={"Authorization": "Bearer nope"})
-        assert wrong.json()["error"]["message"] == "the API key is not valid"
+        assert wrong.json()["error"]["message"] == "the API key is not valid (Authorization: Bearer)"
         for headers in ({"Authorization": f"Bearer {KEY}"}, {"api-key": KEY}):
             assert (await http.get("/v1/voices", headers=headers)).status_code == 200

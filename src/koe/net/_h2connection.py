@@ -251,7 +251,10 @@ class _Connection(asyncio.Protocol):
     def _open(self, stream_id: int, headers: list[tuple[str, str]], version: str) -> None:
         pseudo = {k: v for k, v in headers if k.startswith(":")}
         path = pseudo.get(":path", "/").split("?", 1)[0]
-        request = Request(pseudo.get(":method", ""), path, [h for h in headers if not h[0].startswith(":")], version)
+        fields = [h for h in headers if not h[0].startswith(":")]
+        if ":authority" in pseudo and not any(name == "host" for name, _ in fields):
+            fields.append(("host", pseudo[":authority"]))  # as RFC 9113 §8.3.1 has it translated to HTTP/1.1
+        request = Request(pseudo.get(":method", ""), path, fields, version)
         request.peer = self.peer
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream

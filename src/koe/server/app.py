@@ -17,6 +17,8 @@ from starlette.routing import Route
 from koe import __version__
 from koe.config import Settings
 from koe.engines.registry import Engines
+from koe.server._asgi_access import guarded
+from koe.server.auth import Kind
 
 
 def create_app(settings: Settings, engines: Engines) -> Starlette:
@@ -51,9 +53,10 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),
-        *openapi_routes(),
+        *openapi_routes(settings),
     ]
-    app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *door_routes])
+    public_healthz = guarded(settings, Kind.PAGE, healthz)  # public, under the Host rule
+    app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes])
     app.state.calls = calls
     app.state.acs = acs
     app.state.settings = settings

@@ -22,12 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from koe.config import Settings
 from koe.engines.registry import Engines
-from koe.server.auth import admit, presented_key
+from koe.server._asgi_access import guarded
+from koe.server.auth import Kind
 from koe.voice import events as ev
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -166,15 +167,10 @@ METRICS = ServerMetrics()
 
 
 def metrics_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
-    """`GET /metrics`, by the server's key rule (Prometheus sends a key as `authorization: {credentials: …}`)."""
+    """`GET /metrics`, by the server's access rule (Prometheus sends a key as `authorization: {credentials: …}`)."""
 
     async def metrics(request: Request) -> Response:
-        client = request.client.host if request.client else None
-        refused = admit(settings, presented_key(request.headers), client)
-        if refused is not None:
-            status = 401 if settings.server.api_keys else 403
-            return JSONResponse({"error": {"code": "invalid_api_key", "message": refused}}, status_code=status)
         sora = getattr(request.app.state, "sora", None)
         return Response(METRICS.render(engines, sora), media_type=CONTENT_TYPE)
 
-    return [Route("/metrics", metrics, methods=["GET"])]
+    return [Route("/metrics", guarded(settings, Kind.API, metrics), methods=["GET"])]

@@ -3,8 +3,8 @@ and `GET /v1/voices` (the installed voices, for the console's voice picker).
 
 Call `page_routes(settings, engines)` and add the routes to the app. The pages are plain HTML, CSS and JavaScript
 modules from `koe/server/static/`, with no build step; they talk to koe only through the public API (the Realtime
-door, `/v1/calls…`), so they show what any client would get. The pages themselves are served to anyone who can reach
-the port; everything they fetch follows the server's access rule (`koe.server.auth.admit`).
+door, `/v1/calls…`), so they show what any client would get. The pages themselves are public (only the Host rule of
+`koe.server.auth` applies to them); everything they fetch follows the server's whole access rule.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from koe.config import Settings
 from koe.engines.registry import Engines
-from koe.server.auth import admit
+from koe.server._asgi_access import guarded, refusal
+from koe.server.auth import Kind
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": "index.html", "/calls": "calls.html"}
@@ -39,13 +40,9 @@ def page_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
         async def endpoint(_request: Request) -> Response:
             return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
-        return endpoint
+        return guarded(settings, Kind.PAGE, endpoint)
 
-    async def voices(request: Request) -> Response:
-        refused = admit(settings, _presented_key(request), request.client.host if request.client else None)
-        if refused is not None:
-            status = 401 if settings.server.api_keys else 403
-            return JSONResponse({"error": {"code": "unauthorized", "message": refused}}, status_code=status)
+    async def voices(_request: Request) -> Response:
         tts = engines.tts
         if tts is None:
             return JSONResponse({"default": None, "voices": [], "error": "the TTS engine is not loaded"})
@@ -53,22 +50,26 @@ def page_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
 
     routes: list[BaseRoute] = [Route(path, page(name), methods=["GET"]) for path, name in PAGES.items()]
     routes += [
-        Route("/v1/voices", voices, methods=["GET"]),
-        Mount("/static", app=_Static(directory=STATIC), name="static"),
+        Route("/v1/voices", guarded(settings, Kind.API, voices), methods=["GET"]),
+        Mount("/static", app=_Static(settings, directory=STATIC), name="static"),
     ]
     return routes
 
 
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("api-key")
-    auth = request.headers.get("authorization", "")
-    if not key and auth.lower().startswith("bearer "):
-        key = auth[7:].strip()
-    return key or None
-
-
 class _Static(StaticFiles):
-    """StaticFiles that revalidates every time (the files change with each koe version, and are small)."""
+    """StaticFiles behind the Host rule (the pages are public), revalidated every time (the files change with each
+    koe version, and are small)."""
+
+    def __init__(self, settings: Settings, directory: Path) -> None:
+        super().__init__(directory=directory)
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = refusal(scope, self.settings, Kind.PAGE)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def file_response(
         self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200

@@ -16,7 +16,7 @@ refuse, one per door that would be open. The rules:
 from __future__ import annotations
 
 from koe.config import Settings
-from koe.server.auth import is_loopback
+from koe.server.auth import is_loopback, sora_mtls
 
 PUBLIC_HOST = "0.0.0.0"
 """Where `--public` listens unless told otherwise: every interface."""
@@ -44,7 +44,7 @@ def public_refusals(settings: Settings) -> list[str]:
             "or any ACS-issued token would be accepted"
         )
     sora = settings.sora
-    if sora.enabled and not is_loopback(sora.host) and not (sora.https and sora.tls_verify_cacert_path):
+    if sora.enabled and not is_loopback(sora.host) and not sora_mtls(sora):
         refusals.append(
             f"the Sora door listens on {sora.host} without client certificates, and Suzu's protocol has no other "
             "auth: set sora.https with sora.tls_verify_cacert_path (mTLS), keep sora.host on loopback, "

@@ -8,7 +8,6 @@ media door also listen on ports of their own, next to the main one.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -17,21 +16,13 @@ from typing import TYPE_CHECKING, Any
 from koe.config import Settings
 from koe.engines.registry import load_engines
 from koe.log import setup_logging
+from koe.server.auth import allowed_hosts, is_loopback, sora_mtls
 
 if TYPE_CHECKING:
     from koe.server.acs.door import AcsDoor
     from koe.server.acs.listener import AcsMediaListener
 
 log = logging.getLogger("koe.server")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
@@ -54,8 +45,8 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     failed = [kind for kind, status in engines.status.items() if not status.loaded]
     if failed:
         progress(f"starting without: {', '.join(failed)} (see the messages above, and GET /healthz)")
-    if not settings.server.api_keys:
-        progress("no API keys configured: only clients on this machine (loopback) are accepted")
+    for line in access_summary(settings):
+        progress(line)
     app = create_app(settings, engines)
     config = Config()
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
@@ -87,13 +78,39 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     return 0
 
 
+def access_summary(settings: Settings) -> list[str]:
+    """What `koe serve` says at startup about who may connect (the rule is `koe.server.auth`)."""
+    server, lines = settings.server, []
+    if server.api_keys:
+        lines.append(
+            f"{len(server.api_keys)} API key(s) configured: every door takes one as the api-key header, "
+            "Authorization: Bearer, the openai-insecure-api-key.<key> subprotocol or ?api-key="
+        )
+    else:
+        origins = f", and {', '.join(server.allowed_origins)}" if server.allowed_origins else ""
+        lines.append(
+            "no API keys configured: only clients on this machine (loopback) are accepted, and only from koe's own "
+            f"pages{origins} when sent by a browser (server.allowed_origins)"
+        )
+    if not is_loopback(server.host) or server.allowed_hosts:
+        names = ", ".join(["localhost", "IP addresses", *allowed_hosts(settings)])
+        lines.append(f"requests must name one of these hosts (server.allowed_hosts): {names}")
+    sora = settings.sora
+    if sora.enabled and not is_loopback(sora.host) and not sora_mtls(sora):
+        lines.append(
+            f"the Sora door listens on {sora.host} without client certificates: it serves only clients on this "
+            "machine (Suzu's protocol has no credentials; set sora.https with sora.tls_verify_cacert_path for mTLS)"
+        )
+    return lines
+
+
 async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None]) -> Any:
     """The Sora door listens on its own HTTP/2 port (see `koe.server.sora.gateway` for why)."""
     if not settings.sora.enabled:
         return None
     from koe.server.sora.gateway import SoraGateway
 
-    gateway = SoraGateway(settings.sora, engines, calls)
+    gateway = SoraGateway(settings.sora, engines, calls, access=settings)
     await gateway.start()
     s = settings.sora
     scheme = "https" if s.https else "http"

@@ -1,4 +1,5 @@
-"""Spec §1.5 (dialect selection) and §11.1-4 (paths, prefixes, auth, subprotocols), on the handshakes of §12.3."""
+"""Spec §1.5 (dialect selection) and §11.1-4 (paths, prefixes, subprotocols), on the handshakes of §12.3. The keys
+they carry (§11.3) are the server's access rule's: `tests/server/test_auth.py` reads them from these handshakes."""
 
 from __future__ import annotations
 
@@ -18,20 +19,20 @@ STAINLESS = {
 def test_voicelive_sdk_handshake() -> None:
     hs = negotiate("/voice-live/realtime", VOICELIVE_QUERY, {"api-key": "local-test-key", "Accept": "*/*"})
     assert hs is not None
-    assert (hs.dialect, hs.api_key, hs.model, hs.subprotocol) == (Dialect.AZURE, "local-test-key", "gpt-4o", None)
+    assert (hs.dialect, hs.model, hs.subprotocol) == (Dialect.AZURE, "gpt-4o", None)
 
 
 def test_quickstart_handshake_with_bearer_token() -> None:
     headers = {"x-ms-client-request-id": "0c6b...", "Authorization": "Bearer eyJ0eXAiOiJKV1Qi.not-checked"}
     hs = negotiate("/voice-live/realtime", "api-version=2025-05-01-preview&model=gpt-4o", headers)
     assert hs is not None
-    assert (hs.dialect, hs.api_key) == (Dialect.AZURE, "eyJ0eXAiOiJKV1Qi.not-checked")
+    assert (hs.dialect, hs.model) == (Dialect.AZURE, "gpt-4o")
 
 
 def test_openai_ga_handshake() -> None:
     hs = negotiate("/v1/realtime", "model=gpt-realtime", {"Authorization": "Bearer local-test-key", **STAINLESS})
     assert hs is not None
-    assert (hs.dialect, hs.api_key, hs.model) == (Dialect.GA, "local-test-key", "gpt-realtime")
+    assert (hs.dialect, hs.model) == (Dialect.GA, "gpt-realtime")
 
 
 @pytest.mark.parametrize("beta_header", ["realtime=v1", "assistants=v2, realtime=v1", "Realtime=V1"])
@@ -52,13 +53,13 @@ def test_browser_subprotocols() -> None:
     offered = ["realtime", "openai-insecure-api-key.sk-browser", "openai-beta.realtime-v1"]
     hs = negotiate("/v1/realtime", "model=gpt-realtime", {}, offered)
     assert hs is not None
-    assert (hs.dialect, hs.subprotocol, hs.api_key) == (Dialect.BETA, "realtime", "sk-browser")
+    assert (hs.dialect, hs.subprotocol) == (Dialect.BETA, "realtime")
 
 
 def test_realtime_subprotocol_is_selected_only_when_offered() -> None:
     hs = negotiate("/v1/realtime", "", {}, ["openai-insecure-api-key.k"])
     assert hs is not None
-    assert (hs.subprotocol, hs.api_key, hs.dialect) == (None, "k", Dialect.GA)
+    assert (hs.subprotocol, hs.dialect) == (None, Dialect.GA)
 
 
 def test_azure_openai_preview_path_is_beta() -> None:
@@ -74,26 +75,26 @@ def test_azure_openai_ga_path_is_ga() -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "key"),
-    [("api-key=q1&model=m", "q1"), ("api_key=q2", "q2"), ({"api-key": "q3"}, "q3")],
+    ("query", "model"),
+    [("api-key=q1&model=m1", "m1"), ("deployment=m2&api_key=q2", "m2"), ({"api-key": "q3", "model": "m3"}, "m3")],
 )
-def test_query_keys(query: str | dict[str, str], key: str) -> None:
+def test_query_as_a_string_or_a_mapping(query: str | dict[str, str], model: str) -> None:
     hs = negotiate("/voice-live/realtime", query, {})
     assert hs is not None
-    assert hs.api_key == key
+    assert hs.model == model
 
 
-def test_no_key_and_empty_bearer() -> None:
-    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}):
+def test_the_dialect_does_not_depend_on_a_key() -> None:
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"api-key": "k"}):
         hs = negotiate("/v1/realtime", "", headers)
         assert hs is not None
-        assert hs.api_key is None
+        assert hs.dialect is Dialect.GA
 
 
 def test_header_names_are_case_insensitive() -> None:
-    hs = negotiate("/v1/realtime", "", {"API-KEY": "upper"})
+    hs = negotiate("/v1/realtime", "", {"OPENAI-BETA": "realtime=v1"})
     assert hs is not None
-    assert hs.api_key == "upper"
+    assert hs.dialect is Dialect.BETA
 
 
 @pytest.mark.parametrize(

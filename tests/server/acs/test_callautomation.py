@@ -140,7 +140,9 @@ async def test_event_grid_validation_and_bad_webhooks(emulator: CallAutomationEm
             json=[{"eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {"validationCode": "abc"}}],
         )
         assert response.json() == {"validationResponse": "abc"}
-        assert (await http.post("/acs/events", content=b"nope")).status_code == 400
+        assert (await http.post("/acs/events", content=b"nope")).status_code == 415  # not sent as JSON
+        typed = {"content-type": "application/cloudevents-batch+json"}
+        assert (await http.post("/acs/events", content=b"nope", headers=typed)).status_code == 400
         assert (await http.post("/acs/callbacks", json=[])).status_code == 401  # callbacks must be signed
         assert (await http.post("/v1/calls/none/media/stop")).status_code == 404
 

@@ -144,9 +144,12 @@ async def test_bad_requests_name_the_field(base_url: str) -> None:
     assert choice.value.body["param"] == "tool_choice"  # type: ignore[index]
     assert many.value.body["param"] == "n"  # type: ignore[index]
     async with httpx.AsyncClient() as http:
-        garbage = await http.post(f"{base_url}/v1/chat/completions", content=b"{not json", headers={"api-key": API_KEY})
+        headers = {"api-key": API_KEY, "content-type": "application/json"}
+        garbage = await http.post(f"{base_url}/v1/chat/completions", content=b"{not json", headers=headers)
+        untyped = await http.post(f"{base_url}/v1/chat/completions", content=b"{}", headers={"api-key": API_KEY})
     assert garbage.status_code == 400
     assert set(garbage.json()["error"]) == {"message", "type", "param", "code"}
+    assert (untyped.status_code, untyped.json()["error"]["code"]) == (415, "unsupported_media_type")
 
 
 async def test_a_missing_llm_is_a_503(engines: Engines) -> None:

@@ -36,7 +36,7 @@ async def test_results_wait_for_a_small_client_window() -> None:
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100}
         )
         client.initiate_connection()
-        head = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/test")]
+        head = [(":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", "/test")]
         client.send_headers(1, head + request_headers(ENGLISH))
         for _ in range(20):  # 20 results of 55 bytes: 1100 bytes through a 100-byte window
             client.send_data(1, b"\x78" * 120)

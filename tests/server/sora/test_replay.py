@@ -247,7 +247,7 @@ def _h2_frames(raw: bytes) -> list[tuple[str, int, bytes]]:
     """Decode server→client bytes with a client-side h2 connection: (event, stream, data) in order."""
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/speech")])
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", "/speech")])
     out = []
     for event in conn.receive_data(raw):
         if isinstance(event, h2.events.ResponseReceived):
@@ -301,7 +301,7 @@ def test_req11_raw_client_bytes_replayed_byte_for_byte() -> None:
 def _settings(raw: bytes) -> dict[int, int]:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/speech")])
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", "/speech")])
     for event in conn.receive_data(raw):
         if isinstance(event, h2.events.RemoteSettingsChanged):
             return {int(k): v.new_value for k, v in event.changed_settings.items()}

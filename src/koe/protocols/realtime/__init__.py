@@ -2,7 +2,7 @@
 
 What a door does with it, in order:
 1. On the upgrade request: `negotiate(path, query, headers, subprotocols)` → `Handshake` (dialect, subprotocol to
-   select, API key to check, model), or None for a path that is not a Realtime endpoint.
+   select, model), or None for a path that is not a Realtime endpoint. (Keys are the server's: `koe.server.auth`.)
 2. After the upgrade: `config = SessionConfig(model=...)`, `events = ServerEvents(dialect)`, and send
    `events.session_created(config, session_id=new_session_id(), expires_at=...)` as the first frame.
 3. For each text frame: `parse_client_event(text, dialect, input_format=config.input_audio_format)` → one of the

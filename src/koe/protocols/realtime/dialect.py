@@ -1,8 +1,9 @@
-"""Which Realtime dialect a WebSocket upgrade speaks, and the API key and subprotocol it offers (spec §1.5, §11.1-4).
+"""Which Realtime dialect a WebSocket upgrade speaks, and the subprotocol to select (spec §1.5, §11.1-4).
 
 Call `negotiate(path, query, headers, subprotocols)` on the HTTP upgrade request, before accepting it. It returns a
-`Handshake` (dialect, the subprotocol to select, the key found, the model) or None when the path is not a Realtime
-path (answer 404). The door checks `Handshake.api_key` and answers 401 before the upgrade when it is wrong or absent.
+`Handshake` (dialect, the subprotocol to select, the model) or None when the path is not a Realtime path (answer 404).
+The key a client presents (§11.3) is not read here: the server's one access rule (`koe.server.auth`) reads every
+carrier of it, the same way on every door.
 
 The three dialects:
 * `azure`: `/voice-live/realtime`; beta event names plus the Azure session fields and events, for every api-version.
@@ -30,8 +31,6 @@ __all__ = ["DIALECT_ALIASES", "Dialect", "Handshake", "dialect_named", "negotiat
 
 REALTIME_SUBPROTOCOL = "realtime"
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
-KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
-"""Browsers cannot set headers on a WebSocket, so openai-node puts the key in a subprotocol."""
 
 _AZURE_SUFFIX = "/voice-live/realtime"
 _AZURE_OPENAI_SUFFIX = "/openai/realtime"
@@ -44,8 +43,6 @@ class Handshake:
     dialect: Dialect
     subprotocol: str | None
     """The subprotocol to select in the 101 response: `realtime` when offered (browsers abort otherwise)."""
-    api_key: str | None
-    """The key or token the client presented, from whichever place it used; None when it sent none."""
     model: str | None
     """`model` query parameter (Azure OpenAI preview: `deployment`)."""
     intent: str | None = None
@@ -60,7 +57,7 @@ def negotiate(
     *,
     prefix: str = "",
 ) -> Handshake | None:
-    """The dialect, subprotocol, key and model of an upgrade request; None if `path` is no Realtime endpoint."""
+    """The dialect, subprotocol and model of an upgrade request; None if `path` is no Realtime endpoint."""
     dialect = _dialect_for_path(path, prefix)
     if dialect is None:
         return None
@@ -73,7 +70,6 @@ def negotiate(
     return Handshake(
         dialect=dialect,
         subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in subprotocols else None,
-        api_key=_api_key(params, header_map, subprotocols),
         model=params.get("model") or params.get("deployment") or None,
         intent=params.get("intent") or None,
     )
@@ -105,16 +101,3 @@ def _lower_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 
 def _comma_values(value: str) -> list[str]:
     return [v.strip().lower() for v in value.split(",")]
-
-
-def _api_key(params: Mapping[str, str], headers: Mapping[str, str], subprotocols: Sequence[str]) -> str | None:
-    for candidate in (headers.get("api-key"), headers.get("x-api-key"), params.get("api-key"), params.get("api_key")):
-        if candidate:
-            return candidate
-    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    for offered in subprotocols:
-        if offered.startswith(KEY_SUBPROTOCOL_PREFIX) and len(offered) > len(KEY_SUBPROTOCOL_PREFIX):
-            return offered[len(KEY_SUBPROTOCOL_PREFIX) :]
-    return None

@@ -16,7 +16,6 @@ since its sync transport blocks.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +27,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from koe.config import Settings
-from koe.server.acs.jwt import AcsTokenValidator, TokenRejected
-from koe.server.calls.api import client_allowed, error_response
+from koe.server._asgi_access import access_request, refusal, refusal_response
+from koe.server.acs.jwt import AcsTokenValidator
+from koe.server.auth import OPTIONAL_JSON_BODY, WEBHOOK_BODY, Kind, Refused, admit
+from koe.server.calls.api import error_response
 from koe.server.calls.registry import CallRegistry
 
 log = logging.getLogger("koe.server.acs.door")
@@ -70,8 +71,8 @@ class CallAutomation:
     # --- Event Grid ---------------------------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
-        if (refusal := self._refuse_event_grid(request)) is not None:
-            return refusal
+        if (refused := refusal(request.scope, self.settings, Kind.ACS_EVENTS, WEBHOOK_BODY)) is not None:
+            return refused
         events = await _json_list(request)
         if events is None:
             return error_response(400, "bad_request", "expected a JSON array of Event Grid events")
@@ -86,6 +87,8 @@ class CallAutomation:
 
     async def events_options(self, request: Request) -> Response:
         """The CloudEvents webhook validation handshake."""
+        if (refused := refusal(request.scope, self.settings, Kind.ACS_EVENTS)) is not None:
+            return refused
         origin = request.headers.get("webhook-request-origin", "")
         return Response(status_code=200, headers={"WebHook-Allowed-Origin": origin or "*"})
 
@@ -144,13 +147,10 @@ class CallAutomation:
     # --- callbacks ----------------------------------------------------------------------------------------------
 
     async def callbacks(self, request: Request) -> Response:
-        if self.validator is not None:
-            try:
-                await self.validator.validate(request.headers)
-            except TokenRejected as exc:
-                return error_response(exc.status, "unauthorized", exc.reason)
-        elif not client_allowed(request, self.settings):
-            return error_response(401, "unauthorized", "callbacks must carry a valid ACS token")
+        verify = self.validator.verdict if self.validator is not None else None
+        decision = await admit(access_request(request.scope, Kind.ACS_CALLBACKS, WEBHOOK_BODY), self.settings, verify)
+        if isinstance(decision, Refused):
+            return refusal_response(decision)
         events = await _json_list(request)
         if events is None:
             return error_response(400, "bad_request", "expected a JSON array of CloudEvents")
@@ -193,8 +193,8 @@ class CallAutomation:
     # --- koe's own REST -----------------------------------------------------------------------------------------
 
     async def media(self, request: Request) -> Response:
-        if not client_allowed(request, self.settings):
-            return error_response(401, "unauthorized", "present an API key (Authorization: Bearer … or api-key)")
+        if (refused := refusal(request.scope, self.settings, Kind.API, OPTIONAL_JSON_BODY)) is not None:
+            return refused
         call_id = request.path_params["call_id"]
         action = request.path_params.get("action", "hangup")
         if action not in ("start", "stop", "hangup"):
@@ -221,17 +221,6 @@ class CallAutomation:
             return error_response(status if isinstance(status, int) and status < 500 else 502, "acs_error", message)
         self.registry.update(call_id, last_operation=action, last_operation_context=context)
         return JSONResponse({"call_id": call_id, "action": action, "operation_context": context}, status_code=202)
-
-    def _refuse_event_grid(self, request: Request) -> Response | None:
-        secret = self.settings.acs.event_grid_secret
-        if secret is not None:
-            given = request.query_params.get("code", "")
-            if hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
-                return None
-            return error_response(401, "unauthorized", "the Event Grid subscription URL must carry ?code=")
-        if client_allowed(request, self.settings):
-            return None
-        return error_response(401, "unauthorized", "configure acs.event_grid_secret to accept Event Grid deliveries")
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

@@ -5,9 +5,10 @@ the media WebSocket at `acs.media_path` (and below it, so transport URLs can car
 parameters), every extra route in `acs.routes`, and the Call Automation webhooks (`koe.server.acs.callautomation`).
 The same door also serves its own port when `acs.media_port` is set (`koe.server.acs.listener`, on picows).
 
-Each connection: `match(path)` picks the route's mode, `refusal(socket)` checks the JWT (when configured) or koe's
-own access rule before the upgrade (a 401/403 JSON denial), then `serve(socket, mode, call_path)` runs the call on
-an accepted `koe.server.acs.socket.MediaSocket`: every frame goes through `koe.protocols.acs.InboundStream`.
+Each connection: `match(path)` picks the route's mode, `refusal(request)` applies the server's access rule
+(`koe.server.auth`: keys, or ACS's JWT when configured) before the upgrade (a 401/403 JSON denial), then
+`serve(socket, mode, call_path)` runs the call on an accepted `koe.server.acs.socket.MediaSocket`: every frame goes
+through `koe.protocols.acs.InboundStream`.
 Malformed frames are logged, counted and skipped; protocol violations close the socket with a code and reason.
 Audio goes to the call's mode pipeline (`koe.server.acs.modes.base`): transcribe, agent, bridge or echo. Results are
 published to the call registry (`koe.server.calls.registry`) and, when configured, a webhook. Outbound frames go through
@@ -17,7 +18,6 @@ one `OutboundWriter` per connection, so sends are serialized and `StopAudio` ove
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,12 +41,13 @@ from koe.protocols.acs import (
     MalformedFrame,
     ProtocolViolation,
 )
-from koe.server.acs.jwt import AcsTokenValidator, TokenRejected
+from koe.server._asgi_access import access_request
+from koe.server.acs.jwt import AcsTokenValidator
 from koe.server.acs.modes import MODES
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable, Pipeline
 from koe.server.acs.socket import MediaSocket, StarletteMediaSocket
 from koe.server.acs.writer import OutboundWriter
-from koe.server.calls.api import credentials_allowed
+from koe.server.auth import WWW_AUTHENTICATE, AccessRequest, Allowed, Kind, admit
 from koe.server.calls.registry import CallRegistry
 from koe.server.calls.webhooks import WebhookSender
 from koe.server.metrics import METRICS
@@ -68,6 +69,13 @@ class Refusal:
     def body(self) -> bytes:
         code = "unauthorized" if self.status == 401 else "forbidden"
         return orjson.dumps({"error": {"code": code, "message": self.reason}})
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            **({"WWW-Authenticate": WWW_AUTHENTICATE} if self.status == 401 else {}),
+        }
 
 
 class AcsDoor:
@@ -118,12 +126,11 @@ class AcsDoor:
         return None
 
     async def _serve_asgi(self, websocket: WebSocket, mode: ACSMode) -> None:
-        socket = StarletteMediaSocket(websocket)
-        refused = await self.refusal(socket)
+        refused = await self.refusal(access_request(websocket.scope, Kind.ACS_MEDIA))
         if refused is not None:
-            response = Response(refused.body(), status_code=refused.status, media_type="application/json")
-            await websocket.send_denial_response(response)
+            await websocket.send_denial_response(Response(refused.body(), refused.status, refused.headers))
             return
+        socket = StarletteMediaSocket(websocket)
         await websocket.accept()
         await self.serve(socket, mode, websocket.path_params.get("call_path", ""))
 
@@ -151,21 +158,14 @@ class AcsDoor:
                     if call is not None and not call.info.get("managed"):
                         self.registry.end(call_id, "media stream closed")
 
-    async def refusal(self, socket: MediaSocket) -> Refusal | None:
-        """JWT (when configured) or koe's own access rule, checked before the upgrade; None admits."""
-        if self.validator is not None:
-            try:
-                await self.validator.validate(socket.headers)
-                return None
-            except TokenRejected as exc:
-                return self._refused(exc.status, exc.reason)
-        key = socket.query.get("api-key") or socket.query.get("api_key")
-        keys = [k.get_secret_value() for k in self.settings.server.api_keys]
-        if key and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+    async def refusal(self, request: AccessRequest) -> Refusal | None:
+        """The server's access rule (`koe.server.auth`: keys, or ACS's JWT when configured), checked before the
+        upgrade; None admits."""
+        verify = self.validator.verdict if self.validator is not None else None
+        decision = await admit(request, self.settings, verify)
+        if isinstance(decision, Allowed):
             return None
-        if credentials_allowed(socket.headers, socket.client_host, self.settings):
-            return None
-        return self._refused(401, "present a valid ACS token or an API key")
+        return self._refused(decision.status, decision.message)
 
     def _refused(self, status: int, reason: str) -> Refusal:
         self.counters["rejected"] += 1

@@ -1,9 +1,10 @@
 """Validation of the RS256 JWT that ACS sends with each media WebSocket (`Authorization: Bearer …`).
 
-Make one `AcsTokenValidator(settings.acs.jwt)` per app and `await validator.validate(headers)` before accepting a
-connection; it returns the token's claims or raises `TokenRejected` with a status (401 missing/invalid, 403 wrong
-audience or issuer) and a reason. Keys come from the configured JWKS URL and are cached; an unknown key id triggers
-one refetch (at most every `JWKS_REFETCH_S`) so key rotation works without a restart.
+Make one `AcsTokenValidator(settings.acs.jwt)` per app and give its `verdict` to the access rule
+(`koe.server.auth.admit`), which calls it for each Bearer token that is not an API key where ACS's JWT is a credential;
+`await validator.validate(headers)` returns the token's claims or raises `TokenRejected` with a status (401
+missing/invalid, 403 wrong audience or issuer) and a reason. Keys come from the configured JWKS URL and are cached;
+an unknown key id triggers one refetch (at most every `JWKS_REFETCH_S`) so key rotation works without a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from koe.config import ACSJWTSettings
+from koe.server.auth import TokenVerdict
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -49,7 +51,17 @@ class AcsTokenValidator:
         auth = headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             raise TokenRejected(401, "missing Authorization: Bearer token")
-        token = auth[7:].strip()
+        return await self.validate_token(auth[7:].strip())
+
+    async def verdict(self, token: str) -> TokenVerdict:
+        """`validate_token` as the access rule takes it (`koe.server.auth.admit`)."""
+        try:
+            await self.validate_token(token)
+        except TokenRejected as exc:
+            return TokenVerdict(exc.status, exc.reason)
+        return TokenVerdict()
+
+    async def validate_token(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -11,8 +11,9 @@ call's task, mode pipeline and writer around that work, measured 57-87 µs in br
 
 One connection:
 1. `_Handshake`, a plain asyncio protocol, reads the upgrade request's head, matches its path (`AcsDoor.match`) and
-   awaits `AcsDoor.refusal()`: the main port's check, JWKS fetch included. picows asks its request handler for an
-   answer synchronously and does not tell it the client's address, so the handler alone could do neither.
+   awaits `AcsDoor.refusal()`: the server's one access rule, as on the main port, JWKS fetch included. picows asks
+   its request handler for an answer synchronously and does not tell it the client's address, so the handler alone
+   could do neither.
 2. It then hands the connection to picows with the answer decided: a `PicowsMediaSocket` (101), the door's 401/403
    JSON denial, or 404 for a path the door does not serve. picows checks the upgrade headers and replies.
 3. The `PicowsMediaSocket` (`koe.server.acs._picows`) serves the call through `AcsDoor.serve()`.
@@ -36,6 +37,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from koe.server.acs._picows import MAX_MESSAGE_BYTES, PicowsMediaSocket
 from koe.server.acs.door import AcsDoor
+from koe.server.auth import AccessRequest, Kind, Listener
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -151,7 +153,10 @@ class _Handshake(asyncio.Protocol):
 
     async def _answer(self, head: bytes) -> _Answer:
         assert self.transport is not None
-        target, headers = _parse_head(head)
+        target, fields = _parse_head(head)
+        headers: dict[str, str] = {}
+        for name, value in fields:
+            headers.setdefault(name, value)
         raw_path, _, query = target.partition("?")
         path = unquote(raw_path)
         matched = self.listener.door.match(path)
@@ -161,28 +166,35 @@ class _Handshake(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         client_host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         # Starlette's query parameters: blank values kept, the last of a repeated name wins.
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        socket = PicowsMediaSocket(self.listener, path, params, headers, client_host, mode, call_path)
-        refused = await self.listener.door.refusal(socket)
-        if refused is None:
-            return socket
-        denial = WSUpgradeResponse.create_error_response(
-            refused.status, refused.body(), {"Content-Type": "application/json"}
+        pairs = parse_qsl(query, keep_blank_values=True)
+        offered = [p.strip() for name, value in fields if name == "sec-websocket-protocol" for p in value.split(",")]
+        request = AccessRequest(
+            kind=Kind.ACS_MEDIA,
+            headers=fields,
+            query=pairs,
+            subprotocols=[p for p in offered if p],
+            client=client_host,
+            listener=Listener.ACS_MEDIA,
+            websocket=True,
         )
+        refused = await self.listener.door.refusal(request)
+        if refused is None:
+            return PicowsMediaSocket(self.listener, path, dict(pairs), headers, client_host, mode, call_path)
+        denial = WSUpgradeResponse.create_error_response(refused.status, refused.body(), refused.headers)
         return WSUpgradeResponseWithListener(denial, None)
 
 
-def _parse_head(head: bytes) -> tuple[str, dict[str, str]]:
-    """The request target and headers (names lowercased, the first of a repeated one kept), read leniently: picows
+def _parse_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """The request target and headers (names lowercased, each repeated one once per line), read leniently: picows
     parses the head again, strictly, and refuses what is not a valid upgrade request."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     target = parts[1] if len(parts) == 3 else ""
-    headers: dict[str, str] = {}
+    headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if colon:
-            headers.setdefault(name.strip().lower(), value.strip())
+            headers.append((name.strip().lower(), value.strip()))
     return target, headers
 
 

@@ -1,17 +1,17 @@
 """HTTP and WebSocket access to the call registry: `GET /v1/calls`, `GET /v1/calls/{id}`, and the result stream
 `/v1/calls/{id}/events` (SSE on GET, or a WebSocket of JSON text frames). `{id}` may be `*` for every call.
 
-Call `calls_routes(registry, settings)` and add the routes to the app. Access follows the server's rule: with
-`server.api_keys` set a client presents one (`Authorization: Bearer …` or `api-key`); with none, only loopback
-clients are served.
+Call `calls_routes(registry, settings)` and add the routes to the app. Access follows the server's one rule
+(`koe.server.auth`): with `server.api_keys` set a client presents one in any carrier (a browser's WebSocket offers
+the subprotocols `koe-events` and `openai-insecure-api-key.<key>`, or uses `?api-key=`); with none, only loopback
+clients, from no foreign web origin, are served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
@@ -21,31 +21,16 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from koe.config import Settings
+from koe.server._asgi_access import refusal
+from koe.server.auth import Kind
 from koe.server.calls.registry import CallRegistry
-from koe.server.run import is_loopback
 
 SSE_KEEPALIVE_S = 15.0
 SSE_OPENED = b": subscribed\n\n"  # an SSE comment: readers skip it
 CLOSE_POLICY_VIOLATION = 1008
 ALL_CALLS = "*"
-
-
-def client_allowed(connection: HTTPConnection, settings: Settings) -> bool:
-    """True when the client presents a configured key, or no keys are configured and it is on loopback."""
-    host = connection.client.host if connection.client else ""
-    return credentials_allowed(connection.headers, host, settings)
-
-
-def credentials_allowed(headers: Mapping[str, str], client_host: str, settings: Settings) -> bool:
-    """`client_allowed` from the request's headers and client address (for servers that are not ASGI)."""
-    keys = [key.get_secret_value() for key in settings.server.api_keys]
-    if not keys:
-        return is_loopback(client_host)
-    presented = headers.get("api-key", "")
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        presented = presented or auth[7:].strip()
-    return any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys)
+EVENTS_SUBPROTOCOL = "koe-events"
+"""Selected when offered: a browser offers it next to `openai-insecure-api-key.<key>`."""
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -54,26 +39,24 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
     def denied(connection: HTTPConnection) -> JSONResponse | None:
-        if client_allowed(connection, settings):
-            return None
-        return error_response(401, "unauthorized", "present an API key (Authorization: Bearer … or api-key)")
+        return refusal(connection.scope, settings, Kind.API)
 
     async def list_calls(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         return _json({"calls": [call.snapshot() for call in registry.calls()]})
 
     async def get_call(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         call = registry.get(request.path_params["call_id"])
         if call is None:
             return error_response(404, "call_not_found", f"no call {request.path_params['call_id']!r}")
         return _json(call.snapshot())
 
     async def events_sse(request: Request) -> Response:
-        if (refusal := denied(request)) is not None:
-            return refusal
+        if (refused := denied(request)) is not None:
+            return refused
         call_id = request.path_params["call_id"]
         if call_id != ALL_CALLS and registry.get(call_id) is None:
             return error_response(404, "call_not_found", f"no call {call_id!r}")
@@ -96,16 +79,16 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
     async def events_ws(websocket: WebSocket) -> None:
-        if not client_allowed(websocket, settings):
-            await websocket.send_denial_response(
-                error_response(401, "unauthorized", "present an API key (Authorization: Bearer … or api-key)")
-            )
+        if (refused := denied(websocket)) is not None:
+            await websocket.send_denial_response(refused)
             return
         call_id = websocket.path_params["call_id"]
         if call_id != ALL_CALLS and registry.get(call_id) is None:
             await websocket.send_denial_response(error_response(404, "call_not_found", f"no call {call_id!r}"))
             return
-        await websocket.accept()
+        # A browser that offers subprotocols (one to carry its key) needs one selected, or it drops the socket.
+        offered = websocket.scope.get("subprotocols", ())
+        await websocket.accept(subprotocol=EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered else None)
         subscription = registry.subscribe(None if call_id == ALL_CALLS else call_id)
         watcher = asyncio.create_task(_drain_until_closed(websocket))
         sender = asyncio.create_task(_forward(websocket, subscription))

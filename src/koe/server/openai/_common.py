@@ -1,4 +1,4 @@
-"""What every OpenAI-compatible route shares: the error body, the key check, and engine failures as HTTP statuses.
+"""What every OpenAI-compatible route shares: the error body, the access rule, and engine failures as HTTP statuses.
 
 Raise `ApiError` anywhere inside a handler wrapped by `endpoint()`; it becomes OpenAI's error body
 `{"error": {"message", "type", "param", "code"}}` with its status. Engine failures map the way OpenAI's own
@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse, Response
 from koe.config import Settings
 from koe.engines.base import EngineError, EngineUnavailable
 from koe.engines.pool import EngineBusy
-from koe.server.auth import admit, presented_key
+from koe.server._asgi_access import refusal
+from koe.server.auth import Body, Kind
 from koe.server.metrics import METRICS
 
 log = logging.getLogger("koe.api")
@@ -65,22 +66,15 @@ def engine_failure(exc: EngineError) -> ApiError:
     return ApiError(400, str(exc), code="engine_error")
 
 
-def authorize(request: Request, settings: Settings) -> None:
-    client = request.client.host if request.client else None
-    refused = admit(settings, presented_key(request.headers), client)
-    if refused is not None:
-        status = 401 if settings.server.api_keys else 403
-        raise ApiError(status, refused, code="invalid_api_key")
-
-
-def endpoint(settings: Settings, handler: Handler, route: str) -> Handler:
-    """`handler` behind the key check, with `ApiError` and engine failures turned into OpenAI error bodies, and
-    each answer counted in `koe_api_requests_total{route, status}`."""
+def endpoint(settings: Settings, handler: Handler, route: str, body: Body | None = None) -> Handler:
+    """`handler` behind the server's access rule (`koe.server.auth`; `body`: what the handler parses), with
+    `ApiError` and engine failures turned into OpenAI error bodies, and each answer counted in
+    `koe_api_requests_total{route, status}`."""
 
     async def guarded(request: Request) -> Response:
         try:
-            authorize(request, settings)
-            response = await handler(request)
+            refused = refusal(request.scope, settings, Kind.API, body)
+            response = refused if refused is not None else await handler(request)
         except ApiError as exc:
             response = exc.response()
         except EngineError as exc:

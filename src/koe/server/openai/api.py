@@ -2,8 +2,9 @@
 
 Routes: `GET /v1/models` and `GET /v1/models/{model}` (here), `POST /v1/audio/transcriptions` and
 `POST /v1/audio/speech` (`koe.server.openai.audio`), `POST /v1/chat/completions` (`koe.server.openai.chat`).
-Every route takes koe's key (`Authorization: Bearer …`, as OpenAI's SDKs send it, or `api-key`), by the server's
-one rule (`koe.server.auth.admit`), and answers errors with OpenAI's body `{"error": {message, type, param, code}}`.
+Every route follows the server's one access rule (`koe.server.auth`: keys as `Authorization: Bearer …`, as OpenAI's
+SDKs send them, or any other carrier; a JSON body sent as application/json), and answers errors with OpenAI's body
+`{"error": {message, type, param, code}}`.
 `api.enabled = false` mounts none of them.
 """
 
@@ -18,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from koe.config import Settings
 from koe.engines.registry import Engines
+from koe.server.auth import FORM_BODY, JSON_BODY, Body
 from koe.server.openai._common import ApiError, Handler, endpoint
 from koe.server.openai.audio import speech, transcriptions
 from koe.server.openai.chat import chat_completions
@@ -43,8 +45,8 @@ def openai_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
                 return JSONResponse(model)
         raise ApiError(404, f"the model {wanted!r} does not exist", param="model", code="model_not_found")
 
-    def post(path: str, handler: Handler) -> Route:
-        return Route(path, endpoint(settings, handler, path), methods=["POST"])
+    def post(path: str, handler: Handler, body: Body) -> Route:
+        return Route(path, endpoint(settings, handler, path, body), methods=["POST"])
 
     def get(path: str, handler: Handler) -> Route:
         return Route(path, endpoint(settings, handler, path.replace(":path", "")), methods=["GET"])
@@ -52,9 +54,9 @@ def openai_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
     return [
         get("/v1/models", list_models),
         get("/v1/models/{model:path}", get_model),
-        post("/v1/audio/transcriptions", transcriptions(settings, engines)),
-        post("/v1/audio/speech", speech(engines)),
-        post("/v1/chat/completions", chat_completions(engines)),
+        post("/v1/audio/transcriptions", transcriptions(settings, engines), FORM_BODY),
+        post("/v1/audio/speech", speech(engines), JSON_BODY),
+        post("/v1/chat/completions", chat_completions(engines), JSON_BODY),
     ]
 
 

@@ -11,17 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from koe import __version__
+from koe.config import Settings
+from koe.server._asgi_access import guarded
+from koe.server.auth import WEBHOOK_BODY, Kind
 from koe.server.openai._speech_encode import CONTENT_TYPES
 from koe.server.openapi._schemas import SCHEMAS, ref
 
 JSON = "application/json"
+_WEBHOOK = sorted(WEBHOOK_BODY.media_types)
 _DESCRIPTION = """\
 koe (声): a self-hosted real-time voice gateway. Keys: with `server.api_keys` set, send one as
-`Authorization: Bearer …` or `api-key`; with none set, koe serves only clients on its own machine.
+`Authorization: Bearer …`, the `api-key` header or `?api-key=` (every key a request carries must be valid); with
+none set, koe serves only clients on its own machine, and no web page of another origin. Every request must name an
+allowed `Host`, and a body must be sent as the media type its route reads (415 otherwise). See docs/operations.md.
 
 Not described here, because OpenAPI cannot: the Realtime door's WebSockets (`/v1/realtime`, `/openai/v1/realtime`,
 `/openai/realtime`, `/voice-live/realtime`, also under `realtime.path_prefix`), the ACS media WebSocket
@@ -37,10 +43,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Invalid request",
-        401: "Missing or wrong key",
-        403: "Not a loopback client, and no keys are configured",
+        401: "No valid credential presented (a missing or wrong key)",
+        403: "Refused by the Host rule, or, with no keys configured, not a loopback client or a foreign Origin",
         404: "Not found",
         413: "Upload too large (`api.max_upload_mb`)",
+        415: "The body is not sent as the media type the route reads",
         429: "The engine's queue is full; retry shortly",
         502: "Azure Communication Services refused the operation",
         503: "The engine is not loaded",
@@ -102,6 +109,7 @@ def _paths() -> dict[str, Any]:
                 401,
                 403,
                 413,
+                415,
                 429,
                 503,
                 tag="openai",
@@ -118,6 +126,7 @@ def _paths() -> dict[str, Any]:
                 400,
                 401,
                 403,
+                415,
                 429,
                 503,
                 tag="openai",
@@ -136,6 +145,7 @@ def _paths() -> dict[str, Any]:
                 400,
                 401,
                 403,
+                415,
                 429,
                 503,
                 tag="openai",
@@ -160,11 +170,14 @@ def _paths() -> dict[str, Any]:
                     )
                 },
                 401,
+                403,
                 tag="calls",
             )
         },
         "/v1/calls/{call_id}": {
-            "get": _op("One call", {"200": _json(ref("Call"), "Call")}, 401, 404, tag="calls", parameters=[_CALL_ID])
+            "get": _op(
+                "One call", {"200": _json(ref("Call"), "Call")}, 401, 403, 404, tag="calls", parameters=[_CALL_ID]
+            )
         },
         "/v1/calls/{call_id}/events": {
             "get": _op(
@@ -176,6 +189,7 @@ def _paths() -> dict[str, Any]:
                     }
                 },
                 401,
+                403,
                 404,
                 tag="calls",
                 parameters=[_CALL_ID],
@@ -186,7 +200,9 @@ def _paths() -> dict[str, Any]:
                 "Start or stop an ACS call's media streaming (Call Automation)",
                 {"202": _json({"type": "object"}, "Requested")},
                 401,
+                403,
                 404,
+                415,
                 502,
                 tag="acs",
                 parameters=[
@@ -205,7 +221,9 @@ def _paths() -> dict[str, Any]:
                 "Hang up an ACS call (Call Automation)",
                 {"202": _json({"type": "object"}, "Requested")},
                 401,
+                403,
                 404,
+                415,
                 502,
                 tag="acs",
                 parameters=[_CALL_ID],
@@ -221,11 +239,15 @@ def _paths() -> dict[str, Any]:
                 },
                 400,
                 401,
+                403,
+                415,
                 tag="acs",
-                description="Takes `?code=` equal to `acs.event_grid_secret` when set; `?mode=` picks the call's mode.",
+                description="Takes `?code=` (`acs.event_grid_secret`) or a key; `?mode=` picks the call's mode.",
                 requestBody={
                     "required": True,
-                    "content": {JSON: {"schema": {"type": "array", "items": {"type": "object"}}}},
+                    "content": {
+                        media: {"schema": {"type": "array", "items": {"type": "object"}}} for media in _WEBHOOK
+                    },
                 },
                 **_OPEN,
             ),
@@ -237,11 +259,15 @@ def _paths() -> dict[str, Any]:
                 ok,
                 400,
                 401,
+                403,
+                415,
                 tag="acs",
-                description="Takes the RS256 token ACS sends when `acs.jwt` is enabled, else koe's key rule.",
+                description="Takes the RS256 token ACS sends when `acs.jwt` is enabled, or a key.",
                 requestBody={
                     "required": True,
-                    "content": {JSON: {"schema": {"type": "array", "items": {"type": "object"}}}},
+                    "content": {
+                        media: {"schema": {"type": "array", "items": {"type": "object"}}} for media in _WEBHOOK
+                    },
                 },
                 **_OPEN,
             )
@@ -267,10 +293,10 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-def openapi_routes() -> list[BaseRoute]:
+def openapi_routes(settings: Settings) -> list[BaseRoute]:
     document = openapi_document()
 
-    async def openapi(_request: Request) -> JSONResponse:
+    async def openapi(_request: Request) -> Response:
         return JSONResponse(document)
 
-    return [Route("/openapi.json", openapi, methods=["GET"])]
+    return [Route("/openapi.json", guarded(settings, Kind.PAGE, openapi), methods=["GET"])]

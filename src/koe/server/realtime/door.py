@@ -2,7 +2,8 @@
 
 Routes: `/voice-live/realtime` (Azure dialect), `/v1/realtime` and `/openai/v1/realtime` (GA, or beta when the
 client asks for it), `/openai/realtime` (Azure OpenAI preview, beta), at the root and under `realtime.path_prefix`. The
-handshake picks the dialect and checks the key before the upgrade (401/403 with a JSON body otherwise). After it,
+handshake picks the dialect, and the server's access rule (`koe.server.auth`) is applied before the upgrade (a
+refusal is an HTTP response with OpenAI's error body). After it,
 each text frame is parsed by `koe.protocols.realtime`, mapped onto a `koe.voice.Session` call, and the session's
 events are rendered back in the client's dialect. Bad client events get an `error` event and the socket stays open.
 """
@@ -16,7 +17,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -28,7 +28,8 @@ from koe.log import bind
 from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import decode_audio
 from koe.protocols.realtime.session import EchoCancellation
-from koe.server.auth import admit
+from koe.server._asgi_access import refusal
+from koe.server.auth import Kind
 from koe.server.metrics import METRICS
 from koe.server.realtime.mapping import engine_config, engine_item, response_options
 from koe.server.realtime.render import Renderer
@@ -66,12 +67,9 @@ class RealtimeDoor:
         if handshake is None:
             await websocket.close(code=1008, reason="not a Realtime endpoint")
             return
-        client = scope.get("client")
-        refused = admit(self.settings, handshake.api_key, client[0] if client else None)
+        refused = refusal(scope, self.settings, Kind.API)
         if refused is not None:
-            status = 401 if self.settings.server.api_keys else 403
-            body = {"error": {"type": "invalid_request_error", "code": "invalid_api_key", "message": refused}}
-            await websocket.send_denial_response(JSONResponse(body, status_code=status))
+            await websocket.send_denial_response(refused)
             return
         await websocket.accept(subprotocol=handshake.subprotocol)
         timings = "koe_timings=1" in query.split("&")

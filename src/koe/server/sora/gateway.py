@@ -1,10 +1,13 @@
 """The Sora door: koe as an audio streaming gateway that Sora's `audio_streaming_url` can point at.
 
-Build a `SoraGateway(settings.sora, engines)` and `await gateway.start()`; `gateway.port` then tells where it
-listens, and `await gateway.close()` stops it. `koe serve` does this next to the main ASGI port.
+Build a `SoraGateway(settings.sora, engines, access=settings)` and `await gateway.start()`; `gateway.port` then
+tells where it listens, and `await gateway.close()` stops it. `koe serve` does this next to the main ASGI port.
 
 Routes (spec §2.1): `POST /speech` (the configured service), `POST /test`, `POST /dump`, `GET /.ok`, and
-`GET /metrics` (also on `sora.exporter_port` when set, as Suzu's exporter). A trailing slash and the query string
+`GET /metrics` (also on `sora.exporter_port` when set, as Suzu's exporter). Every one follows the server's access
+rule (`koe.server.auth`): Sora's protocol carries no credentials, so a client needs a verified certificate (mTLS on
+this port) or must be on this machine, and no request may name a foreign `Host` or come from a foreign web origin
+(a 403 with Sora's JSON error body). A trailing slash and the query string
 are ignored. Each Sora connection is one HTTP/2 request: the door de-frames its body with `koe.protocols.sora`,
 injects the silent packet while Sora is idle, hands packets to the service, and writes each result back as one
 newline-terminated JSON object per DATA frame while the body is still arriving.
@@ -25,12 +28,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 
 from koe import __version__
-from koe.config import SoraSettings
+from koe.config import Settings, SoraSettings
 from koe.engines.registry import Engines
 from koe.log import bind
 from koe.net.h2listener import Request, Response, ResponseStream, StreamHandler, start_listener, tls_context
@@ -44,6 +48,7 @@ from koe.protocols.sora import (
     parse_request_headers,
 )
 from koe.protocols.sora_results import encode, error_result, http_error_body
+from koe.server.auth import AccessRequest, Kind, Listener, Refused, decide
 from koe.server.calls.registry import CallRegistry
 from koe.server.sora.metrics import CONTENT_TYPE, SoraMetrics
 from koe.server.sora.services.base import DumpService, Service, ServiceStream, TestService
@@ -55,9 +60,16 @@ AUDIO_PATHS = ("/speech", "/test", "/dump")
 
 class SoraGateway:
     def __init__(
-        self, settings: SoraSettings, engines: Engines | None = None, calls: CallRegistry | None = None
+        self,
+        settings: SoraSettings,
+        engines: Engines | None = None,
+        calls: CallRegistry | None = None,
+        *,
+        access: Settings | None = None,
     ) -> None:
         self.settings = settings
+        self.access = access if access is not None else Settings(sora=settings)
+        """What the access rule (`koe.server.auth`) reads: the allowed hosts and origins (the server's)."""
         self.engines = engines
         self.calls = calls
         self.call_streams: dict[str, int] = {}
@@ -136,6 +148,9 @@ class SoraGateway:
     # --- routing ----------------------------------------------------------------------------------------------
 
     def _exporter_route(self, request: Request) -> Response:
+        refused = self._refusal(request, Listener.SORA_EXPORTER)
+        if refused is not None:
+            return refused
         path = _normalize(request.path)
         if path == "/metrics" and request.method in ("GET", "HEAD"):
             return Response(200, self.metrics.render().encode(), [("content-type", CONTENT_TYPE)])
@@ -150,7 +165,20 @@ class SoraGateway:
             self.metrics.request(path, 200)
         return answer
 
+    def _refusal(self, request: Request, listener: Listener) -> Response | None:
+        """The server's access rule: with no credentials in Sora's protocol, mTLS or a loopback client."""
+        client = request.peer.rpartition(":")[0] if request.peer.count(":") else request.peer
+        headers = [(name.lower(), value) for name, value in request.headers]
+        access = AccessRequest(Kind.SORA, headers, client=client.strip("[]"), listener=listener)
+        decision = decide(access, self.access)
+        if isinstance(decision, Refused):
+            log.warning("sora: refused a request from %s: %s", request.peer, decision.message)
+            return Response(decision.status, http_error_body(HTTPStatus(decision.status).phrase, decision.message))
+        return None
+
     def _route(self, request: Request, path: str) -> Response | Callable[[ResponseStream], StreamHandler]:
+        if (refused := self._refusal(request, Listener.SORA)) is not None:
+            return refused
         if path == "/.ok" and request.method in ("GET", "HEAD"):
             return Response(200, orjson.dumps({"version": __version__}))
         if path == "/metrics" and request.method in ("GET", "HEAD"):
