@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, cast
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from koe.config import ACSMode
 from koe.protocols.acs import CLOSE_INTERNAL_ERROR, MAX_FRAME_BYTES
-
-if TYPE_CHECKING:
-    from koe.server.acs.listener import AcsMediaListener
+from koe.server.acs.door import AcsDoor
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -44,10 +42,19 @@ _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 
 
+class SocketOwner(Protocol):
+    """What a connection needs of the listener that accepted it (`koe.server.acs.listener.AcsMediaListener`)."""
+
+    door: AcsDoor
+    sockets: set[PicowsMediaSocket]
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+
+
 class PicowsMediaSocket(WSListener):
     def __init__(
         self,
-        listener: AcsMediaListener,
+        listener: SocketOwner,
         path: str,
         query: Mapping[str, str],
         headers: Mapping[str, str],
