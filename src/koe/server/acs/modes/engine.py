@@ -18,6 +18,7 @@ import numpy as np
 
 from koe.audio.resample import resample
 from koe.engines.base import EngineUnavailable
+from koe.engines.registry import EngineKind
 from koe.protocols.acs import AudioData, DtmfData, frame_bytes
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.metrics import METRICS
@@ -117,7 +118,7 @@ class _EnginePipeline:
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
 
-    def engines_needed(self) -> tuple[Any, ...]:
+    def engines_needed(self) -> tuple[EngineKind, ...]:
         return ("vad", "stt")
 
     def session_config(self) -> SessionConfig:
@@ -177,7 +178,7 @@ class AgentPipeline(_EnginePipeline):
     mode = "agent"
     _unflushed = False
 
-    def engines_needed(self) -> tuple[Any, ...]:
+    def engines_needed(self) -> tuple[EngineKind, ...]:
         return ("vad", "stt", "llm", "tts")
 
     def session_config(self) -> SessionConfig:
