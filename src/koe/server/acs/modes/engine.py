@@ -93,7 +93,8 @@ def render(event: ev.Event) -> dict[str, Any] | None:
             "dropped_ms": event.dropped_ms,
         }
     if isinstance(event, ev.Error):
-        return {"type": "error", "code": event.code, "message": event.message}
+        # koe's own registry speaks koe's error names (`koe.voice.errors.ErrorKind`), not any door's protocol codes.
+        return {"type": "error", "code": event.error.kind, "message": event.error.message}
     return None
 
 

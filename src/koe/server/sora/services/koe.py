@@ -181,7 +181,7 @@ class _SpeechStream:
                     failure = error_result(f"TRANSCRIPTION-FAILED: {event.message}")
                     self._sink.emit({**failure, "result_id": event.item_id})
                 elif isinstance(event, ev.Error):
-                    log.warning("sora: voice session error %s: %s", event.code, event.message)
+                    log.warning("sora: voice session error %s: %s", event.error.kind, event.error.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failed for this stream: say so, end this stream only
