@@ -10,11 +10,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from koe.config import ConfigError, Settings, load_settings, masked_dump, to_toml
+
+if TYPE_CHECKING:  # the commands import the engines only when they run, to keep `koe --help` fast
+    from koe.engines.registry import EngineKind, Engines
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -91,7 +94,7 @@ def transcribe(config_file: Path | None, files: tuple[Path, ...], as_json: bool,
     from koe.engines.base import EngineError
     from koe.engines.stt_whisper import WhisperSTT
 
-    stt = _load(config_file, "stt")
+    stt = _load(config_file, "stt").require("stt")
     assert isinstance(stt, WhisperSTT)
     failed = False
     for path in files:
@@ -134,7 +137,7 @@ def say(config_file: Path | None, text: str | None, output: Path | None, voice: 
     from koe.engines.base import EngineError
     from koe.engines.tts_piper import PiperTTS
 
-    tts = _load(config_file, "tts")
+    tts = _load(config_file, "tts").require("tts")
     assert isinstance(tts, PiperTTS)
     if list_voices:
         for name in tts.voices():
@@ -161,7 +164,7 @@ def chat(config_file: Path | None, question: str, system_prompt: str | None) -> 
     from koe.engines.base import LLM, ChatMessage, ChatRequest, EngineError, Finished, TextDelta, ToolCall
 
     settings = _settings(config_file)
-    llm = _load(config_file, "llm")
+    llm = _load(config_file, "llm").require("llm")
 
     async def ask(model: LLM) -> None:
         request = ChatRequest(
@@ -179,9 +182,7 @@ def chat(config_file: Path | None, question: str, system_prompt: str | None) -> 
                 elif isinstance(event, Finished):
                     click.echo()
         finally:  # the remote client's connection pool must close on this loop, also after an error
-            aclose = getattr(model, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await model.aclose()
 
     try:
         asyncio.run(ask(llm))
@@ -264,14 +265,14 @@ def _register_acs() -> None:
 _register_acs()
 
 
-def _load(config_file: Path | None, kind: str) -> Any:
+def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 
-    engines = load_engines(_settings(config_file), [kind], progress=_progress)  # type: ignore[list-item]
+    engines = load_engines(_settings(config_file), [kind], progress=_progress)
     status = engines.status[kind]
     if not status.loaded:
         raise click.ClickException(f"the {kind} engine could not be loaded: {status.error}")
-    return getattr(engines, kind)
+    return engines
 
 
 if __name__ == "__main__":

@@ -121,7 +121,6 @@ class APISettings(BaseModel):
 
 class AudioSettings(BaseModel):
     echo_cancellation: bool = True
-    echo_tail_ms: int = Field(200, ge=10, le=1000)
     noise_suppression: bool = False
 
 

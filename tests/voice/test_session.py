@@ -20,7 +20,8 @@ from koe.engines.registry import Engines
 from koe.voice import events as ev
 from koe.voice.config import ResponseOptions, SessionConfig, TurnDetection
 from koe.voice.conversation import Item, Part
-from koe.voice.session import Session
+from koe.voice.errors import CommitTooShort, NoResponseToCancel, ResponseInProgress
+from koe.voice.session import MIN_COMMIT_MS, Session
 from tests.conftest import load_wav
 from tests.engines.openai_standin import STORY, pieces, scripted_engines
 from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
@@ -222,12 +223,9 @@ async def test_errors_for_empty_commit_idle_cancel_and_overlapping_create(engine
     session.create_response()
     session.create_response()
     await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
-    codes = [e.code for e in recorder.of(ev.Error)]  # type: ignore[attr-defined]
-    assert codes == [
-        "input_audio_buffer_commit_empty",
-        "response_cancel_not_active",
-        "conversation_already_has_active_response",
-    ]
+    errors = [e.error for e in recorder.of(ev.Error)]  # type: ignore[attr-defined]
+    assert [type(error) for error in errors] == [CommitTooShort, NoResponseToCancel, ResponseInProgress]
+    assert errors[0] == CommitTooShort(0.0, MIN_COMMIT_MS)
     assert len(recorder.of(ev.ResponseCreated)) == 1
     await recorder.close()
 

@@ -30,16 +30,59 @@ def test_every_reply_pair_is_in_the_table() -> None:
     assert set(REPLY_TABLE) == set(itertools.product(Reply, ReplyInput))
 
 
+AUTOMATIC_ENDS = (TurnInput.TURN_END, TurnInput.IDLE_TIMEOUT)
+"""Inputs the turn detection produces by itself; a manual commit or clear is the client's, and so is its reply."""
+
+
 @pytest.mark.parametrize(("state", "event"), list(itertools.product(Turn, TurnInput)))
-def test_turn_transition(state: Turn, event: TurnInput) -> None:
+def test_every_turn_transition_keeps_the_turn_rules(state: Turn, event: TurnInput) -> None:
     machine = TurnMachine()
     machine.state = state
     actions = machine.feed(event)
-    expected_state, expected_actions = TURN_TABLE[(state, event)]
-    assert (machine.state, actions) == (expected_state, expected_actions)
-    # A turn is only ever committed once the table leaves speech behind.
-    if TurnAction.COMMIT in actions:
-        assert machine.state is Turn.SILENCE
+    after = machine.state
+    did = set(actions)
+    assert len(did) == len(actions), "an action carried out twice"
+    if after is not state:
+        assert actions, "a state change that nobody hears about"
+    # Voice always means speech, resumed or new; the idle timer never moves a turn.
+    if event is TurnInput.VOICE_START:
+        assert after is Turn.SPEECH
+    if event is TurnInput.IDLE_TIMEOUT:
+        assert after is state
+    # Speech starts exactly when a silent participant starts speaking, and the onset is reported before the
+    # interruption of whatever was playing to them.
+    starts = state is Turn.SILENCE and event is TurnInput.VOICE_START
+    assert (TurnAction.SPEECH_STARTED in did) == starts
+    assert (TurnAction.BARGE_IN in did) == starts
+    if starts:
+        assert actions.index(TurnAction.SPEECH_STARTED) < actions.index(TurnAction.BARGE_IN)
+    # A pause is speculated on from its first moment, and only then.
+    assert (TurnAction.SPECULATE in did) == (state is Turn.SPEECH and after is Turn.PAUSE)
+    # Leaving a pause throws its speculation away, unless the turn is committed (the commit takes it over).
+    left_pause = state is Turn.PAUSE and after is not Turn.PAUSE
+    assert (TurnAction.DISCARD_SPECULATION in did) == (left_pause and TurnAction.COMMIT not in did)
+    # Every commit request commits; otherwise only the pause that ends the turn does, and a turn is committed
+    # only once speech is behind it.
+    committed = event is TurnInput.COMMIT or (state is Turn.PAUSE and event is TurnInput.TURN_END)
+    assert (TurnAction.COMMIT in did) == committed
+    if committed:
+        assert after is Turn.SILENCE
+    # A turn in progress that ends in a commit reports where the speech stopped, before the commit.
+    stops = state is not Turn.SILENCE and committed
+    assert (TurnAction.SPEECH_STOPPED in did) == stops
+    if stops:
+        assert actions.index(TurnAction.SPEECH_STOPPED) < actions.index(TurnAction.COMMIT)
+    # Clearing always ends in silence, last, and never commits what it threw away.
+    if event is TurnInput.CLEAR:
+        assert after is Turn.SILENCE and actions[-1:] == (TurnAction.CLEAR,)
+    assert (TurnAction.CLEAR in did) == (event is TurnInput.CLEAR)
+    # Only silence times out.
+    assert (TurnAction.TIMEOUT in did) == (state is Turn.SILENCE and event is TurnInput.IDLE_TIMEOUT)
+    # What the turn detection ends by itself (a turn, or a silence) gets an automatic reply, last; nothing else does.
+    automatic = event in AUTOMATIC_ENDS and bool(did & {TurnAction.COMMIT, TurnAction.TIMEOUT})
+    assert (TurnAction.AUTO_RESPOND in did) == automatic
+    if automatic:
+        assert actions[-1:] == (TurnAction.AUTO_RESPOND,)
 
 
 def test_manual_commit_during_speech_reports_the_stop_then_commits() -> None:

@@ -31,6 +31,7 @@ from koe.audio.resample import resample
 from koe.bench.fixtures import AUDIO
 from koe.config import Settings
 from koe.engines.base import ChatMessage, ChatRequest, Finished, TextDelta
+from koe.engines.registry import ALL_ENGINES, Engines, load_engines
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -56,13 +57,13 @@ def run_engine_bench(settings: Settings, runs: int = 5, progress: Progress | Non
     engines = _load_all(settings, runs, result["loads"], say)
     result["memory_after_load_mb"] = _rss_mb()
     say(f"resident memory with all four models loaded: {result['memory_after_load_mb']} MB")
-    speech48 = _speech_48k(engines["tts"])
+    speech48 = _speech_48k(engines.require("tts"))
     speech16 = resample(speech48, OPUS_RATE, ENGINE_RATE)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("vad", lambda: _bench_vad(engines["vad"], speech16, runs)),
-        ("stt", lambda: _bench_stt(settings, engines["stt"], speech16, runs, say)),
-        ("tts", lambda: _bench_tts(engines["tts"], runs)),
-        ("llm", lambda: _bench_llm(settings, engines["llm"], runs, say)),
+        ("vad", lambda: _bench_vad(engines.require("vad"), speech16, runs)),
+        ("stt", lambda: _bench_stt(settings, engines.require("stt"), speech16, runs, say)),
+        ("tts", lambda: _bench_tts(engines.require("tts"), runs)),
+        ("llm", lambda: _bench_llm(settings, engines.require("llm"), runs, say)),
         ("noise_suppression", lambda: _bench_denoise(speech48, runs)),
         ("echo_cancellation", lambda: _bench_echo(speech16, runs)),
         ("opus", lambda: _bench_opus(speech48, runs)),
@@ -73,10 +74,8 @@ def run_engine_bench(settings: Settings, runs: int = 5, progress: Progress | Non
         say(f"{name}: {_summary(result[name])}")
     result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     say(f"peak memory: {result['peak_memory_mb']} MB")
-    for engine in engines.values():
-        pool = getattr(engine, "pool", None)
-        if pool is not None:
-            pool.shutdown()
+    for pool in engines.pools():
+        pool.shutdown()
     return result
 
 
@@ -131,11 +130,9 @@ def _summary(figures: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in figures.items() if isinstance(v, int | float))
 
 
-def _load_all(settings: Settings, runs: int, loads: dict[str, Any], say: Progress) -> dict[str, Any]:
+def _load_all(settings: Settings, runs: int, loads: dict[str, Any], say: Progress) -> Engines:
     """Load each engine `runs` times: the first load (imports, cold file cache) is reported on its own."""
-    from koe.engines.registry import ALL_ENGINES, load_engines
-
-    engines: dict[str, Any] = {}
+    kept: dict[str, Engines] = {}
     for kind in ALL_ENGINES:
         times: list[float] = []
         for index in range(runs + 1):
@@ -145,14 +142,19 @@ def _load_all(settings: Settings, runs: int, loads: dict[str, Any], say: Progres
                 raise RuntimeError(f"the {kind} engine could not be loaded: {status.error}")
             times.append(status.load_s)
             if index == runs:
-                engines[kind] = getattr(loaded, kind)
+                kept[kind] = loaded
             else:
-                pool = getattr(getattr(loaded, kind), "pool", None)
-                if pool is not None:
+                for pool in loaded.pools():
                     pool.shutdown()
         loads[kind] = {"name": status.name, "first_s": round(times[0], 3), "median_s": _median(times[1:], 3)}
         say(f"loaded {kind} ({status.name}): first {times[0]:.2f} s, then {statistics.median(times[1:]):.2f} s")
-    return engines
+    return Engines(
+        vad=kept["vad"].vad,
+        stt=kept["stt"].stt,
+        tts=kept["tts"].tts,
+        llm=kept["llm"].llm,
+        status={kind: loaded.status[kind] for kind, loaded in kept.items()},
+    )
 
 
 def _speech_48k(tts: Any) -> Pcm:
@@ -230,9 +232,10 @@ def _bench_tts(tts: Any, runs: int) -> dict[str, Any]:
 
 
 def _bench_llm(settings: Settings, llm: Any, runs: int, say: Progress) -> dict[str, Any]:
-    if not hasattr(llm, "stream_sync"):
-        return {"skipped": f"{llm.name} is remote; only the embedded model is benchmarked"}
     from koe.engines.llm_llama import LlamaLLM
+
+    if not isinstance(llm, LlamaLLM):
+        return {"skipped": f"{llm.name} is remote; only the embedded model is benchmarked"}
 
     figures: dict[str, Any] = {"model": llm.name, "configured_threads": settings.llm.threads}
     for threads in (1, 2):

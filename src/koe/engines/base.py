@@ -2,7 +2,8 @@
 
 The voice engine and the doors only see these. Each backend loads its model once, is shared by every session, and
 runs its inference in its own bounded `WorkerPool` (see `koe.engines.pool`), so the async methods here never block
-the event loop.
+the event loop. What a backend can do beyond its main call is declared here too, never probed for: its `pool` (or
+None, for a remote one) through the `Pool` view, `STT.supports_language()`, `LLM.warm()` and `LLM.aclose()`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,32 @@ class EngineError(Exception):
 
 class EngineUnavailable(EngineError):
     """A backend could not be loaded or reached at all."""
+
+
+class Pool(Protocol):
+    """What a backend's worker pool (`koe.engines.pool.WorkerPool`) shows the rest of koe: its load, for /healthz,
+    /metrics and best-effort work that must not queue behind real work, and its shutdown."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def depth(self) -> int:
+        """Jobs submitted but not yet started."""
+        ...
+
+    @property
+    def active(self) -> int:
+        """Jobs running right now."""
+        ...
+
+    @property
+    def completed(self) -> int: ...
+
+    def shutdown(self) -> None: ...
 
 
 # --- voice activity detection -------------------------------------------------------------------------------
@@ -88,6 +115,15 @@ class Transcript:
 class STT(Protocol):
     name: str
 
+    @property
+    def pool(self) -> Pool | None:
+        """The pool transcriptions queue in; None when the backend has none of its own."""
+        ...
+
+    def supports_language(self, code: str) -> bool:
+        """Whether the model can transcribe `code` (BCP-47 or ISO 639-1)."""
+        ...
+
     async def transcribe(
         self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, words: bool = False
     ) -> Transcript:
@@ -110,6 +146,9 @@ class SpeechChunk:
 class TTS(Protocol):
     name: str
     default_voice: str
+
+    @property
+    def pool(self) -> Pool | None: ...
 
     def voices(self) -> list[str]:
         """Names of every installed voice."""
@@ -185,9 +224,23 @@ LLMEvent = TextDelta | ToolCall | Finished
 class LLM(Protocol):
     name: str
 
+    @property
+    def pool(self) -> Pool | None:
+        """The pool generations queue in; None for a remote backend, whose server queues them."""
+        ...
+
     def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
         """Text deltas and tool calls as they are generated, then exactly one `Finished`.
 
         Closing the iterator early (or cancelling the task that reads it) stops generation promptly.
         """
+        ...
+
+    async def warm(self, request: ChatRequest) -> None:
+        """Prepare for requests that start like `request` (an embedded model evaluates its prompt now); a backend
+        with nothing to prepare returns at once."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections held on the running loop (a remote backend's client); call it before the loop ends."""
         ...

@@ -173,6 +173,9 @@ class LlamaLLM:
             return  # someone is generating: their cache matters more
         await self.pool.run(self._warm_sync, request)
 
+    async def aclose(self) -> None:
+        """Nothing to release on the loop: the model stays loaded, and `Engines.pools()` shuts the pool down."""
+
     def _warm_sync(self, request: ChatRequest) -> None:
         prompt = self.prompt(request)
         for _chunk in self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):

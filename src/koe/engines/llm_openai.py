@@ -23,6 +23,7 @@ from koe.engines.base import (
     Finished,
     FinishReason,
     LLMEvent,
+    Pool,
     TextDelta,
     ToolCall,
 )
@@ -93,6 +94,8 @@ class OpenAICompatibleLLM:
         self.max_tokens = max_tokens
         self.name = f"openai-compatible:{model}@{self.base_url}"
         self.load_s = 0.0
+        self.pool: Pool | None = None
+        """None: requests queue at the remote server, not here."""
         headers = {"Accept": "text/event-stream"}
         azure = httpx.URL(self.base_url).host.endswith(".azure.com")
         if api_key:
@@ -148,6 +151,9 @@ class OpenAICompatibleLLM:
             raise EngineError(f"the LLM endpoint {url} timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:  # the connection dropped mid-stream, or the response was not HTTP
             raise EngineError(f"the connection to the LLM endpoint {url} failed mid-stream: {exc!r}") from exc
+
+    async def warm(self, request: ChatRequest) -> None:
+        """Nothing to do: a remote server keeps (or does not keep) its own prompt cache."""
 
     async def _events(self, response: httpx.Response) -> AsyncIterator[LLMEvent]:
         parser = SSEParser()

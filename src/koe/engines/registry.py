@@ -2,7 +2,8 @@
 
 `load_engines()` loads each requested backend in turn, reporting progress, and records a failure instead of
 raising it: a server whose TTS voice is missing still transcribes. `Engines` is what the doors and the voice engine
-receive; `Engines.require()` gives a backend or a clear error naming why it is missing.
+receive; `Engines.require("stt")` gives a backend, typed as its interface (`STT`), or a clear error naming why it is
+missing.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, overload
 
 from koe.config import Settings
-from koe.engines.base import LLM, STT, TTS, VAD, EngineUnavailable
-from koe.engines.pool import WorkerPool
+from koe.engines.base import LLM, STT, TTS, VAD, EngineUnavailable, Pool
 
 EngineKind = Literal["vad", "stt", "tts", "llm"]
 ALL_ENGINES: tuple[EngineKind, ...] = ("vad", "stt", "tts", "llm")
-T = TypeVar("T")
+Engine = VAD | STT | TTS | LLM
 
 
 @dataclass
@@ -44,17 +44,34 @@ class Engines:
     llm: LLM | None = None
     status: dict[str, EngineStatus] = field(default_factory=dict)
 
-    def require(self, kind: EngineKind) -> Any:
-        engine = getattr(self, kind)
+    @overload
+    def require(self, kind: Literal["vad"]) -> VAD: ...
+    @overload
+    def require(self, kind: Literal["stt"]) -> STT: ...
+    @overload
+    def require(self, kind: Literal["tts"]) -> TTS: ...
+    @overload
+    def require(self, kind: Literal["llm"]) -> LLM: ...
+    @overload
+    def require(self, kind: EngineKind) -> Engine: ...
+
+    def require(self, kind: EngineKind) -> Engine:
+        """The backend of `kind`, typed as its interface; `EngineUnavailable` (saying why) when it is not loaded."""
+        engine = self.get(kind)
         if engine is None:
             status = self.status.get(kind)
             why = status.error if status and status.error else "it was not loaded"
             raise EngineUnavailable(f"the {kind} engine is unavailable: {why}")
         return engine
 
-    def pools(self) -> list[WorkerPool]:
-        found = (getattr(engine, "pool", None) for engine in (self.stt, self.tts, self.llm))
-        return [pool for pool in found if isinstance(pool, WorkerPool)]
+    def get(self, kind: EngineKind) -> Engine | None:
+        found: dict[EngineKind, Engine | None] = {"vad": self.vad, "stt": self.stt, "tts": self.tts, "llm": self.llm}
+        return found[kind]
+
+    def pools(self) -> list[Pool]:
+        """The worker pools of the loaded backends (a remote LLM has none)."""
+        found = (engine.pool for engine in (self.stt, self.tts, self.llm) if engine is not None)
+        return [pool for pool in found if pool is not None]
 
     def health(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from typing import Literal
 
 from koe.audio.pcm import Pcm
 from koe.voice.conversation import Item
+from koe.voice.errors import VoiceError
 
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 CancelReason = Literal["turn_detected", "client_cancelled"]
@@ -267,11 +268,10 @@ class Warning:  # the protocols' name for it; always used qualified, as `events.
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """Something the caller asked for could not be done; the session goes on."""
+    """Something the caller asked for could not be done; the session goes on. Doors map `error` (see
+    `koe.voice.errors`) onto their own protocol's codes."""
 
-    code: str
-    message: str
-    param: str | None = None
+    error: VoiceError
     cause: str | None = None
     """The door's id for the command that failed (`Session.cause`), so it can answer in its own protocol."""
 

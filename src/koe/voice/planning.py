@@ -1,40 +1,37 @@
 """Combining a session's settings with one response's overrides into a `ResponsePlan`.
 
-Call `plan_response(session, options)` right before a response starts: it reads the conversation as it is at that
-moment (transcripts included), picks the voice, the tools and the token limit, and writes the system prompt.
+Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through
+its `VoiceContext`) as it is at that moment, transcripts included, picks the voice, the tools and the token limit,
+and writes the system prompt.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from koe.engines.base import ChatMessage
+from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions
 from koe.voice.conversation import Item, chat_messages, new_id
 from koe.voice.response import ResponsePlan
 
-if TYPE_CHECKING:
-    from koe.voice.session import Session
-
 
 def plan_response(
-    session: Session, options: ResponseOptions | None, pending_user_text: str | None = None
+    context: VoiceContext, options: ResponseOptions | None, pending_user_text: str | None = None
 ) -> ResponsePlan:
-    config = session.config
+    config = context.config
     opts = options or ResponseOptions()
     instructions = opts.instructions if opts.instructions is not None else config.instructions
     if instructions is None:
-        instructions = session.default_instructions
+        instructions = context.default_instructions
     if opts.additional_instructions:
         instructions = f"{instructions}\n\n{opts.additional_instructions}".strip()
     tools = opts.tools if opts.tools is not None else config.tools
     choice = opts.tool_choice if opts.tool_choice is not None else config.tool_choice
     if choice == "none":
         tools = ()
-    messages = chat_messages(_input_items(session, opts), instructions)
+    messages = chat_messages(_input_items(context, opts), instructions)
     if pending_user_text is not None:  # a speculative reply answers a turn that is not committed yet
         messages.append(ChatMessage("user", pending_user_text))
-    tts = session.engines.tts
+    tts = context.engines.tts
     voice = opts.voice or config.voice or (tts.default_voice if tts is not None else "")
     if tts is not None and not tts.has_voice(voice):
         voice = tts.default_voice
@@ -50,17 +47,17 @@ def plan_response(
         output_rate=config.output_rate,
         in_conversation=opts.in_conversation,
         metadata=opts.metadata,
-        cache_key=session.id,
+        cache_key=context.id,
         tool_choice=choice if tools else "auto",
         request_id=opts.request_id,
     )
 
 
-def _input_items(session: Session, opts: ResponseOptions) -> list[Item]:
+def _input_items(context: VoiceContext, opts: ResponseOptions) -> list[Item]:
     if opts.input_item_ids is not None:
-        found = {item.id: item for item in session.conversation.items}
+        found = {item.id: item for item in context.conversation.items}
         items = [found[item_id] for item_id in opts.input_item_ids if item_id in found]
     else:
-        items = list(session.conversation.items)
+        items = list(context.conversation.items)
     items.extend(item for item in opts.extra_input if isinstance(item, Item))
     return items

@@ -34,7 +34,8 @@ class _Chunk:
 class PlaybackClock:
     def __init__(self, clock: Callable[[], float] = time.monotonic, keep_reference: bool = False) -> None:
         self._clock = clock
-        self._keep_reference = keep_reference
+        self.keep_reference = keep_reference
+        """Keep what was played, at 16 kHz, as the echo canceller's far end (`far_end()`)."""
         self._end = 0.0
         """Wall time at which everything sent so far will have been played."""
         self.item_id: str | None = None
@@ -55,7 +56,7 @@ class PlaybackClock:
         duration = pcm.size / rate
         self._end = start + duration
         reference: Pcm | None = None
-        if self._keep_reference:
+        if self.keep_reference:
             if self._to_16k is None or self._to_16k.src_rate != rate:
                 self._to_16k = Resampler(rate, ENGINE_RATE)
             reference = self._to_16k.process(pcm)
@@ -104,7 +105,7 @@ class PlaybackClock:
     def far_end(self, samples: int) -> Pcm:
         """The 16 kHz audio playing during the last `samples` samples of wall time (zeros where nothing played)."""
         out = np.zeros(samples, dtype=np.int16)
-        if not self._keep_reference or not self._history:
+        if not self.keep_reference or not self._history:
             return out
         now = self._clock()
         window_start = now - samples / ENGINE_RATE

@@ -2,25 +2,26 @@
 
 `Replies.input(event)` feeds the reply table (`koe.voice.turns.REPLY_TABLE`) and carries out its actions: start a
 response (adopting the held one a speculation prepared, when the turn it answered is the one that just ended),
-reject an overlapping request, cancel, or flush what the listener has not heard yet. It also paces live audio and
-reports each reply's `ResponseTiming` when its first output leaves.
+reject an overlapping request, cancel, or flush what the listener has not heard yet. `prepare()` builds the held
+response a speculation runs. Every response's events leave through `_output()`, which keeps the playback clock and
+the conversation up to date, paces live audio, and reports each reply's `ResponseTiming` when its first output
+leaves. It sees the session only through its `VoiceContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from koe.voice import events as ev
+from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions
+from koe.voice.errors import NoResponseToCancel, ResponseInProgress
 from koe.voice.participant import TurnTiming
 from koe.voice.planning import plan_response
 from koe.voice.response import ResponseRun
 from koe.voice.speculation import Speculation
 from koe.voice.turns import Reply, ReplyAction, ReplyInput, ReplyMachine
-
-if TYPE_CHECKING:
-    from koe.voice.session import Session
 
 OUTPUT_LEAD_MS = 400
 """How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
@@ -28,13 +29,15 @@ that a barge-in leaves little already-sent audio behind."""
 
 
 class Replies:
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, context: VoiceContext, truncate: Callable[[str, int, int], None]) -> None:
+        """`truncate` is the session's command of that name: a barge-in with `auto_truncate` cuts the reply with it."""
+        self._context = context
+        self._truncate = truncate
         self._machine = ReplyMachine()
         self.run: ResponseRun | None = None
         self._task: asyncio.Task[None] | None = None
         self._options: ResponseOptions | None = None
-        self.adoptable: Speculation | None = None
+        self._adoptable: Speculation | None = None
         """A committed turn's speculation whose held reply the next automatic response may take over."""
         self._timing_for: tuple[ResponseRun, TurnTiming | None] | None = None
 
@@ -46,20 +49,17 @@ class Replies:
         self._options = options
         self.input(ReplyInput.CREATE_REPLACING if replace_active else ReplyInput.CREATE)
 
+    def adopt(self, speculation: Speculation) -> None:
+        self._adoptable = speculation
+
     def input(self, event: ReplyInput) -> None:
-        session = self._session
         for action in self._machine.feed(event):
             if action is ReplyAction.START:
                 options, self._options = self._options, None
                 self._start(options, adopt=event is ReplyInput.AUTO)
             elif action is ReplyAction.REJECT_ACTIVE:
-                active = self.run.response_id if self.run else "unknown"
                 self._options = None
-                session._error(
-                    "conversation_already_has_active_response",
-                    f"Conversation already has an active response in progress: {active}. Wait until the response "
-                    "is finished before creating a new one.",
-                )
+                self._context.fail(ResponseInProgress(self.run.response_id if self.run else None))
             elif action is ReplyAction.CANCEL_CLIENT:
                 self.cancel("client_cancelled")
             elif action is ReplyAction.CANCEL_TURN:
@@ -67,41 +67,51 @@ class Replies:
             elif action is ReplyAction.INTERRUPT_PLAYBACK:
                 self.interrupt_playback()
             elif action is ReplyAction.ERROR_NOT_ACTIVE:
-                session._error("response_cancel_not_active", "Cancellation failed: no active response found")
+                self._context.fail(NoResponseToCancel())
+
+    def prepare(self, user_text: str, emit: Callable[[ev.Event], None]) -> ResponseRun:
+        """A response answering `user_text`, a turn not committed yet, whose events go to `emit` (a speculation
+        holds them until the turn ends, then `release()`s them into `_output`)."""
+        return self._new_run(None, emit, pending_user_text=user_text)
+
+    def _new_run(
+        self, options: ResponseOptions | None, emit: Callable[[ev.Event], None], pending_user_text: str | None = None
+    ) -> ResponseRun:
+        context = self._context
+        plan = plan_response(context, options, pending_user_text)
+        tts = context.engines.tts if plan.output_audio else None
+        return ResponseRun(plan, context.engines.require("llm"), tts, emit)
 
     def _start(self, options: ResponseOptions | None, adopt: bool) -> None:
-        transcripts = self._session.transcripts
-        speculation, self.adoptable = self.adoptable, None
-        turn, transcripts.last_turn = (transcripts.last_turn if adopt else None), None
+        speculation, self._adoptable = self._adoptable, None
+        last_turn = self._context.transcripts.take_last_turn()
+        turn = last_turn if adopt else None
         if speculation is not None and not adopt:
             speculation.discard()
             speculation = None
         self.run = None
-        self._task = self._session._spawn(self._respond(options, speculation, turn))
+        self._task = self._context.spawn(self._respond(options, speculation, turn))
 
     async def _respond(
         self, options: ResponseOptions | None, speculation: Speculation | None, turn: TurnTiming | None
     ) -> None:
-        session = self._session
-        await session.transcripts.pending()  # the reply answers every turn committed so far
+        await self._context.transcripts.pending()  # the reply answers every turn committed so far
         run = speculation.take_run() if speculation is not None else None
         if run is not None and speculation is not None:
             self.run, self._timing_for, run.pace = run, (run, turn), self._pace
-            speculation.release(session._emit)
+            speculation.release(self._output)
             await speculation.finish()
         else:
             if speculation is not None:
                 speculation.discard()
-            plan = plan_response(session, options)
-            tts = session.engines.tts if plan.output_audio else None
-            run = ResponseRun(plan, session.engines.require("llm"), tts, session._emit)
+            run = self._new_run(options, self._output)
             self.run, self._timing_for, run.pace = run, (run, turn), self._pace
             await run.run()
         if self.run is run:
             self.input(ReplyInput.FINISHED)
 
     async def _pace(self) -> None:
-        await self._session.playback.wait_below(OUTPUT_LEAD_MS)
+        await self._context.playback.wait_below(OUTPUT_LEAD_MS)
 
     def cancel(self, reason: str) -> None:
         run, task = self.run, self._task
@@ -112,22 +122,39 @@ class Replies:
         self._task = None
 
     def interrupt_playback(self) -> None:
-        session = self._session
-        if not session.playback.is_playing():
+        context = self._context
+        if not context.playback.is_playing():
             return
-        response_id, item_id, played, dropped = session.playback.interrupt()
+        response_id, item_id, played, dropped = context.playback.interrupt()
         if item_id is None:
             return
-        session._emit(ev.AudioInterrupted(response_id, item_id, played, dropped))
-        td = session.config.turn_detection
+        context.emit(ev.AudioInterrupted(response_id, item_id, played, dropped))
+        td = context.config.turn_detection
         if td is not None and td.auto_truncate:
-            session.truncate(item_id, 0, played)
+            self._truncate(item_id, 0, played)
 
-    def in_conversation(self, response_id: str) -> bool:
+    # --- what every response emits --------------------------------------------------------------------------
+
+    def _output(self, event: ev.Event) -> None:
+        context = self._context
+        if isinstance(event, ev.ResponseAudioDelta):
+            context.playback.sent(event.response_id, event.item_id, event.pcm, event.rate)
+        elif isinstance(event, ev.OutputItemAdded | ev.OutputItemDone) and self._in_conversation(event.response_id):
+            if isinstance(event, ev.OutputItemAdded):
+                context.conversation.add(event.item)
+            else:
+                context.conversation.replace(event.item)
+        context.emit(event)
+        if isinstance(event, ev.ResponseAudioDelta) or (isinstance(event, ev.ResponseTextDelta) and not event.audio):
+            timing = self._first_output(event.response_id)
+            if timing is not None:
+                context.emit(timing)
+
+    def _in_conversation(self, response_id: str) -> bool:
         run = self.run
         return run is not None and run.response_id == response_id and run.plan.in_conversation
 
-    def first_output(self, response_id: str) -> ev.ResponseTiming | None:
+    def _first_output(self, response_id: str) -> ev.ResponseTiming | None:
         """The reply's latency breakdown, the first time one of its outputs (audio or text) leaves."""
         if self._timing_for is None or self._timing_for[0].response_id != response_id:
             return None

@@ -9,14 +9,17 @@ Latency comes from overlap, not from speed alone: when a caller pauses, the audi
 (speculation) and, in converse mode, the reply starts generating before the pause is long enough to end the turn.
 If the caller goes on speaking, the speculation is dropped; if the turn ends, the reply that is already being
 synthesized is released at that moment.
+
+The session is the engine's one entry point. Its helpers (`Transcripts`, `Replies`, `Speculation`, `plan_response`)
+see it only through the `VoiceContext` it builds (`koe.voice._context`), and the errors it reports are koe's own
+(`koe.voice.errors`), which each door maps onto its protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -25,22 +28,21 @@ from koe.audio.pcm import ENGINE_RATE, Pcm, check_rate
 from koe.engines.base import ChatRequest
 from koe.engines.registry import Engines
 from koe.voice import events as ev
+from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions, SessionConfig
 from koe.voice.conversation import Conversation, ConversationError, Item, new_id
-from koe.voice.endpointing import end_wait_for
-from koe.voice.input import ParticipantInput, Signal
-from koe.voice.participant import Participant
+from koe.voice.errors import CommitTooShort, InvalidItem
+from koe.voice.input import Signal
+from koe.voice.participant import Participant, Participants
+from koe.voice.planning import plan_response
 from koe.voice.playback import PlaybackClock
 from koe.voice.replies import Replies
 from koe.voice.speculation import Speculation
 from koe.voice.transcripts import Transcripts
 from koe.voice.turns import ReplyInput, Turn, TurnAction, TurnInput
 
-log = logging.getLogger("koe.voice")
-
 MIN_COMMIT_MS = 100
-"""A manual commit of less audio than this is an error (`input_audio_buffer_commit_empty`)."""
-MAX_PARTICIPANTS = 16
+"""A manual commit of less audio than this is an error (`errors.CommitTooShort`)."""
 STALL_S = 0.3
 STALL_MARGIN_S = 0.5
 """No audio during a turn for `STALL_S`, and for as long as the silence that ends a turn plus `STALL_MARGIN_S`:
@@ -67,52 +69,51 @@ class Session:
         session_id: str | None = None,
         observer: Callable[[ev.Event], None] | None = None,
     ) -> None:
-        self.id = session_id or new_id("sess")
-        self._observer = observer
-        """Sees every event as it is emitted (the server's metrics); it must not raise or block."""
+        config = config or SessionConfig()
+        self.playback = PlaybackClock(clock, keep_reference=config.echo_cancellation)
+        """What the listener has heard of the replies (doors ask it whether a reply is playing)."""
+        self._context = context = VoiceContext(
+            engines,
+            config,
+            session_id=session_id or new_id("sess"),
+            default_instructions=default_instructions,
+            playback=self.playback,
+            observer=observer,
+        )
+        self.id = context.id
         self.engines = engines
-        self.config = config or SessionConfig()
-        self.default_instructions = default_instructions
-        self.conversation = Conversation()
-        self.playback = PlaybackClock(clock, keep_reference=self.config.echo_cancellation)
-        self._participants: dict[str | None, Participant] = {}
-        self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
-        self.transcripts = Transcripts(self)
-        self.replies = Replies(self)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.conversation: Conversation = context.conversation
+        self._participants = Participants(engines)
+        self.transcripts = Transcripts(context)
+        self.replies = Replies(context, self.truncate)
+        context.transcripts, context.replies = self.transcripts, self.replies
         self._watchdog: asyncio.Task[Any] | None = None
         self._closed = False
         self.created_at = clock()
-        self.cause: str | None = None
+
+    @property
+    def config(self) -> SessionConfig:
+        """The settings now. Setting them changes only the settings; `update()` also applies them to the input."""
+        return self._context.config
+
+    @config.setter
+    def config(self, config: SessionConfig) -> None:
+        self._context.config = config
+
+    @property
+    def cause(self) -> str | None:
         """Set by a door around a command call: errors the command raises carry it (`events.Error.cause`)."""
+        return self._context.cause
+
+    @cause.setter
+    def cause(self, cause: str | None) -> None:
+        self._context.cause = cause
 
     # --- output --------------------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[ev.Event]:
+    def events(self) -> AsyncIterator[ev.Event]:
         """Every event, in order, until the session ends (`end_input()` drained, or `close()`)."""
-        while (event := await self._queue.get()) is not None:
-            yield event
-
-    def _emit(self, event: ev.Event) -> None:
-        if self._observer is not None:
-            self._observer(event)
-        if isinstance(event, ev.ResponseAudioDelta):
-            self.playback.sent(event.response_id, event.item_id, event.pcm, event.rate)
-        elif isinstance(event, ev.OutputItemAdded | ev.OutputItemDone) and self.replies.in_conversation(
-            event.response_id
-        ):
-            if isinstance(event, ev.OutputItemAdded):
-                self.conversation.add(event.item)
-            else:
-                self.conversation.replace(event.item)
-        self._queue.put_nowait(event)
-        if isinstance(event, ev.ResponseAudioDelta) or (isinstance(event, ev.ResponseTextDelta) and not event.audio):
-            timing = self.replies.first_output(event.response_id)
-            if timing is not None:
-                self._emit(timing)
-
-    def _error(self, code: str, message: str, param: str | None = None) -> None:
-        self._emit(ev.Error(code, message, param, self.cause))
+        return self._context.events()
 
     # --- input ---------------------------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class Session:
         who = self._participant(participant)
         who.last_audio_at = asyncio.get_running_loop().time()
         if self._watchdog is None:
-            self._watchdog = self._spawn(self._watch_stalls())
+            self._watchdog = self._context.spawn(self._watch_stalls())
             self._warm_llm()
         self._push(who, who.input.to_engine_rate(pcm, rate))
 
@@ -143,14 +144,12 @@ class Session:
 
     def _warm_llm(self) -> None:
         """Have the LLM evaluate this session's system prompt now, before the first reply needs it."""
-        warm = getattr(self.engines.llm, "warm", None)
-        if self.config.mode != "converse" or warm is None:
+        llm = self.engines.llm
+        if self.config.mode != "converse" or llm is None:
             return
-        from koe.voice.planning import plan_response
-
-        messages = plan_response(self, None).messages[:1]
+        messages = plan_response(self._context, None).messages[:1]
         if messages and messages[0].role == "system":
-            self._spawn(warm(ChatRequest(messages, self.config.tools)))
+            self._context.spawn(llm.warm(ChatRequest(messages, self.config.tools)))
 
     async def _watch_stalls(self) -> None:
         """Audio that stops arriving mid-turn counts as silence, so the turn still ends (e.g. a sender that goes
@@ -161,7 +160,7 @@ class Session:
             now = loop.time()
             td = self.config.turn_detection
             stall_s = max(STALL_S, td.silence_duration_ms / 1000 + STALL_MARGIN_S) if td is not None else STALL_S
-            for who in list(self._participants.values()):
+            for who in self._participants:
                 gap = now - who.last_audio_at
                 if who.turn.state is Turn.SILENCE or gap < stall_s or td is None:
                     continue
@@ -169,33 +168,7 @@ class Session:
                 self._push(who, np.zeros(int(min(gap, MAX_STALL_FILL_S) * ENGINE_RATE), dtype=np.int16))
 
     def _participant(self, participant: str | None) -> Participant:
-        who = self._participants.get(participant)
-        if who is None:
-            if len(self._participants) >= MAX_PARTICIPANTS:
-                self._evict_idle_participant()
-            vad = self.engines.require("vad").stream()
-            who = Participant(ParticipantInput(participant, vad, self.config.turn_detection))
-            self._configure_input(who)
-            self._participants[participant] = who
-        return who
-
-    def _evict_idle_participant(self) -> None:
-        """Make room for a new speaker by dropping the one silent the longest (a long call's speakers change)."""
-        idle = [
-            (who.last_audio_at, key)
-            for key, who in self._participants.items()
-            if who.turn.state is Turn.SILENCE and who.speculation is None
-        ]
-        if not idle:
-            raise ValueError(f"a session takes at most {MAX_PARTICIPANTS} speakers at once")
-        del self._participants[min(idle, key=lambda entry: entry[0])[1]]
-
-    def _configure_input(self, who: Participant) -> None:
-        source = who.input
-        source.configure(self.config.turn_detection)
-        source.detector.end_wait_ms = end_wait_for(self.config.turn_detection, lambda: who.speculation)
-        source.echo = _make_echo(self.config) if self.config.mode == "converse" else None
-        source.denoise = _make_denoise(self.config)
+        return self._participants.get(participant, self.config)
 
     def _on_signal(self, who: Participant, signal: Signal) -> None:
         if signal.input is TurnInput.VOICE_END:
@@ -211,7 +184,7 @@ class Session:
             source.item_id = new_id("item")
             who.turn_start_ms = source.start_turn_at(signal.at_ms, td.prefix_padding_ms if td else 0)
             who.partial_text, who.partial_at_ms = "", who.turn_start_ms
-            self._emit(ev.SpeechStarted(source.participant, source.item_id, who.turn_start_ms))
+            self._context.emit(ev.SpeechStarted(source.participant, source.item_id, who.turn_start_ms))
         elif action is TurnAction.BARGE_IN:
             if self.config.mode == "converse" and td is not None and td.interrupt_response:
                 if td.remove_filler_words and (not self.replies.idle or self.playback.is_playing()):
@@ -224,7 +197,9 @@ class Session:
             self._discard(who)
         elif action is TurnAction.SPEECH_STOPPED:
             end_ms = source.detector.last_voice_ms if signal.input is TurnInput.TURN_END else signal.at_ms
-            self._emit(ev.SpeechStopped(source.participant, source.item_id or "", max(end_ms, who.turn_start_ms)))
+            self._context.emit(
+                ev.SpeechStopped(source.participant, source.item_id or "", max(end_ms, who.turn_start_ms))
+            )
         elif action is TurnAction.COMMIT:
             self.transcripts.commit(who)
         elif action is TurnAction.AUTO_RESPOND:
@@ -233,10 +208,10 @@ class Session:
         elif action is TurnAction.CLEAR:
             self._discard(who)
             source.clear()
-            self._emit(ev.InputCleared(source.participant))
+            self._context.emit(ev.InputCleared(source.participant))
         elif action is TurnAction.TIMEOUT:
             item_id = new_id("item")
-            self._emit(ev.InputTimeout(source.participant, item_id, who.turn_start_ms, signal.at_ms))
+            self._context.emit(ev.InputTimeout(source.participant, item_id, who.turn_start_ms, signal.at_ms))
 
     def _barge_in(self, who: Participant) -> None:
         who.pending_barge_in = False
@@ -253,8 +228,9 @@ class Session:
             and self.replies.idle
             and not who.pending_barge_in
         )
-        who.speculation = Speculation(self, who.input.peek().copy(), respond=respond)
-        self._spawn(who.speculation.run())
+        audio = who.input.peek().copy()
+        who.speculation = Speculation(audio, respond, self.transcripts.stt, self.replies.prepare)
+        self._context.spawn(who.speculation.run())
 
     def _discard(self, who: Participant) -> None:
         if who.speculation is not None:
@@ -268,18 +244,13 @@ class Session:
         self.config = config
         if instructions_changed and self._watchdog is not None:
             self._warm_llm()
-        self.playback._keep_reference = config.echo_cancellation
-        for who in self._participants.values():
-            self._configure_input(who)
+        self.playback.keep_reference = config.echo_cancellation
+        self._participants.configure(config)
 
     def commit(self, participant: str | None = None) -> None:
         who = self._participant(participant)
         if who.input.buffered_ms() < MIN_COMMIT_MS:
-            self._error(
-                "input_audio_buffer_commit_empty",
-                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, but "
-                f"buffer only has {who.input.buffered_ms():.2f}ms of audio.",
-            )
+            self._context.fail(CommitTooShort(who.input.buffered_ms(), MIN_COMMIT_MS))
             return
         who.input.detector.reset()  # speech that goes on after a manual commit is a new turn, with its own onset
         self._on_signal(who, Signal(TurnInput.COMMIT, who.input.now_ms))
@@ -301,92 +272,54 @@ class Session:
         try:
             item = self.conversation.truncate(item_id, content_index, audio_end_ms)
         except ConversationError as exc:
-            self._error("invalid_value", str(exc), exc.param)
+            self._context.fail(InvalidItem(str(exc), exc.param))
             return
-        self._emit(ev.ItemTruncated(item_id, content_index, audio_end_ms))
-        self._emit(ev.ItemUpdated(item))
+        self._context.emit(ev.ItemTruncated(item_id, content_index, audio_end_ms))
+        self._context.emit(ev.ItemUpdated(item))
 
     def create_item(self, item: Item, previous_item_id: str | None = None) -> None:
         try:
             previous = self.conversation.add(item, previous_item_id)
         except ConversationError as exc:
-            self._error("invalid_value", str(exc), exc.param)
+            self._context.fail(InvalidItem(str(exc), exc.param))
             return
-        self._emit(ev.ItemAdded(item, previous))
+        self._context.emit(ev.ItemAdded(item, previous))
 
     def delete_item(self, item_id: str) -> None:
         try:
             self.conversation.delete(item_id)
         except ConversationError as exc:
-            self._error("invalid_value", str(exc), exc.param)
+            self._context.fail(InvalidItem(str(exc), exc.param))
             return
-        self._emit(ev.ItemDeleted(item_id))
+        self._context.emit(ev.ItemDeleted(item_id))
 
     def retrieve_item(self, item_id: str) -> Item | None:
         try:
             return self.conversation.get(item_id)
         except ConversationError as exc:
-            self._error("invalid_value", str(exc), exc.param)
+            self._context.fail(InvalidItem(str(exc), exc.param))
             return None
 
     async def end_input(self) -> None:
         """The input stream ended: finish every turn in progress, wait for its results, then end `events()`."""
         if self._watchdog is not None:
             self._watchdog.cancel()
-        for who in list(self._participants.values()):
+        for who in self._participants:
             # Mid-speech the stream's end ends the turn (a commit); in a pause it is the pause that ended it.
             ending = {Turn.SPEECH: TurnInput.COMMIT, Turn.PAUSE: TurnInput.TURN_END}.get(who.turn.state)
             if ending is not None:
                 self._on_signal(who, Signal(ending, who.input.now_ms))
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._context.wait_tasks()
         self._closed = True
-        self._queue.put_nowait(None)
+        self._context.end_events()
 
     async def close(self) -> None:
         """Abandon everything at once and end `events()`."""
-        if self._closed and not self._tasks:
+        if self._closed and not self._context.busy:
             return
         self._closed = True
         self.replies.cancel("client_cancelled")
-        for who in self._participants.values():
+        for who in self._participants:
             self._discard(who)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        self._queue.put_nowait(None)
-
-    # --- helpers -------------------------------------------------------------------------------------------
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("voice session task failed", exc_info=task.exception())
-            self._error("server_error", f"internal error: {task.exception()}")
-
-
-def _make_echo(config: SessionConfig) -> object | None:
-    if not config.echo_cancellation:
-        return None
-    try:
-        from koe.audio.echo import EchoCanceller
-
-        return EchoCanceller(ENGINE_RATE)
-    except (ImportError, RuntimeError) as exc:  # the library is missing: run without, and say so once
-        log.warning("echo cancellation unavailable: %s", exc)
-        return None
-
-
-def _make_denoise(config: SessionConfig) -> object | None:
-    if not config.noise_suppression:
-        return None
-    from koe.audio.denoise import NoiseSuppressor
-
-    return NoiseSuppressor(ENGINE_RATE)
+        await self._context.cancel_tasks()
+        self._context.end_events()

@@ -5,30 +5,33 @@ then starts the reply as a *held* response: the LLM and TTS run, but their event
 the turn, the session takes the held response (`take_run()`, `release()`) and its first audio goes out at the
 same moment the turn is committed. If the caller goes on speaking, `discard()` stops everything and nothing was
 ever sent.
+
+A speculation knows nothing of the session: it gets a way to transcribe (`Transcripts.stt`) and a way to start a
+reply to a given text (`Replies.prepare`), and the session's `Participant` keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from koe.audio.pcm import Pcm
 from koe.engines.base import EngineError, Transcript
 from koe.voice import events as ev
-from koe.voice.planning import plan_response
 from koe.voice.response import ResponseRun
 
-if TYPE_CHECKING:
-    from koe.voice.session import Session
+Transcribe = Callable[[Pcm], Awaitable[Transcript]]
+PrepareReply = Callable[[str, Callable[[ev.Event], None]], ResponseRun]
+"""A response answering the given user text (a turn not committed yet), emitting through the given callback."""
 
 
 class Speculation:
-    def __init__(self, session: Session, audio: Pcm, respond: bool) -> None:
-        self._session = session
+    def __init__(self, audio: Pcm, respond: bool, transcribe: Transcribe, prepare_reply: PrepareReply) -> None:
+        self._stt = transcribe
+        self._prepare_reply = prepare_reply
         self.audio = audio
         self._respond = respond
         self._transcript: asyncio.Future[Transcript | None] = asyncio.get_running_loop().create_future()
@@ -57,7 +60,7 @@ class Speculation:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            result = await self._session.transcripts.stt(self.audio)
+            result = await self._stt(self.audio)
             self.stt_ms = round((loop.time() - started) * 1000)
         except EngineError:
             pass  # the turn will be transcribed again when it is committed, and fail there visibly
@@ -66,10 +69,7 @@ class Speculation:
                 self._transcript.set_result(result)
         if self.discarded or not self._respond or result is None or not result.text.strip():
             return
-        session = self._session
-        plan = plan_response(session, None, pending_user_text=result.text)
-        tts = session.engines.tts if plan.output_audio else None
-        self.run_ = ResponseRun(plan, session.engines.require("llm"), tts, self._hold)
+        self.run_ = self._prepare_reply(result.text, self._hold)
         self._task = asyncio.get_running_loop().create_task(self.run_.run())
 
     async def transcript(self) -> Transcript | None:

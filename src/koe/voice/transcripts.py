@@ -3,7 +3,8 @@
 `Transcripts.commit(who)` takes the turn's audio from a participant's pipeline, adds the user item (converse mode),
 and transcribes it, reusing the speculative transcript of the pause when it covers the same audio. Replies wait for
 `pending()` so they always answer the whole conversation. Speech over a reply with `remove_filler_words` goes
-through `_filler_or_turn()`: only fillers are dropped, anything more interrupts.
+through `_filler_or_turn()`: only fillers are dropped, anything more interrupts. It sees the session only through
+its `VoiceContext`, and the replies through `context.replies`.
 """
 
 from __future__ import annotations
@@ -11,35 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.base import EngineError, Transcript
 from koe.voice import events as ev
+from koe.voice._context import VoiceContext
 from koe.voice.conversation import ConversationError, Item, audio_part, new_id
 from koe.voice.endpointing import is_only_fillers
 from koe.voice.participant import CommittedTurn, Participant, TurnTiming
 from koe.voice.turns import ReplyInput
 
-if TYPE_CHECKING:
-    from koe.voice.session import Session
-
 PARTIAL_INTERVAL_MS = 700
 
 
 class Transcripts:
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, context: VoiceContext) -> None:
+        self._context = context
         self._pending: dict[str, asyncio.Future[Transcript | None]] = {}
-        self.last_turn: TurnTiming | None = None
+        self._last_turn: TurnTiming | None = None
         """The most recent committed turn's timing, for the automatic reply that may follow it."""
 
     async def stt(self, audio: Pcm) -> Transcript:
-        session = self._session
-        result: Transcript = await session.engines.require("stt").transcribe(
-            audio, language=session.config.language, prompt=session.config.transcription_prompt
-        )
-        return result
+        config = self._context.config
+        stt = self._context.engines.require("stt")
+        return await stt.transcribe(audio, language=config.language, prompt=config.transcription_prompt)
+
+    def take_last_turn(self) -> TurnTiming | None:
+        turn, self._last_turn = self._last_turn, None
+        return turn
 
     async def pending(self) -> None:
         """Wait until every committed turn has its transcript (or has failed)."""
@@ -53,33 +53,33 @@ class Transcripts:
         source = who.input
         audio, start_ms, end_ms = source.take()
         voice_end_at, who.voice_end_at = who.voice_end_at, None
-        timing = self.last_turn = TurnTiming(voice_end_at, asyncio.get_running_loop().time())
+        timing = self._last_turn = TurnTiming(voice_end_at, asyncio.get_running_loop().time())
         item_id = source.item_id or new_id("item")
         source.item_id = None
         speculation, who.speculation = who.speculation, None
         turn = CommittedTurn(source.participant, item_id, audio, start_ms, end_ms, speculation, timing)
         if who.pending_barge_in:
             who.pending_barge_in = False
-            self._session._spawn(self._filler_or_turn(turn))
+            self._context.spawn(self._filler_or_turn(turn))
             return
         self._finish(turn)
 
     def _finish(self, turn: CommittedTurn) -> None:
-        session = self._session
+        context = self._context
         if turn.speculation is not None and not turn.speculation.covers(turn.audio):
             turn.speculation.discard()
             turn.speculation = None
-        if session.config.mode == "converse":
+        if context.config.mode == "converse":
             part = audio_part(turn.audio, ENGINE_RATE)
             item = Item(turn.item_id, "message", "user", (part,), participant=turn.participant)
-            previous = session.conversation.add(item)
-            session._emit(ev.InputCommitted(turn.participant, turn.item_id, previous))
-            session._emit(ev.ItemAdded(item, previous))
+            previous = context.conversation.add(item)
+            context.emit(ev.InputCommitted(turn.participant, turn.item_id, previous))
+            context.emit(ev.ItemAdded(item, previous))
         future: asyncio.Future[Transcript | None] = asyncio.get_running_loop().create_future()
         self._pending[turn.item_id] = future
-        session._spawn(self._transcribe(turn, future))
+        context.spawn(self._transcribe(turn, future))
         if turn.speculation is not None and turn.speculation.responding:
-            session.replies.adoptable = turn.speculation  # AUTO_RESPOND, next in the same action list, takes it
+            context.replies.adopt(turn.speculation)  # AUTO_RESPOND, next in the same action list, takes it
 
     async def _transcribe(self, turn: CommittedTurn, future: asyncio.Future[Transcript | None]) -> None:
         loop = asyncio.get_running_loop()
@@ -95,8 +95,8 @@ class Transcripts:
                 if turn.timing is not None:
                     turn.timing.stt_ms = round((loop.time() - started) * 1000)
         except EngineError as exc:
-            if self._session.config.transcription:
-                self._session._emit(ev.TranscriptFailed(turn.participant, turn.item_id, str(exc)))
+            if self._context.config.transcription:
+                self._context.emit(ev.TranscriptFailed(turn.participant, turn.item_id, str(exc)))
         else:
             self._apply(turn, result)
         finally:
@@ -105,15 +105,15 @@ class Transcripts:
             self._pending.pop(turn.item_id, None)
 
     def _apply(self, turn: CommittedTurn, result: Transcript) -> None:
-        session = self._session
-        if session.config.mode == "converse":
+        context = self._context
+        if context.config.mode == "converse":
             with contextlib.suppress(ConversationError):  # the client may have deleted the item meanwhile
-                item = session.conversation.get(turn.item_id)
+                item = context.conversation.get(turn.item_id)
                 updated = replace(item, content=(replace(item.content[0], transcript=result.text),))
-                session.conversation.replace(updated)
-                session._emit(ev.ItemUpdated(updated))
-        if session.config.transcription:
-            session._emit(
+                context.conversation.replace(updated)
+                context.emit(ev.ItemUpdated(updated))
+        if context.config.transcription:
+            context.emit(
                 ev.TranscriptCompleted(
                     turn.participant,
                     turn.item_id,
@@ -133,23 +133,24 @@ class Transcripts:
                 result = await self.stt(turn.audio)
         if result is not None and is_only_fillers(result.text):
             return
-        session = self._session
-        session.replies.input(ReplyInput.BARGE_IN)
+        replies = self._context.replies
+        replies.input(ReplyInput.BARGE_IN)
         turn.speculation = None
         self._finish(turn)
-        td = session.config.turn_detection
+        td = self._context.config.turn_detection
         if td is not None and td.create_response:
-            session.replies.input(ReplyInput.AUTO)
+            replies.input(ReplyInput.AUTO)
 
     def maybe_partial(self, who: Participant) -> None:
         source = who.input
         if who.partial_busy or source.now_ms - who.partial_at_ms < PARTIAL_INTERVAL_MS:
             return
-        pool = getattr(self._session.engines.stt, "pool", None)
+        stt = self._context.engines.stt
+        pool = stt.pool if stt is not None else None
         if pool is not None and (pool.depth > 0 or pool.active >= pool.workers):
             return  # partials are best effort: never queue them behind final transcripts
         who.partial_busy, who.partial_at_ms = True, source.now_ms
-        self._session._spawn(self._partial(who, source.item_id or "", source.peek().copy()))
+        self._context.spawn(self._partial(who, source.item_id or "", source.peek().copy()))
 
     async def _partial(self, who: Participant, item_id: str, audio: Pcm) -> None:
         try:
@@ -162,4 +163,4 @@ class Transcripts:
             return  # the turn ended meanwhile: its final transcript supersedes this
         previous, who.partial_text = who.partial_text.rstrip(" .?!…"), result.text
         delta = result.text[len(previous) :] if result.text.startswith(previous) else ""
-        self._session._emit(ev.TranscriptDelta(who.input.participant, item_id, delta.strip(), result.text))
+        self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta.strip(), result.text))

@@ -90,7 +90,7 @@ class ReplyInput(Enum):
 class ReplyAction(Enum):
     START = "start"
     REJECT_ACTIVE = "reject_active"
-    """Error `conversation_already_has_active_response`."""
+    """Fail with `errors.ResponseInProgress`."""
     CANCEL_CLIENT = "cancel_client"
     """Cancel the running response with reason `client_cancelled`."""
     CANCEL_TURN = "cancel_turn"
@@ -98,7 +98,7 @@ class ReplyAction(Enum):
     INTERRUPT_PLAYBACK = "interrupt_playback"
     """Flush audio the listener has not heard yet and report how much they did."""
     ERROR_NOT_ACTIVE = "error_not_active"
-    """Error `response_cancel_not_active`."""
+    """Fail with `errors.NoResponseToCancel`."""
 
 
 _R = ReplyAction

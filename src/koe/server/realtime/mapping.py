@@ -1,21 +1,25 @@
-"""Translating between the Realtime protocol's model and the voice engine's: session settings, response overrides
-and conversation items, both ways. Pure functions; the Realtime door calls them.
+"""Translating between the Realtime protocol's model and the voice engine's: session settings, response overrides,
+conversation items (both ways) and the engine's errors. Pure functions; the Realtime door calls them.
 
 `engine_config()` is where Realtime settings meet koe's engines: a voice that is not an installed Piper voice falls
 back to the default (with a warning on the Azure dialect), semantic VAD variants map onto koe's semantic end of
-utterance, and the output format sets the rate koe synthesizes at.
+utterance, and the output format sets the rate koe synthesizes at. `realtime_error()` is the one place the engine's
+errors (`koe.voice.errors`) become OpenAI's codes and wording (spec §6).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import assert_never
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.audio.resample import resample
 from koe.engines.base import TTS, ToolSpec
 from koe.protocols import realtime as rt
+from koe.protocols.realtime import errors as codes
 from koe.protocols.realtime.formats import AudioFormat, decode_audio, encode_audio
 from koe.voice import config as vc
+from koe.voice import errors as ve
 from koe.voice.conversation import Item, Part
 
 SEMANTIC_TYPES = frozenset(
@@ -204,3 +208,30 @@ def protocol_item(
             parts.append(rt.ContentPart(part.type, audio=audio, transcript=part.transcript))
     role = item.role or "user"
     return rt.MessageItem(role, tuple(parts), item.id, item.status)
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+def realtime_error(error: ve.VoiceError) -> rt.RealtimeError:
+    """The engine's error as the Realtime API reports it: OpenAI's code, type and exact message."""
+    if isinstance(error, ve.CommitTooShort):
+        return rt.RealtimeError(
+            "Error committing input audio buffer: buffer too small. Expected at least "
+            f"{error.minimum_ms}ms of audio, but buffer only has {error.buffered_ms:.2f}ms of audio.",
+            code=codes.INPUT_AUDIO_BUFFER_COMMIT_EMPTY,
+        )
+    if isinstance(error, ve.ResponseInProgress):
+        return rt.RealtimeError(
+            f"Conversation already has an active response in progress: {error.response_id or 'unknown'}. Wait "
+            "until the response is finished before creating a new one.",
+            code=codes.CONVERSATION_ALREADY_HAS_ACTIVE_RESPONSE,
+        )
+    if isinstance(error, ve.NoResponseToCancel):
+        return rt.RealtimeError("Cancellation failed: no active response found", code=codes.RESPONSE_CANCEL_NOT_ACTIVE)
+    if isinstance(error, ve.InvalidItem):
+        return rt.RealtimeError(error.message, code=codes.INVALID_VALUE, param=error.param)
+    if isinstance(error, ve.InternalError):
+        # OpenAI's code for its own failures is the name of their type.
+        return rt.RealtimeError(error.message, code=codes.SERVER_ERROR, error_type=codes.SERVER_ERROR)
+    assert_never(error)

@@ -14,7 +14,7 @@ from typing import Any
 from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import encode_audio
 from koe.protocols.realtime.responses import StatusDetails
-from koe.server.realtime.mapping import protocol_item
+from koe.server.realtime.mapping import protocol_item, realtime_error
 from koe.voice import events as ev
 from koe.voice.conversation import Conversation
 
@@ -170,13 +170,7 @@ class Renderer:
         if isinstance(event, ev.Warning):
             return e.warning(rt.RealtimeWarning(event.message, code=event.code))
         if isinstance(event, ev.Error):
-            error = rt.RealtimeError(
-                event.message,
-                code=event.code,
-                param=event.param,
-                error_type="server_error" if event.code == "server_error" else "invalid_request_error",
-            )
-            return e.error(error.with_event_id(event.cause))
+            return e.error(realtime_error(event.error).with_event_id(event.cause))
         return []  # ItemUpdated: the transcript and truncation events already told the client
 
     def _in_conversation(self, response_id: str) -> bool:

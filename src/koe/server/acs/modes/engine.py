@@ -18,6 +18,7 @@ import numpy as np
 
 from koe.audio.resample import resample
 from koe.engines.base import EngineUnavailable
+from koe.engines.registry import EngineKind
 from koe.protocols.acs import AudioData, DtmfData, frame_bytes
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.metrics import METRICS
@@ -92,7 +93,8 @@ def render(event: ev.Event) -> dict[str, Any] | None:
             "dropped_ms": event.dropped_ms,
         }
     if isinstance(event, ev.Error):
-        return {"type": "error", "code": event.code, "message": event.message}
+        # koe's own registry speaks koe's error names (`koe.voice.errors.ErrorKind`), not any door's protocol codes.
+        return {"type": "error", "code": event.error.kind, "message": event.error.message}
     return None
 
 
@@ -117,7 +119,7 @@ class _EnginePipeline:
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
 
-    def engines_needed(self) -> tuple[Any, ...]:
+    def engines_needed(self) -> tuple[EngineKind, ...]:
         return ("vad", "stt")
 
     def session_config(self) -> SessionConfig:
@@ -177,7 +179,7 @@ class AgentPipeline(_EnginePipeline):
     mode = "agent"
     _unflushed = False
 
-    def engines_needed(self) -> tuple[Any, ...]:
+    def engines_needed(self) -> tuple[EngineKind, ...]:
         return ("vad", "stt", "llm", "tts")
 
     def session_config(self) -> SessionConfig:

@@ -66,8 +66,7 @@ class KoeService:
             raise EngineUnavailable("no engines are loaded")
         stt = self.engines.require("stt")
         self.engines.require("vad")
-        supports = getattr(stt, "supports_language", None)
-        if supports is not None and not supports(request.language_code):
+        if not stt.supports_language(request.language_code):
             return (
                 f"language not supported: {request.language_code} "
                 f"(the installed STT model {stt.name} cannot transcribe it)"
@@ -96,8 +95,8 @@ class KoeService:
         self._watch = None
         if not self.streams or self.engines is None:
             return
-        pool = getattr(self.engines.stt, "pool", None)
-        depth = int(getattr(pool, "depth", 0))
+        pool = self.engines.stt.pool if self.engines.stt is not None else None
+        depth = pool.depth if pool is not None else 0
         now = time.monotonic()
         if depth:
             self._calm_since = now
@@ -182,7 +181,7 @@ class _SpeechStream:
                     failure = error_result(f"TRANSCRIPTION-FAILED: {event.message}")
                     self._sink.emit({**failure, "result_id": event.item_id})
                 elif isinstance(event, ev.Error):
-                    log.warning("sora: voice session error %s: %s", event.code, event.message)
+                    log.warning("sora: voice session error %s: %s", event.error.kind, event.error.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failed for this stream: say so, end this stream only
