@@ -11,8 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from koe.protocols.acs import (
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_UNSUPPORTED_DATA,
     MAX_FRAME_BYTES,
     AcsProtocolError,
     AudioData,
@@ -31,6 +29,7 @@ from koe.protocols.acs import (
     iso_timestamp,
     parse_frame,
 )
+from koe.protocols.websocket import CloseCode
 
 # The docs' own examples (spec §2.2-§2.5), verbatim apart from the shortened audio.
 DOC_METADATA = (
@@ -135,7 +134,7 @@ def test_stream_requires_metadata_first() -> None:
     stream = InboundStream()
     with pytest.raises(ProtocolViolation) as info:
         stream.receive(DOC_AUDIO)
-    assert info.value.close_code == CLOSE_POLICY_VIOLATION
+    assert info.value.close_code == CloseCode.POLICY_VIOLATION
     assert "before AudioMetadata" in info.value.reason
 
 
@@ -155,7 +154,7 @@ def test_stream_can_be_lenient_about_order() -> None:
 def test_stream_rejects_unsupported_formats(payload: dict[str, object]) -> None:
     with pytest.raises(ProtocolViolation) as info:
         InboundStream().receive(json.dumps({"kind": "AudioMetadata", "audioMetadata": payload}))
-    assert info.value.close_code == CLOSE_UNSUPPORTED_DATA
+    assert info.value.close_code == CloseCode.UNSUPPORTED_DATA
 
 
 def test_stream_rejects_a_rate_change_but_accepts_repeated_metadata() -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from koe.protocols.websocket import CloseCode
+
 FRAME_MS = 20
 SUPPORTED_SAMPLE_RATES = (16000, 24000)
 MAX_FRAME_BYTES = 64 * 1024
@@ -31,12 +33,6 @@ MAX_AUDIO_BYTES = 16 * 1024
 """Largest decoded audio payload in one `AudioData` (a 20 ms frame is 640 or 960 bytes)."""
 MAX_TEXT_CHARS = 4096
 """Longest DTMF, participant or transcription string kept."""
-
-# WebSocket close codes (RFC 6455 §7.4.1) used for protocol violations.
-CLOSE_NORMAL = 1000
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INTERNAL_ERROR = 1011
 
 
 class AcsProtocolError(Exception):
@@ -54,7 +50,7 @@ class FrameTooLarge(MalformedFrame):
 class ProtocolViolation(AcsProtocolError):
     """The peer broke the stream's rules (audio before `AudioMetadata`, an unsupported format): close the socket."""
 
-    def __init__(self, reason: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
+    def __init__(self, reason: str, close_code: int = CloseCode.POLICY_VIOLATION) -> None:
         super().__init__(reason)
         self.reason = reason[:120]  # a close reason must fit in 123 bytes
         self.close_code = close_code
@@ -362,11 +358,11 @@ class InboundStream:
         if metadata.encoding.upper() != "PCM" or metadata.channels != 1:
             raise ProtocolViolation(
                 f"unsupported audio: encoding {metadata.encoding!r}, {metadata.channels} channels (need PCM mono)",
-                CLOSE_UNSUPPORTED_DATA,
+                CloseCode.UNSUPPORTED_DATA,
             )
         if metadata.sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise ProtocolViolation(
-                f"unsupported sampleRate {metadata.sample_rate} (need 16000 or 24000)", CLOSE_UNSUPPORTED_DATA
+                f"unsupported sampleRate {metadata.sample_rate} (need 16000 or 24000)", CloseCode.UNSUPPORTED_DATA
             )
         if self.metadata is not None and self.metadata.sample_rate != metadata.sample_rate:
             raise ProtocolViolation("sampleRate changed mid-stream; reconnect to change the format")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
 from koe.engines.registry import Engines
+from koe.tasks import TaskSet
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig
 from koe.voice.conversation import Conversation
@@ -81,7 +82,7 @@ class VoiceContext:
         self._observer = observer
         """Sees every event as it is emitted (the server's metrics); it must not raise or block."""
         self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "voice session task", on_failure=self._task_failed)
 
     # --- the three actions ---------------------------------------------------------------------------------
 
@@ -94,10 +95,7 @@ class VoiceContext:
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coroutine` as one of the session's tasks: `end_input()` waits for it, `close()` cancels it, and if
         it fails the caller gets an `InternalError`."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._tasks.spawn(coroutine)
 
     def fail(self, error: VoiceError) -> None:
         """Tell the caller a command could not be done (attributed to the door's `cause`); the session goes on."""
@@ -120,18 +118,12 @@ class VoiceContext:
 
     async def wait_tasks(self) -> None:
         """Wait for every task, those they spawn meanwhile included."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()
 
     async def cancel_tasks(self) -> None:
         """Cancel every running task and wait until they have stopped."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.cancel_and_wait()
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("voice session task failed", exc_info=task.exception())
-            self.fail(InternalError(f"internal error: {task.exception()}"))
+    def _task_failed(self, failure: BaseException) -> None:
+        log.error("voice session task failed", exc_info=failure)
+        self.fail(InternalError(f"internal error: {failure}"))

@@ -22,7 +22,8 @@ from typing import Any, Protocol, cast
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from koe.config import ACSMode
-from koe.protocols.acs import CLOSE_INTERNAL_ERROR, MAX_FRAME_BYTES
+from koe.protocols.acs import MAX_FRAME_BYTES
+from koe.protocols.websocket import CloseCode, sendable
 from koe.server.acs.door import AcsDoor
 
 log = logging.getLogger("koe.server.acs.door")
@@ -34,8 +35,6 @@ MAX_QUEUED_BYTES = 1024 * 1024
 """Received frames waiting for the call's task beyond which reading pauses (about 20 s of 16 kHz mixed audio)."""
 CLOSE_TIMEOUT_S = 5.0
 """After koe sends a close frame, how long the peer has to answer it before the connection is dropped."""
-GOING_AWAY = 1001
-_NORMAL = 1000
 _TEXT = WSMsgType.TEXT
 _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 _CONTINUATION = WSMsgType.CONTINUATION
@@ -98,9 +97,9 @@ class PicowsMediaSocket(WSListener):
         elif kind == _CLOSE:
             if not self._closing:
                 payload = frame.get_payload_as_bytes()
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else _NORMAL
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
                 # Echo the peer's code (RFC 6455 §5.5.1), or 1000 for one that must not be sent.
-                transport.send_close(_code(code if 1000 <= code < 5000 and code not in (1005, 1006, 1015) else _NORMAL))
+                transport.send_close(_code(code if sendable(code) else CloseCode.NORMAL))
                 self._closing = True
             transport.disconnect()
             self._gone = True
@@ -168,16 +167,16 @@ class PicowsMediaSocket(WSListener):
         if self._transport is not None:
             if not self._closing:
                 self._closing = True
-                self._transport.send_close(_code(GOING_AWAY), b"server shutting down")
+                self._transport.send_close(_code(CloseCode.GOING_AWAY), b"server shutting down")
             self._transport.disconnect()
 
     async def _serve(self) -> None:
-        close = (_NORMAL, "")
+        close = (CloseCode.NORMAL, "")
         try:
             await self.listener.door.serve(self, self.mode, self.call_path)
         except Exception:
             log.exception("ACS media connection failed")
-            close = (CLOSE_INTERNAL_ERROR, "internal error")
+            close = (CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             if not self._gone:
                 await self.close(*close)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -32,6 +32,7 @@ from koe.server.acs.jwt import AcsTokenValidator
 from koe.server.auth import OPTIONAL_JSON_BODY, WEBHOOK_BODY, Kind, Refused, admit
 from koe.server.calls.api import error_response
 from koe.server.calls.registry import CallRegistry
+from koe.tasks import TaskSet
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -50,7 +51,7 @@ class CallAutomation:
         self.settings = settings
         self.registry = registry
         self.validator = AcsTokenValidator(settings.acs.jwt) if settings.acs.jwt.enabled else None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "Call Automation request")
 
     def client(self) -> Any:
         """A new SDK `CallAutomationClient`. Calls are rare (answer, start, stop, hang up), so each operation uses its
@@ -222,10 +223,8 @@ class CallAutomation:
         self.registry.update(call_id, last_operation=action, last_operation_context=context)
         return JSONResponse({"call_id": call_id, "action": action, "operation_context": context}, status_code=202)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(coroutine)
 
 
 async def _json_list(request: Request) -> list[dict[str, Any]] | None:

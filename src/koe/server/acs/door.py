@@ -33,7 +33,6 @@ from koe.config import ACSMode, Settings
 from koe.engines.registry import Engines
 from koe.log import bind
 from koe.protocols.acs import (
-    CLOSE_INTERNAL_ERROR,
     AudioData,
     AudioMetadata,
     DtmfData,
@@ -41,6 +40,7 @@ from koe.protocols.acs import (
     MalformedFrame,
     ProtocolViolation,
 )
+from koe.protocols.websocket import CloseCode
 from koe.server._asgi_access import access_request
 from koe.server.acs.jwt import AcsTokenValidator
 from koe.server.acs.modes import MODES
@@ -190,7 +190,7 @@ class _Connection:
             close = await self._receive_loop()
         except Exception:
             log.exception("ACS media connection failed")
-            close = (CLOSE_INTERNAL_ERROR, "internal error")
+            close = (CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             hung_up = close is None
             if self.pipeline is not None:
@@ -229,7 +229,7 @@ class _Connection:
                 except ModeUnavailable as exc:
                     log.error("cannot serve the call in %s mode: %s", self.mode, exc)
                     self.door.publish(self.call_id, {"type": "error", "code": "mode_unavailable", "message": str(exc)})
-                    return CLOSE_INTERNAL_ERROR, f"{self.mode} mode unavailable"
+                    return CloseCode.INTERNAL_ERROR, f"{self.mode} mode unavailable"
             elif isinstance(event, DtmfData):
                 who = event.participant_raw_id
                 self.door.publish(self.call_id, {"type": "dtmf", "participant": who, "tone": event.data})

@@ -38,8 +38,12 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]
 from koe.server.acs._picows import MAX_MESSAGE_BYTES, PicowsMediaSocket
 from koe.server.acs.door import AcsDoor
 from koe.server.auth import AccessRequest, Kind, Listener
+from koe.tasks import TaskSet
 
 log = logging.getLogger("koe.server.acs.door")
+
+CLOSE_WAIT_S = 5.0
+"""How long a stopping listener waits for its calls to end before it cancels them."""
 
 HANDSHAKE_TIMEOUT_S = 5.0
 """The upgrade request's head must arrive within this long (picows's own default)."""
@@ -59,7 +63,7 @@ class AcsMediaListener:
         self.port = 0
         self.sockets: set[PicowsMediaSocket] = set()
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log, "ACS media connection")
 
     @classmethod
     async def start(cls, door: AcsDoor, host: str, port: int) -> AcsMediaListener:
@@ -70,10 +74,7 @@ class AcsMediaListener:
         return listener
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro)
 
     async def close(self) -> None:
         """Stop listening, close every call with 1001 and wait (briefly) for the calls to end."""
@@ -81,10 +82,7 @@ class AcsMediaListener:
             self._server.close()
         for socket in list(self.sockets):
             socket.shut_down()
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=5.0)
-            for task in pending:
-                task.cancel()
+        await self._tasks.wait(timeout_s=CLOSE_WAIT_S)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -21,13 +21,13 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from koe.config import Settings
+from koe.protocols.websocket import CloseCode
 from koe.server._asgi_access import refusal
 from koe.server.auth import Kind
 from koe.server.calls.registry import CallRegistry
 
 SSE_KEEPALIVE_S = 15.0
 SSE_OPENED = b": subscribed\n\n"  # an SSE comment: readers skip it
-CLOSE_POLICY_VIOLATION = 1008
 ALL_CALLS = "*"
 EVENTS_SUBPROTOCOL = "koe-events"
 """Selected when offered: a browser offers it next to `openai-insecure-api-key.<key>`."""
@@ -95,7 +95,7 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
         try:
             await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
             if sender.done() and not watcher.done() and sender.exception() is None:
-                await websocket.close(1000, "call ended")
+                await websocket.close(CloseCode.NORMAL, "call ended")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -28,6 +28,7 @@ from koe.log import bind
 from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import decode_audio
 from koe.protocols.realtime.session import EchoCancellation
+from koe.protocols.websocket import CloseCode
 from koe.server._asgi_access import refusal
 from koe.server.auth import Kind
 from koe.server.metrics import METRICS
@@ -38,10 +39,6 @@ from koe.voice.session import Session
 log = logging.getLogger("koe.realtime")
 
 PATHS = ("/voice-live/realtime", "/v1/realtime", "/openai/v1/realtime", "/openai/realtime")
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-"""Sent with reason `session_expired` when a session reaches its lifetime, as Azure OpenAI does."""
-CLOSE_INTERNAL_ERROR = 1011
 
 
 def realtime_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
@@ -65,7 +62,7 @@ class RealtimeDoor:
             prefix = ""
         handshake = rt.negotiate(scope["path"], query, headers, scope.get("subprotocols", ()), prefix=prefix)
         if handshake is None:
-            await websocket.close(code=1008, reason="not a Realtime endpoint")
+            await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="not a Realtime endpoint")
             return
         refused = refusal(scope, self.settings, Kind.API)
         if refused is not None:
@@ -153,7 +150,7 @@ class RealtimeConnection:
                 await pump
 
     def _expire(self) -> None:
-        self._closing = asyncio.ensure_future(self.websocket.close(code=CLOSE_GOING_AWAY, reason="session_expired"))
+        self._closing = asyncio.ensure_future(self.websocket.close(code=CloseCode.GOING_AWAY, reason="session_expired"))
 
     async def _pump(self) -> None:
         try:

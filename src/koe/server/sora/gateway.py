@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
@@ -52,6 +52,7 @@ from koe.server.auth import AccessRequest, Kind, Listener, Refused, decide
 from koe.server.calls.registry import CallRegistry
 from koe.server.sora.metrics import CONTENT_TYPE, SoraMetrics
 from koe.server.sora.services.base import DumpService, Service, ServiceStream, TestService
+from koe.tasks import TaskSet
 
 log = logging.getLogger("koe.sora")
 
@@ -88,7 +89,7 @@ class SoraGateway:
         )
         self.speech_service: Service = self._speech_service()
         self._servers: list[asyncio.Server] = []
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSet(log, "Sora connection task")
         self.streams: set[SoraStream] = set()
         self.port = 0
         self.exporter_port = 0
@@ -132,18 +133,14 @@ class SoraGateway:
             server.close()
         for stream in list(self.streams):
             stream.on_reset()
-        for task in list(self.tasks):
-            task.cancel()
+        self.tasks.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self.dump_service.close()
 
-    def spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.tasks.spawn(coro)
 
     # --- routing ----------------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import base64
 import logging
 import secrets
 import uuid
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaReport, Medi
 from koe.sim.acs.participants import CallAudio, Participant
 from koe.sim.acs.tls import make_loopback_tls
 from koe.sim.acs.tokens import CALLBACK_TOKEN_LIFETIME_S, SigningKey
+from koe.tasks import TaskSet
 
 log = logging.getLogger("koe.sim.acs")
 
@@ -55,7 +57,7 @@ class CallAutomationEmulator:
         self.errors: list[str] = []
         self._server: Any = None
         self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "Call Automation emulator task")
         self.outbound_script: CallScript | None = None
         """What the callee says on calls the app creates or connects (default: one second of silence)."""
 
@@ -76,8 +78,7 @@ class CallAutomationEmulator:
         for call in list(self.calls.values()):
             if call.state not in ("disconnected",):
                 await self.hang_up(call.call_connection_id)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         if self._server is not None:
             await self._server.stop()
         await self._http.aclose()
@@ -250,11 +251,8 @@ class CallAutomationEmulator:
         call.callbacks.append((event["type"], status))
         call._changed.set()
 
-    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._tasks.spawn(coroutine)
 
 
 def _participants(script: CallScript, rate: int) -> list[Participant]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from koe.engines.base import EngineUnavailable
 from koe.engines.registry import EngineKind
 from koe.protocols.acs import AudioData, DtmfData, frame_bytes
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
+from koe.server.calls.events import call_event
 from koe.server.metrics import METRICS
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
@@ -30,72 +30,6 @@ log = logging.getLogger("koe.server.acs.door")
 
 DRAIN_TIMEOUT_S = 30.0
 """How long a hung-up call may take to deliver the final transcript of the turn in progress."""
-
-
-def render(event: ev.Event) -> dict[str, Any] | None:
-    """An engine event as a registry event, or None for events callers do not see."""
-    if isinstance(event, ev.SpeechStarted):
-        return {
-            "type": "speech.started",
-            "participant": event.participant,
-            "item_id": event.item_id,
-            "audio_start_ms": event.audio_start_ms,
-        }
-    if isinstance(event, ev.SpeechStopped):
-        return {
-            "type": "speech.stopped",
-            "participant": event.participant,
-            "item_id": event.item_id,
-            "audio_end_ms": event.audio_end_ms,
-        }
-    if isinstance(event, ev.TranscriptDelta):
-        return {
-            "type": "transcript.delta",
-            "participant": event.participant,
-            "item_id": event.item_id,
-            "delta": event.delta,
-            "text": event.text,
-        }
-    if isinstance(event, ev.TranscriptCompleted):
-        return {
-            "type": "transcript.completed",
-            "participant": event.participant,
-            "item_id": event.item_id,
-            "text": event.text,
-            "audio_start_ms": event.audio_start_ms,
-            "audio_end_ms": event.audio_end_ms,
-            "language": event.language,
-        }
-    if isinstance(event, ev.TranscriptFailed):
-        return {
-            "type": "transcript.failed",
-            "participant": event.participant,
-            "item_id": event.item_id,
-            "message": event.message,
-        }
-    if isinstance(event, ev.ResponseCreated):
-        return {"type": "response.started", "response_id": event.response_id}
-    if isinstance(event, ev.ContentPartDone):
-        return {"type": "response.text", "response_id": event.response_id, "text": event.text}
-    if isinstance(event, ev.ResponseDone):
-        return {
-            "type": "response.done",
-            "response_id": event.response_id,
-            "status": event.status,
-            "reason": event.reason,
-        }
-    if isinstance(event, ev.AudioInterrupted):
-        return {
-            "type": "barge_in",
-            "response_id": event.response_id,
-            "item_id": event.item_id,
-            "played_ms": event.played_ms,
-            "dropped_ms": event.dropped_ms,
-        }
-    if isinstance(event, ev.Error):
-        # koe's own registry speaks koe's error names (`koe.voice.errors.ErrorKind`), not any door's protocol codes.
-        return {"type": "error", "code": event.error.kind, "message": event.error.message}
-    return None
 
 
 class _EnginePipeline:
@@ -164,7 +98,7 @@ class _EnginePipeline:
             self.on_event(event)
 
     def on_event(self, event: ev.Event) -> None:
-        rendered = render(event)
+        rendered = call_event(event)
         if rendered is not None:
             self.context.publish(rendered)
 

@@ -32,6 +32,7 @@ from koe.engines.base import EngineUnavailable
 from koe.engines.registry import Engines
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
+from koe.server.calls.events import call_event
 from koe.server.metrics import METRICS
 from koe.server.sora.metrics import SoraMetrics
 from koe.server.sora.services.base import ResultSink, ServiceStream
@@ -189,24 +190,7 @@ class _SpeechStream:
             self._sink.fail(f"ENGINE-ERROR: {exc}", "engine")
 
     def _publish(self, event: ev.Event) -> None:
-        item: dict[str, Any] | None = None
-        if isinstance(event, ev.SpeechStarted):
-            item = {"type": "speech.started", "item_id": event.item_id, "audio_start_ms": event.audio_start_ms}
-        elif isinstance(event, ev.SpeechStopped):
-            item = {"type": "speech.stopped", "item_id": event.item_id, "audio_end_ms": event.audio_end_ms}
-        elif isinstance(event, ev.TranscriptDelta):
-            item = {"type": "transcript.delta", "item_id": event.item_id, "delta": event.delta, "text": event.text}
-        elif isinstance(event, ev.TranscriptCompleted):
-            item = {
-                "type": "transcript.completed",
-                "item_id": event.item_id,
-                "text": event.text,
-                "audio_start_ms": event.audio_start_ms,
-                "audio_end_ms": event.audio_end_ms,
-                "language": self._request.language_code,
-            }
-        elif isinstance(event, ev.TranscriptFailed):
-            item = {"type": "transcript.failed", "item_id": event.item_id, "message": event.message}
+        item = call_event(event, self._request.language_code)
         if item is not None:
             self._sink.publish(item)
 

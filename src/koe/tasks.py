@@ -1,0 +1,68 @@
+"""Background tasks that belong to one owner (a session, a listener, a call's webhook handler, the emulator).
+
+`TaskSet(log, what)` keeps each task it `spawn()`s referenced until it ends (asyncio keeps only a weak one), logs a
+task that fails (or hands the exception to `on_failure`), and can `cancel()` them together or `wait()` for them,
+including the tasks they spawn meanwhile. One implementation for every owner, so a failure is never left for the
+garbage collector's "Task exception was never retrieved".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+
+class TaskSet:
+    def __init__(
+        self, log: logging.Logger, what: str, on_failure: Callable[[BaseException], None] | None = None
+    ) -> None:
+        self._log = log
+        self._what = what
+        self._on_failure = on_failure
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(list(self._tasks))
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait(self, timeout_s: float | None = None) -> None:
+        """Until every task has ended, those spawned meanwhile included (or `timeout_s` passed: then cancel the
+        rest and wait for them to stop)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while self._tasks:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(list(self._tasks), timeout=left)
+            if pending and deadline is not None and loop.time() >= deadline:
+                self.cancel()
+                await asyncio.wait(list(self._tasks))
+                return
+
+    async def cancel_and_wait(self) -> None:
+        self.cancel()
+        await self.wait()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        failure = task.exception()
+        assert failure is not None
+        if self._on_failure is not None:
+            self._on_failure(failure)
+        else:
+            self._log.error("%s failed", self._what, exc_info=failure)
