@@ -1,6 +1,6 @@
 """Call Automation for the ACS door, through the official `azure-communication-callautomation` SDK.
 
-`callautomation_routes(settings, registry)` serves:
+`callautomation_routes(settings, registry, validator)` serves (with the door's ACS token validator, shared):
 - `POST /acs/events`: the Event Grid webhook. It answers the subscription validation handshake (and the CloudEvents
   `OPTIONS` one), and answers each `IncomingCall` with `answer_call` and `MediaStreamingOptions` pointing ACS at
   koe's media path. A `?mode=` on the webhook URL is passed on to the transport URL.
@@ -47,10 +47,11 @@ _STREAMING_STATES = {
 
 
 class CallAutomation:
-    def __init__(self, settings: Settings, registry: CallRegistry) -> None:
+    def __init__(self, settings: Settings, registry: CallRegistry, validator: AcsTokenValidator | None) -> None:
         self.settings = settings
         self.registry = registry
-        self.validator = AcsTokenValidator(settings.acs.jwt) if settings.acs.jwt.enabled else None
+        self.validator = validator
+        """The door's validator of ACS tokens (one JWKS cache for media sockets and callbacks), if enabled."""
         self._tasks = TaskSet(log, "Call Automation request")
 
     def client(self) -> Any:
@@ -251,8 +252,10 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def callautomation_routes(settings: Settings, registry: CallRegistry) -> list[BaseRoute]:
-    automation = CallAutomation(settings, registry)
+def callautomation_routes(
+    settings: Settings, registry: CallRegistry, validator: AcsTokenValidator | None = None
+) -> list[BaseRoute]:
+    automation = CallAutomation(settings, registry, validator)
     return [
         Route("/acs/events", automation.events, methods=["POST"]),
         Route("/acs/events", automation.events_options, methods=["OPTIONS"]),

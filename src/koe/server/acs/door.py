@@ -273,4 +273,4 @@ def acs_routes(door: AcsDoor | None) -> list[BaseRoute]:
         return []
     from koe.server.acs.callautomation import callautomation_routes
 
-    return door.routes() + callautomation_routes(door.settings, door.registry)
+    return door.routes() + callautomation_routes(door.settings, door.registry, door.validator)
