@@ -1,4 +1,4 @@
-"""The `koe` command: `serve`, `config show`, `transcribe`, `say`, `chat` and `bench …`.
+"""The `koe` command: `serve`, `tls init`, `config show`, `transcribe`, `say`, `chat` and `bench …`.
 
 Every subcommand reads the same configuration (`--config FILE`, `KOE_*` variables) and lets flags override it.
 Errors end with a one-line message saying what went wrong and what to do, and exit status 1 (2 for usage errors).
@@ -57,15 +57,57 @@ def main() -> None:
     "without credentials (see docs/operations.md).",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--tls",
+    is_flag=True,
+    default=None,
+    help="Serve TLS on every listener, with the local CA's certificate (koe tls init) unless server.tls_cert_file "
+    "and server.tls_key_file name others.",
+)
 def serve(
-    config_file: Path | None, host: str | None, port: int | None, public: bool | None, log_level: str | None
+    config_file: Path | None,
+    host: str | None,
+    port: int | None,
+    public: bool | None,
+    log_level: str | None,
+    tls: bool | None,
 ) -> None:
     """Load the engines and serve every door on one port."""
-    server = {k: v for k, v in {"host": host, "port": port, "public": public, "log_level": log_level}.items() if v}
+    given = {"host": host, "port": port, "public": public, "log_level": log_level, "tls": tls}
+    server = {k: v for k, v in given.items() if v}
     settings = _settings(config_file, {"server": server} if server else None)
     from koe.server.run import run_server
 
     sys.exit(run_server(settings, progress=_progress))
+
+
+@main.group()
+def tls() -> None:
+    """The local certificate authority that `koe serve --tls` and the ACS emulator serve with."""
+
+
+@tls.command("init")
+@CONFIG_OPTION
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to keep the CA and certificate (default: server.tls_dir, else ~/.local/share/koe/tls).",
+)
+def tls_init(config_file: Path | None, folder: Path | None) -> None:
+    """Make a local CA and a certificate it signs for 127.0.0.1, ::1 and localhost, once (kept while valid), and
+    print the lines a client needs to trust it."""
+    from koe.net.tls import ensure_local_tls
+
+    where = folder or _settings(config_file).server.tls_dir
+    try:
+        files, made = ensure_local_tls(where)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the local CA in {where or 'the data directory'}: {exc}") from exc
+    _progress(f"{'made' if made else 'kept'} the local CA {files.ca_cert} and the certificate {files.cert}")
+    for line in files.client_lines():
+        click.echo(line)
 
 
 @main.group()

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,6 +46,20 @@ class ServerSettings(BaseModel):
     public: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+    # TLS on every listener (this port, the Sora port, acs.media_port), from this certificate chain and key; a
+    # listener with files of its own (sora.tls_*) uses those. `tls = true` (`koe serve --tls`) without files: the
+    # local CA's certificate for 127.0.0.1, ::1 and localhost in tls_dir (`koe tls init`), made when missing.
+    tls: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # None: koe's data directory, $XDG_DATA_HOME/koe/tls (~/.local/share/koe/tls).
+    tls_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("server.tls_cert_file and server.tls_key_file go together: set both, or neither")
+        return self
 
 
 class VADSettings(BaseModel):
@@ -132,7 +146,8 @@ class SoraSettings(BaseModel):
     port: int = Field(5890, ge=0, le=65535)
     # Suzu serves /metrics on a second listener; koe also serves it on the main Sora port. None: no second one.
     exporter_port: int | None = Field(None, ge=0, le=65535)
-    https: bool = False
+    # None: TLS when the main port has it (server.tls), with its certificate unless tls_* below are set.
+    https: bool | None = None
     tls_fullchain_file: Path | None = None
     tls_privkey_file: Path | None = None
     # A CA file, or a directory of them: clients must then present a certificate it signed (mTLS).
@@ -241,6 +256,20 @@ class ACSSettings(BaseModel):
     event_grid_secret: SecretStr | None = None
 
 
+class ACSEmulatorSettings(BaseModel):
+    """`koe acs-call emulator` (the Call Automation emulator in `koe.sim.acs`): what keeps its connection string
+    the same from run to run, so an application can be configured once."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=0, le=65535)
+    # Base64, as in an ACS connection string. None: a key made once and kept in koe's data directory.
+    access_key: SecretStr | None = None
+    # The ACS resource's id, the audience of the emulator's tokens (acs.jwt.audience). None: kept with the key.
+    resource_id: str | None = None
+    # Where its CA and certificate are. None: server.tls_dir's default, so one CA serves koe and the emulator.
+    tls_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with `load_settings()`."""
 
@@ -261,6 +290,7 @@ class Settings(BaseSettings):
     sora: SoraSettings = Field(default_factory=lambda: SoraSettings())
     acs: ACSSettings = Field(default_factory=lambda: ACSSettings())
     api: APISettings = Field(default_factory=lambda: APISettings())
+    acs_emulator: ACSEmulatorSettings = Field(default_factory=lambda: ACSEmulatorSettings())
 
     @classmethod
     def settings_customise_sources(
@@ -280,6 +310,13 @@ class Settings(BaseSettings):
 # pydantic-settings builds sources in a classmethod, so the chosen TOML file is passed through this module
 # global for the duration of one `load_settings()` call.
 _toml_path: Path | None = None
+
+
+def data_dir() -> Path:
+    """Where koe keeps what it makes for itself (the local CA, the ACS emulator's key): `$XDG_DATA_HOME/koe`, else
+    `~/.local/share/koe`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "koe"
 
 
 class ConfigError(Exception):

@@ -67,8 +67,10 @@ async def start_app(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     quiet: bool = False,
+    log_level: str = "INFO",
 ) -> InProcessServer:
-    """Serve `app` on host:port (a free port when 0) and return once it accepts connections."""
+    """Serve `app` on host:port (a free port when 0) and return once it accepts connections; `log_level` is
+    Hypercorn's (`ERROR` keeps its start-up notices out of a command's output), `quiet` silences it."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -76,6 +78,7 @@ async def start_app(
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
+    config.loglevel = log_level
     if quiet:
         config.errorlog = None
     config.websocket_ping_interval = None
@@ -100,9 +103,17 @@ async def start_app(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False) -> AsyncIterator[int]:
+async def serving(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    quiet: bool = False,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> AsyncIterator[int]:
     """`start_app()` for the length of a block; yields the port."""
-    server = await start_app(app, host, port, quiet=quiet)
+    server = await start_app(app, host, port, quiet=quiet, certfile=certfile, keyfile=keyfile)
     try:
         yield server.port
     finally:

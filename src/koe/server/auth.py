@@ -192,7 +192,7 @@ def is_loopback(host: str | None) -> bool:
 
 def sora_mtls(sora: SoraSettings) -> bool:
     """The Sora listener requires client certificates: the TLS handshake is then the proof."""
-    return sora.https and sora.tls_verify_cacert_path is not None
+    return bool(sora.https) and sora.tls_verify_cacert_path is not None
 
 
 def allowed_hosts(settings: Settings) -> list[str]:

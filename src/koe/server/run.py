@@ -2,7 +2,8 @@
 
 `run_server()` is what `koe serve` calls. Engines that fail to load are reported and skipped; the server still
 starts so the doors that do not need them keep working. The Sora door and, when `acs.media_port` is set, the ACS
-media door also listen on ports of their own, next to the main one.
+media door also listen on ports of their own, next to the main one. With TLS (`server.tls`, `koe serve --tls`, or
+certificate files), every listener serves it: `koe.server.tls` decides which certificate each one gets.
 """
 
 from __future__ import annotations
@@ -30,8 +31,16 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     from hypercorn.config import Config
 
     from koe.server.app import create_app
+    from koe.server.tls import TlsSetupError, check_certificates, describe, effective_tls
 
     setup_logging(settings.server.log_level, settings.server.log_json)
+    try:
+        served = effective_tls(settings)
+        settings = served.settings
+        check_certificates(settings)
+    except (TlsSetupError, OSError) as exc:
+        progress(f"cannot serve TLS: {exc}")
+        return 1
     if settings.server.public:
         from koe.server.public import prepare_public
 
@@ -45,11 +54,14 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     failed = [kind for kind, status in engines.status.items() if not status.loaded]
     if failed:
         progress(f"starting without: {', '.join(failed)} (see the messages above, and GET /healthz)")
-    for line in access_summary(settings):
+    for line in [*access_summary(settings), *describe(served)]:
         progress(line)
     app = create_app(settings, engines)
     config = Config()
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
+    if settings.server.tls_cert_file is not None and settings.server.tls_key_file is not None:
+        # Hypercorn offers h2 and http/1.1 by ALPN; WebSockets go over HTTP/1.1 (or RFC 8441 over h2).
+        config.certfile, config.keyfile = str(settings.server.tls_cert_file), str(settings.server.tls_key_file)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_ping_interval = None
@@ -60,7 +72,8 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        progress(f"serving on http://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
+        scheme = "https" if settings.server.tls_cert_file is not None else "http"
+        progress(f"serving on {scheme}://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
         sora = await _start_sora(settings, engines, app.state.calls, progress)
         app.state.sora = sora  # the main /metrics includes the Sora door's counters
         acs_media = await start_acs_media(settings, app.state.acs, progress)
@@ -107,6 +120,7 @@ def access_summary(settings: Settings) -> list[str]:
 async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None]) -> Any:
     """The Sora door listens on its own HTTP/2 port (see `koe.server.sora.gateway` for why)."""
     if not settings.sora.enabled:
+        progress("the Sora door is off (sora.enabled = false)")
         return None
     from koe.server.sora.gateway import SoraGateway
 
@@ -115,7 +129,10 @@ async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Ca
     s = settings.sora
     scheme = "https" if s.https else "http"
     framing = "20-byte header" if s.audio_streaming_header else "raw"
-    progress(f"Sora audio streaming gateway on {scheme}://{s.host}:{gateway.port}/speech ({s.service}, {framing})")
+    progress(
+        f"Sora audio streaming gateway on {scheme}://{s.host}:{gateway.port}/speech ({s.service}, {framing}; "
+        "sora.port moves it, sora.enabled = false turns it off)"
+    )
     return gateway
 
 
@@ -127,8 +144,11 @@ async def start_acs_media(
     if door is None or not acs.media_port:
         return None
     from koe.server.acs.listener import AcsMediaListener
+    from koe.server.tls import media_port_context
 
     host = acs.media_host or settings.server.host
-    listener = await AcsMediaListener.start(door, host, acs.media_port)
-    progress(f"ACS media listener on ws://{host}:{listener.port}{acs.media_path} (picows)")
+    context = media_port_context(settings)
+    listener = await AcsMediaListener.start(door, host, acs.media_port, ssl=context)
+    scheme = "wss" if context is not None else "ws"
+    progress(f"ACS media listener on {scheme}://{host}:{listener.port}{acs.media_path} (picows)")
     return listener

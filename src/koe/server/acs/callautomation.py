@@ -39,6 +39,10 @@ log = logging.getLogger("koe.server.acs.door")
 MAX_WEBHOOK_BYTES = 1024 * 1024
 EVENT_PREFIX = "Microsoft.Communication."
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+NOT_CONFIGURED = (
+    "acs.connection_string is not configured: koe cannot answer calls (set it, or KOE_ACS__CONNECTION_STRING, to "
+    "the ACS resource's connection string; `koe acs-call emulator` prints its own)"
+)
 _STREAMING_STATES = {
     "MediaStreamingStarted": "started",
     "MediaStreamingStopped": "stopped",
@@ -61,7 +65,7 @@ class CallAutomation:
 
         secret = self.settings.acs.connection_string
         if secret is None:
-            raise RuntimeError("acs.connection_string is not configured: koe cannot answer calls")
+            raise RuntimeError(NOT_CONFIGURED)
         verify: Any = str(self.settings.acs.ca_file) if self.settings.acs.ca_file else True
         return CallAutomationClient.from_connection_string(secret.get_secret_value(), connection_verify=verify)
 
@@ -84,6 +88,8 @@ class CallAutomation:
             if kind == VALIDATION_EVENT:
                 return JSONResponse({"validationResponse": data.get("validationCode")})
             if kind == EVENT_PREFIX + "IncomingCall":
+                if self.settings.acs.connection_string is None:  # say so to the caller now, not in koe's log later
+                    return error_response(503, "not_configured", NOT_CONFIGURED)
                 self._spawn(self._answer(request, data))
         return Response(status_code=200)
 

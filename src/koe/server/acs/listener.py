@@ -1,7 +1,8 @@
 """The ACS media door on a port of its own, on picows (a Cython WebSocket server): the same `AcsDoor` as on the
 main port, at well under half the CPU per frame.
 
-`listener = await AcsMediaListener.start(door, host, port)` (`koe serve` does it when `acs.media_port` is set);
+`listener = await AcsMediaListener.start(door, host, port, ssl=context)` (`koe serve` does it when `acs.media_port`
+is set, with the main port's certificate when that serves TLS: `koe.server.tls`);
 `listener.port` is the bound port (useful with 0); `await listener.close()` at shutdown.
 
 Why: ACS streams 50 JSON frames a second per call. `koe bench acs` measured the door's server CPU per frame at about
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 from collections.abc import Coroutine
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
@@ -50,6 +52,8 @@ HANDSHAKE_TIMEOUT_S = 5.0
 MAX_HEAD_BYTES = 16 * 1024
 """Longest request head read (picows's limit, and h11's under Hypercorn)."""
 _READ_BUFFER_BYTES = 16 * 1024
+_TLS_HANDSHAKE_RECORD = b"\x16"
+"""The first byte of a TLS record carrying a handshake message (RFC 8446 §5.1): no HTTP request starts with it."""
 _PICOWS_LOG = logging.getLogger("koe.server.acs.door.picows")
 # picows logs every connection and disconnection at INFO; the door logs what matters.
 _PICOWS_LOG.setLevel(logging.WARNING)
@@ -62,14 +66,21 @@ class AcsMediaListener:
         self.door = door
         self.port = 0
         self.sockets: set[PicowsMediaSocket] = set()
+        self.tls = False
         self._server: asyncio.Server | None = None
         self._tasks = TaskSet(log, "ACS media connection")
 
     @classmethod
-    async def start(cls, door: AcsDoor, host: str, port: int) -> AcsMediaListener:
+    async def start(
+        cls, door: AcsDoor, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None
+    ) -> AcsMediaListener:
+        """Listen on host:port; with `ssl`, every connection is TLS (`wss://`), else plain (`ws://`)."""
         listener = cls(door)
+        listener.tls = ssl is not None
         loop = asyncio.get_running_loop()
-        listener._server = await aiofastnet.create_server(loop, lambda: _Handshake(listener), host, port, backlog=1024)
+        listener._server = await aiofastnet.create_server(
+            loop, lambda: _Handshake(listener), host, port, backlog=1024, ssl=ssl
+        )
         listener.port = listener._server.sockets[0].getsockname()[1]
         return listener
 
@@ -108,6 +119,11 @@ class _Handshake(asyncio.Protocol):
         self.head += data
         if self.admitting is not None:
             return  # arrived with the head, before reading paused: picows gets it too
+        if not self.listener.tls and self.head[:1] == _TLS_HANDSHAKE_RECORD:
+            # A TLS ClientHello on the plain port: close at once, so the client learns now (and a client that falls
+            # back to ws://, as the ACS emulator does on loopback, need not wait for the handshake timeout).
+            self.transport.close()
+            return
         end = self.head.find(b"\r\n\r\n")
         if end < 0 and len(self.head) < MAX_HEAD_BYTES:
             return

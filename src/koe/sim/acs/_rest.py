@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
-import time
+import binascii
 from collections.abc import Coroutine
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,13 +21,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from koe.net.inprocess import InProcessServer, start_app
+from koe.net.tls import TlsFiles
 from koe.sim.acs import cloudevents as ce
-from koe.sim.acs.calls import EmulatedCall, MediaConfig
-from koe.sim.acs.tls import TlsFiles
+from koe.sim.acs.calls import CallScript, EmulatedCall, MediaConfig, Speaker
+from koe.sim.acs.ringing import RING_RATE, RingError, RingOptions, RingResult
+from koe.sim.acs.signing import SignatureError, check_signature
 from koe.sim.acs.tokens import SigningKey
 
-MAX_CLOCK_SKEW_S = 15 * 60
 MAX_BODY_BYTES = 256 * 1024
+MAX_RING_BODY_BYTES = 32 * 1024 * 1024
+"""`POST /koe/ring` carries the callers' audio (base64 PCM16 at 16 kHz: about 40 s per MiB)."""
+
 AUDIO_FORMATS = {"pcm16kmono": 16000, "pcm24kmono": 24000}
 
 
@@ -58,6 +60,8 @@ class CallAutomationEmulator(Protocol):
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
+    async def ring_and_follow(self, events_url: str, script: CallScript, options: RingOptions) -> RingResult: ...
+
 
 class _RestError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -73,15 +77,20 @@ async def serve_rest(
     emulator: CallAutomationEmulator, host: str, port: int, tls: TlsFiles | None
 ) -> tuple[InProcessServer, int]:
     server = await start_app(
-        build_app(emulator), host, port, certfile=tls.cert if tls else None, keyfile=tls.key if tls else None
+        build_app(emulator),
+        host,
+        port,
+        certfile=tls.cert if tls else None,
+        keyfile=tls.key if tls else None,
+        log_level="ERROR",  # errors only: its start-up notices would clutter `koe acs-call emulator`'s output
     )
     return server, server.port
 
 
 def build_app(emulator: CallAutomationEmulator) -> Starlette:
-    async def body_of(request: Request) -> dict[str, Any]:
+    async def body_of(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
         raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        if len(raw) > limit:
             raise _RestError(413, "RequestEntityTooLarge", "request body too large")
         if emulator.verify_hmac:
             _check_hmac(request, raw, emulator.access_key)
@@ -187,6 +196,25 @@ def build_app(emulator: CallAutomationEmulator) -> Starlette:
             emulator.spawn(emulator.stop_streaming(call, context, uri))
         return Response(status_code=202)
 
+    async def ring(request: Request) -> Response:
+        """koe's own extension: ring an Event Grid webhook and answer when the call has ended (`koe acs-call ring`)."""
+        body = await body_of(request, MAX_RING_BODY_BYTES)
+        url = _required_str(body, "url")
+        speakers = [_speaker(item) for item in body.get("speakers") or []]
+        if not speakers:
+            raise _RestError(400, "BadRequest", "speakers must be a non-empty array of {raw_id, pcm16, start_ms}")
+        script = CallScript(speakers, speed=_number(body, "speed", 1.0))
+        options = RingOptions(
+            wait_s=_number(body, "wait_s", 0.0),
+            answer_timeout_s=_number(body, "answer_timeout_s", RingOptions.answer_timeout_s),
+            call_timeout_s=_number(body, "call_timeout_s", RingOptions.call_timeout_s),
+        )
+        try:
+            result = await emulator.ring_and_follow(url, script, options)
+        except RingError as exc:
+            return _error(504 if exc.kind == "unanswered" else 502, exc.kind, str(exc))
+        return JSONResponse(result.as_dict())
+
     async def keys(_request: Request) -> Response:
         return JSONResponse(emulator.signing_key.jwks())
 
@@ -202,6 +230,7 @@ def build_app(emulator: CallAutomationEmulator) -> Starlette:
         Route("/calling/callConnections/{call_id}:stopMediaStreaming", handler(streaming), methods=["POST"]),
         Route("/calling/callConnections/{call_id}", handler(get_call), methods=["GET"]),
         Route("/calling/callConnections/{call_id}", handler(hang_up), methods=["DELETE"]),
+        Route("/koe/ring", handler(ring), methods=["POST"]),
         Route("/calling/keys", keys, methods=["GET"]),
         Route("/calling/.well-known/acsopenidconfiguration", openid, methods=["GET"]),
     ]
@@ -218,6 +247,26 @@ def _required_str(body: dict[str, Any], key: str) -> str:
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     return value if isinstance(value, str) else None
+
+
+def _number(body: dict[str, Any], key: str, default: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _RestError(400, "BadRequest", f"{key} must be a number of 0 or more")
+    return float(value)
+
+
+def _speaker(item: Any) -> Speaker:
+    if not isinstance(item, dict):
+        raise _RestError(400, "BadRequest", "each speaker is an object {raw_id, pcm16, start_ms}")
+    try:
+        pcm = np.frombuffer(base64.b64decode(_required_str(item, "pcm16"), validate=True), dtype="<i2")
+    except (binascii.Error, ValueError) as exc:
+        raise _RestError(400, "BadRequest", "pcm16 must be base64 of 16-bit little-endian PCM at 16 kHz") from exc
+    start = item.get("start_ms", 0)
+    if not isinstance(start, int) or start < 0:
+        raise _RestError(400, "BadRequest", "start_ms must be a whole number of 0 or more")
+    return Speaker(_required_str(item, "raw_id"), pcm.copy(), RING_RATE, start)
 
 
 def _media_options(options: Any) -> MediaConfig | None:
@@ -250,27 +299,11 @@ def _media_options(options: Any) -> MediaConfig | None:
 
 
 def _check_hmac(request: Request, body: bytes, access_key: str) -> None:
-    """The SDK's HMAC-SHA256 request signature (spec §4.4)."""
-    headers = request.headers
-    auth = headers.get("authorization", "")
-    date = headers.get("x-ms-date", "")
-    content_hash = headers.get("x-ms-content-sha256", "")
-    if not auth.startswith("HMAC-SHA256 ") or not date or not content_hash:
-        raise _RestError(401, "Unauthorized", "missing HMAC-SHA256 authorization, x-ms-date or x-ms-content-sha256")
-    if content_hash != base64.b64encode(hashlib.sha256(body).digest()).decode():
-        raise _RestError(401, "Unauthorized", "x-ms-content-sha256 does not match the body")
-    try:
-        skew = abs(parsedate_to_datetime(date).timestamp() - time.time())
-    except (TypeError, ValueError) as exc:
-        raise _RestError(401, "Unauthorized", "x-ms-date is not an RFC 1123 date") from exc
-    if skew > MAX_CLOCK_SKEW_S:
-        raise _RestError(401, "Unauthorized", "lifetime validation of the signed http request failed")
+    """The SDK's HMAC-SHA256 request signature (spec §4.4, `koe.sim.acs.signing`)."""
     path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
     target = path + ("?" + query if query else "")
-    to_sign = f"{request.method}\n{target}\n{date};{headers.get('host', '')};{content_hash}"
-    digest = hmac.new(base64.b64decode(access_key), to_sign.encode(), hashlib.sha256).digest()
-    expected = base64.b64encode(digest).decode()
-    signature = auth.split("Signature=", 1)[-1]
-    if not hmac.compare_digest(signature, expected):
-        raise _RestError(401, "Unauthorized", "the HMAC signature does not match")
+    try:
+        check_signature(request.method, target, request.headers, body, access_key)
+    except SignatureError as exc:
+        raise _RestError(401, "Unauthorized", str(exc)) from exc

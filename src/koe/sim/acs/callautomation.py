@@ -1,15 +1,19 @@
 """The Call Automation emulator: enough of ACS that an app written against the official SDK answers a simulated
 call, gets its callbacks and receives the call's media, with only its endpoint and key changed.
 
-    emulator = CallAutomationEmulator()
-    await emulator.start(tls_dir=Path("/tmp/acs"))      # HTTPS with a throwaway CA (see `tls`), or tls_dir=None
+    emulator = CallAutomationEmulator()                 # access_key=…: a fixed one, for a stable connection string
+    await emulator.start(tls_dir=Path("/tmp/acs"))      # HTTPS with the local CA there (`koe.net.tls`), or None
     # the app uses emulator.connection_string and trusts emulator.ca_file (REQUESTS_CA_BUNDLE / SSL_CERT_FILE)
     call = await emulator.ring("http://127.0.0.1:8000/acs/events", script)   # Event Grid validation + IncomingCall
     await call.wait_for("CallDisconnected")
     await emulator.stop()
 
+or `result = await emulator.ring_and_follow(url, script, RingOptions(wait_s=60))`, which waits for the application
+to come up, fails with a one-line `RingError` (unreachable, refused, unanswered), and returns when the call ends.
+
 REST (`koe.sim.acs._rest`): answer, create, connect, GET call, DELETE, `:terminate`, `:startMediaStreaming`,
-`:stopMediaStreaming`, plus the JWKS at `/calling/keys`. Callbacks go out as CloudEvents arrays, signed with the
+`:stopMediaStreaming`, plus the JWKS at `/calling/keys` and koe's own `POST /koe/ring` (`koe acs-call ring`).
+Callbacks go out as CloudEvents arrays, signed with the
 emulator's key; media goes out through `MediaStream`. `emulator.hang_up(call_id)` is the remote party hanging up.
 """
 
@@ -20,7 +24,7 @@ import base64
 import logging
 import secrets
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +33,14 @@ import httpx
 import numpy as np
 
 from koe.audio.resample import resample
+from koe.net.tls import TlsFiles, client_context, ensure_local_tls
 from koe.sim.acs import cloudevents as ce
 from koe.sim.acs._rest import serve_rest
 from koe.sim.acs.calls import CallScript, EmulatedCall, MediaConfig, Speaker
 from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaReport, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant
-from koe.sim.acs.tls import make_loopback_tls
+from koe.sim.acs.ringing import RingError, RingOptions, RingResult, failure_reason, refusal_detail, retryable
+from koe.sim.acs.signing import access_key_bytes
 from koe.sim.acs.tokens import CALLBACK_TOKEN_LIFETIME_S, SigningKey
 from koe.tasks import TaskSet
 
@@ -42,10 +48,18 @@ log = logging.getLogger("koe.sim.acs")
 
 DELIVERY_TIMEOUT_S = 5.0
 """The JS sample never answers its callbacks, so deliveries must time out."""
+RETRY_S = 0.5
+"""While waiting for an application to come up, how often to try its webhook again."""
 
 
 class CallAutomationEmulator:
-    def __init__(self, access_key: str | None = None, resource_id: str | None = None) -> None:
+    def __init__(
+        self, access_key: str | None = None, resource_id: str | None = None, trust: Sequence[Path] = ()
+    ) -> None:
+        """`trust`: CA files to trust, besides the system's and the emulator's own, when calling the application
+        (webhooks, callbacks, media)."""
+        if access_key is not None:
+            access_key_bytes(access_key)  # a ValueError saying what a key must be
         self.access_key = access_key or base64.b64encode(secrets.token_bytes(32)).decode()
         self.resource_id = resource_id or str(uuid.uuid4())
         self.signing_key = SigningKey()
@@ -56,7 +70,8 @@ class CallAutomationEmulator:
         self.validated_urls: set[str] = set()
         self.errors: list[str] = []
         self._server: Any = None
-        self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S)
+        self.trust = list(trust)
+        self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S, verify=client_context(*self.trust))
         self._tasks = TaskSet(log, "Call Automation emulator task")
         self.outbound_script: CallScript | None = None
         """What the callee says on calls the app creates or connects (default: one second of silence)."""
@@ -68,8 +83,12 @@ class CallAutomationEmulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0, tls_dir: Path | None = None) -> str:
         """Serve the REST API (HTTPS when `tls_dir` is given) and return the endpoint URL."""
 
-        tls = make_loopback_tls(tls_dir) if tls_dir is not None else None
+        tls: TlsFiles | None = ensure_local_tls(tls_dir)[0] if tls_dir is not None else None
         self.ca_file = tls.ca_cert if tls else None
+        if tls is not None:  # the application may serve TLS from the same local CA (koe serve --tls does)
+            await self._http.aclose()
+            context = client_context(tls.ca_cert, *self.trust)
+            self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S, verify=context)
         self._server, bound = await serve_rest(self, host, port, tls)
         self.endpoint = f"{'https' if tls else 'http'}://{host}:{bound}/"
         return self.endpoint
@@ -85,10 +104,11 @@ class CallAutomationEmulator:
 
     # --- Event Grid -------------------------------------------------------------------------------------------
 
-    async def ring(self, events_url: str, script: CallScript) -> EmulatedCall:
-        """Deliver `IncomingCall` to an Event Grid webhook (validating the subscription first, once per URL)."""
+    async def ring(self, events_url: str, script: CallScript, *, wait_s: float = 0.0) -> EmulatedCall:
+        """Deliver `IncomingCall` to an Event Grid webhook (validating the subscription first, once per URL, and
+        waiting up to `wait_s` for something to answer there). Raises `RingError`."""
         if events_url not in self.validated_urls:
-            await self._validate_subscription(events_url)
+            await self._validate_subscription(events_url, wait_s)
         call = EmulatedCall(
             call_connection_id=str(uuid.uuid4()),
             server_call_id=base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("="),
@@ -100,18 +120,88 @@ class CallAutomationEmulator:
         delivery = ce.incoming_call(
             script.caller, script.callee, call.server_call_id, call.incoming_call_context, call.correlation_id
         )
-        response = await self._http.post(events_url, json=delivery, headers={"aeg-event-type": "Notification"})
+        try:
+            response = await self._http.post(events_url, json=delivery, headers={"aeg-event-type": "Notification"})
+        except httpx.HTTPError as exc:
+            del self.calls[call.call_connection_id]
+            raise RingError(
+                "unreachable", f"cannot deliver IncomingCall to {events_url}: {failure_reason(exc)}"
+            ) from exc
         if response.status_code >= 300:
-            raise RuntimeError(f"{events_url} refused IncomingCall with HTTP {response.status_code}")
+            del self.calls[call.call_connection_id]
+            detail = refusal_detail(response)
+            message = f"{events_url} refused IncomingCall with HTTP {response.status_code}"
+            raise RingError("refused", message + (f": {detail}" if detail else ""))
         return call
 
-    async def _validate_subscription(self, events_url: str) -> None:
+    async def ring_and_follow(self, events_url: str, script: CallScript, options: RingOptions) -> RingResult:
+        """Ring, wait for the answer, then for the call's end. Raises `RingError` for a call that did not happen."""
+        first_error = len(self.errors)
+        call = await self.ring(events_url, script, wait_s=options.wait_s)
+        try:
+            await call.wait_until(lambda: call.state != "ringing", options.answer_timeout_s)
+        except TimeoutError:
+            self.abandon(call)
+            raise RingError(
+                "unanswered",
+                f"{events_url} took IncomingCall but did not answer the call within {options.answer_timeout_s:g} s "
+                "(see the application's log)",
+            ) from None
+        ended = "caller"
+        try:
+            await call.wait_for("CallDisconnected", timeout_s=options.call_timeout_s)
+        except TimeoutError:
+            ended = "timeout"
+            await self.hang_up(call.call_connection_id)
+        if ended == "caller" and ("terminate" in call.rest or "delete" in call.rest):
+            ended = "application"
+        if call.stream_task is not None:
+            await asyncio.wait({call.stream_task}, timeout=5.0)
+        return RingResult(
+            call_connection_id=call.call_connection_id,
+            events_url=events_url,
+            callbacks=call.callback_types(),
+            rest=list(call.rest),
+            media=[report.as_dict() for report in call.media_reports],
+            errors=self.errors[first_error:],
+            ended=ended,
+        )
+
+    def abandon(self, call: EmulatedCall) -> None:
+        """A ringing call nobody answered: the caller gives up (ACS sends the app nothing; it never answered)."""
+        call.state = "disconnected"
+        call.notify()
+
+    async def _validate_subscription(self, events_url: str, wait_s: float = 0.0) -> None:
         code, delivery = ce.subscription_validation(self.endpoint + "eventgrid/validate")
         headers = {"aeg-event-type": "SubscriptionValidation"}
-        response = await self._http.post(events_url, json=delivery, headers=headers)
-        answer = response.json() if response.status_code == 200 else {}
-        if answer.get("validationResponse") != code:
-            raise RuntimeError(f"{events_url} failed the Event Grid validation handshake: {response.text[:200]}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            try:
+                response = await self._http.post(events_url, json=delivery, headers=headers)
+            except httpx.HTTPError as exc:
+                if retryable(exc) and loop.time() < deadline:
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                waited = f" (waited {wait_s:g} s)" if wait_s else ""
+                raise RingError(
+                    "unreachable", f"nothing answers at {events_url}{waited}: {failure_reason(exc)}"
+                ) from exc
+            if response.status_code in (502, 503, 504) and loop.time() < deadline:
+                await asyncio.sleep(RETRY_S)
+                continue
+            break
+        try:
+            answer = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict) or answer.get("validationResponse") != code:
+            detail = refusal_detail(response) or "no validationResponse in the answer"
+            raise RingError(
+                "invalid",
+                f"{events_url} failed the Event Grid validation handshake (HTTP {response.status_code}): {detail}",
+            )
         self.validated_urls.add(events_url)
 
     # --- call lifecycle (called by the REST layer) -------------------------------------------------------------
@@ -136,6 +226,7 @@ class CallAutomationEmulator:
         call.operation_context = context
         call.media = media
         call.state = "connected"
+        call.notify()
         self.spawn(self._after_connect(call))
 
     async def _after_connect(self, call: EmulatedCall) -> None:
@@ -249,7 +340,7 @@ class CallAutomationEmulator:
             except httpx.HTTPError as exc:
                 self.errors.append(f"callback {kind} to {target} failed: {exc}")
         call.callbacks.append((event["type"], status))
-        call._changed.set()
+        call.notify()
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coroutine)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,10 +96,19 @@ class EmulatedCall:
 
     async def wait_for(self, event_type: str, timeout_s: float = 30.0) -> None:
         """Until a callback of `event_type` (short name, like `CallConnected`) has been delivered."""
+        kind = ce.EVENT_PREFIX + event_type
+        await self.wait_until(lambda: any(sent == kind for sent, _ in self.callbacks), timeout_s)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Until `condition()` holds; it is checked whenever the call changes (`notify()`)."""
         async with asyncio.timeout(timeout_s):
-            while not any(kind == ce.EVENT_PREFIX + event_type for kind, _ in self.callbacks):
+            while not condition():
                 self._changed.clear()
                 await self._changed.wait()
+
+    def notify(self) -> None:
+        """The call's state or callbacks changed."""
+        self._changed.set()
 
     def callback_types(self) -> list[str]:
         return [kind.removeprefix(ce.EVENT_PREFIX) for kind, _ in self.callbacks]

@@ -3,8 +3,13 @@
 - `koe acs-call media URL --wav a.wav --wav b.wav …` streams a call to any ACS media WebSocket server and prints a
   JSON report (frames, outbound audio, StopAudio, violations, barge-in timing); `--record call.wav` keeps both
   directions; `--jwt` signs the connection and serves the JWKS to verify it.
-- `koe acs-call emulator` serves the Call Automation REST API over HTTPS (or HTTP), and with `--ring URL` rings an
-  Event Grid webhook with a call whose callers say the `--wav` files.
+- `koe acs-call emulator` serves the Call Automation REST API over HTTPS (or HTTP) with a connection string that
+  stays the same from run to run, and prints it with the line `koe serve` needs; with `--ring URL` it waits for the
+  Event Grid webhook there to answer, rings it with a call whose callers say the `--wav` files, and follows the call.
+- `koe acs-call ring URL --wav …` rings through a running emulator (its `POST /koe/ring`).
+
+Every failure the user can fix ends in one line and exit status 1: a refused or unanswered call, a wrong key, an
+unreachable URL.
 """
 
 from __future__ import annotations
@@ -12,15 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import tempfile
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+from pydantic import SecretStr
 
 from koe.audio.files import read_audio
+from koe.audio.pcm import AudioFormatError
+from koe.config import ConfigError, Settings, load_settings
+from koe.net.tls import client_context, default_tls_dir
+from koe.sim.acs.calls import CallScript, Speaker
+from koe.sim.acs.identity import emulator_identity
 from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, SilencePolicy, acs_raw_id, phone_raw_id
+from koe.sim.acs.ringing import RING_RATE, RingError, RingOptions, failure_reason, refusal_detail
 
 WAV_HELP = "A caller's audio: PATH, or RAW_ID=PATH, with an optional @START_MS (repeat for more callers)."
 
@@ -31,7 +45,12 @@ def _participants(specs: tuple[str, ...], rate: int) -> list[Participant]:
         raw_id, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path, _, start = rest.partition("@")
         default_id = phone_raw_id(index + 1) if index % 2 == 0 else acs_raw_id()
-        people.append(Participant(raw_id or default_id, read_audio(Path(path), rate), int(start or 0)))
+        try:
+            pcm = read_audio(Path(path), rate)
+            at_ms = int(start or 0)
+        except (OSError, AudioFormatError, ValueError) as exc:
+            raise click.BadParameter(f"{spec}: {exc}", param_hint="--wav") from exc
+        people.append(Participant(raw_id or default_id, pcm, at_ms))
     return people
 
 
@@ -148,47 +167,280 @@ async def _serve_jwks(port: int, audience: str) -> tuple[Any, str]:
     return server, key.sign(audience)
 
 
+def _emulator_settings(config_file: Path | None) -> Settings:
+    try:
+        return load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _emulator_tls_dir(settings: Settings, given: Path | None) -> Path:
+    return given or settings.acs_emulator.tls_dir or settings.server.tls_dir or default_tls_dir()
+
+
+def _script(wavs: tuple[str, ...], speed: float) -> CallScript:
+    speakers = [Speaker(p.raw_id, p.pcm, RING_RATE, p.start_ms) for p in _participants(wavs, RING_RATE)]
+    return CallScript(speakers, speed=speed)
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="koe's TOML config file ([acs_emulator]; default: $KOE_CONFIG, then ./koe.toml if present).",
+)
+RING_OPTIONS = [
+    click.option(
+        "--wait",
+        "wait_s",
+        type=float,
+        default=60.0,
+        show_default=True,
+        help="Seconds to keep trying while nothing answers at the URL yet.",
+    ),
+    click.option(
+        "--answer-timeout",
+        "answer_timeout_s",
+        type=float,
+        default=30.0,
+        show_default=True,
+        help="Seconds the application has to answer the call after taking IncomingCall.",
+    ),
+    click.option(
+        "--call-timeout",
+        "call_timeout_s",
+        type=float,
+        default=3600.0,
+        show_default=True,
+        help="Seconds an answered call may last before the emulator hangs up.",
+    ),
+]
+
+
+def ring_options(command: Any) -> Any:
+    for option in reversed(RING_OPTIONS):
+        command = option(command)
+    return command
+
+
 @acs_call.command("emulator")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8443, show_default=True)
-@click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the CA and certificate (default: a temporary folder).")  # fmt: skip
+@CONFIG_OPTION
+@click.option("--host", default=None, help="Address to listen on (default: acs_emulator.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: acs_emulator.port, 8443).")
+@click.option(
+    "--access-key",
+    default=None,
+    help="The connection string's key, base64 (default: acs_emulator.access_key, else one kept in koe's "
+    "data directory).",
+)
+@click.option("--resource-id", default=None, help="The ACS resource id, its tokens' audience (default: kept).")
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where its CA and certificate are, made when missing (default: koe's, see koe tls init).",
+)
 @click.option("--plain-http", is_flag=True, help="Serve HTTP instead of HTTPS (for constructor-built clients).")
-@click.option("--ring", "ring_url", default=None, help="Ring this Event Grid webhook with a call, then keep serving.")
+@click.option(
+    "--ca-file",
+    "ca_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also trust this CA when calling the application (repeat for more).",
+)
+@click.option(
+    "--ring",
+    "ring_url",
+    default=None,
+    help="Ring this Event Grid webhook with a call once it answers, follow the call, and exit.",
+)
 @click.option("--wav", "wavs", multiple=True, help=WAV_HELP)
 @click.option("--speed", type=float, default=1.0, show_default=True)
+@ring_options
 def emulator(
-    host: str,
-    port: int,
+    config_file: Path | None,
+    host: str | None,
+    port: int | None,
+    access_key: str | None,
+    resource_id: str | None,
     tls_dir: Path | None,
     plain_http: bool,
+    ca_files: tuple[Path, ...],
     ring_url: str | None,
     wavs: tuple[str, ...],
     speed: float,
+    wait_s: float,
+    answer_timeout_s: float,
+    call_timeout_s: float,
 ) -> None:
-    """Serve the Call Automation REST API (answer, media streaming, hang-up) until interrupted."""
-    from koe.sim.acs.callautomation import CallAutomationEmulator
-    from koe.sim.acs.calls import CallScript, Speaker
+    """Serve the Call Automation REST API (answer, media streaming, hang-up) until interrupted.
 
-    async def run() -> None:
-        emu = CallAutomationEmulator()
-        folder = None if plain_http else (tls_dir or Path(tempfile.mkdtemp(prefix="koe-acs-")))
-        await emu.start(host, port, folder)
-        click.echo(f"ACS_CONNECTION_STRING='{emu.connection_string}'")
-        if emu.ca_file is not None:
-            click.echo(f"REQUESTS_CA_BUNDLE={emu.ca_file} SSL_CERT_FILE={emu.ca_file}")
-        click.echo(f"JWKS: {emu.endpoint}calling/keys  audience: {emu.resource_id}")
+    It prints the connection string for the application and the line that lets `koe serve` answer calls; the key and
+    the CA stay the same from run to run. Ring an application through it with --ring, or later with
+    `koe acs-call ring`.
+    """
+    from koe.sim.acs.callautomation import CallAutomationEmulator
+
+    settings = _emulator_settings(config_file)
+    options = settings.acs_emulator
+    if ring_url and not wavs:
+        raise click.UsageError("--ring needs at least one --wav: what the caller says")
+    script = _script(wavs, speed) if ring_url else None
+    try:
+        identity = emulator_identity(options.model_copy(update=_given(access_key=access_key, resource_id=resource_id)))
+        emu = CallAutomationEmulator(identity.access_key, identity.resource_id, trust=ca_files)
+    except ValueError as exc:
+        raise click.ClickException(f"--access-key: {exc}") from exc
+    folder = None if plain_http else _emulator_tls_dir(settings, tls_dir)
+    where = f"{host or options.host}:{port if port is not None else options.port}"
+
+    async def run() -> int:
         try:
-            if ring_url:
-                speakers = [Speaker(p.raw_id, p.pcm, 16000, p.start_ms) for p in _participants(wavs, 16000)]
-                call = await emu.ring(ring_url, CallScript(speakers, speed=speed))
-                click.echo(f"rang {ring_url}: call {call.call_connection_id}", err=True)
-                await call.wait_for("CallDisconnected", timeout_s=3600)
-                click.echo(json.dumps({"callbacks": call.callback_types(), "rest": call.rest}, indent=2))
-            else:
-                await asyncio.Event().wait()
+            await emu.start(host or options.host, port if port is not None else options.port, folder)
+        except (OSError, RuntimeError) as exc:
+            raise click.ClickException(f"cannot serve the emulator on {where}: {exc} (choose another --port)") from exc
+        try:
+            _announce(emu)
+            if script is None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, stop.set)
+                await stop.wait()
+                return 0
+            assert ring_url is not None
+            ring = RingOptions(wait_s, answer_timeout_s, call_timeout_s)
+            click.echo(f"koe: ringing {ring_url} (waiting up to {wait_s:g} s for it to answer)", err=True)
+            try:
+                result = await emu.ring_and_follow(ring_url, script, ring)
+            except RingError as exc:
+                click.echo(f"koe: {exc}", err=True)
+                return 1
+            click.echo(json.dumps(result.as_dict(), indent=2))
+            click.echo(f"koe: {result.summary()}", err=True)
+            return 0
         finally:
             await emu.stop()
 
+    status = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        status = asyncio.run(run())
+    sys.exit(status)
+
+
+def _given(**values: str | None) -> dict[str, Any]:
+    return {key: SecretStr(value) if key == "access_key" else value for key, value in values.items() if value}
+
+
+def _announce(emu: Any) -> None:
+    """What the application and koe need, on stdout (shell lines), and what the emulator is, on stderr."""
+    connection = emu.connection_string
+    click.echo(f"ACS_CONNECTION_STRING='{connection}'")
+    koe_line = f"KOE_ACS__CONNECTION_STRING='{connection}'"
+    if emu.ca_file is not None:
+        click.echo(f"SSL_CERT_FILE={emu.ca_file} REQUESTS_CA_BUNDLE={emu.ca_file} NODE_EXTRA_CA_CERTS={emu.ca_file}")
+        koe_line += f" KOE_ACS__CA_FILE={emu.ca_file}"
+    click.echo(f"{koe_line} koe serve")
+    click.echo(
+        f"koe: Call Automation emulator on {emu.endpoint} (resource id {emu.resource_id}, JWKS at "
+        f"{emu.endpoint}calling/keys); ring an application through it: koe acs-call ring URL --wav FILE",
+        err=True,
+    )
+
+
+@acs_call.command("ring")
+@click.argument("url")
+@CONFIG_OPTION
+@click.option("--wav", "wavs", multiple=True, required=True, help=WAV_HELP)
+@click.option("--speed", type=float, default=1.0, show_default=True)
+@click.option(
+    "--connection-string",
+    envvar="ACS_CONNECTION_STRING",
+    default=None,
+    help="The running emulator's (default: $ACS_CONNECTION_STRING, else acs_emulator.*, the kept key).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The CA of the emulator's certificate (default: the one in its TLS directory).",
+)
+@ring_options
+def ring(
+    url: str,
+    config_file: Path | None,
+    wavs: tuple[str, ...],
+    speed: float,
+    connection_string: str | None,
+    ca_file: Path | None,
+    wait_s: float,
+    answer_timeout_s: float,
+    call_timeout_s: float,
+) -> None:
+    """Ring the Event Grid webhook at URL through a running `koe acs-call emulator`, and print the call's result."""
+    import base64
+
+    import httpx
+
+    from koe.sim.acs.signing import sign_request
+
+    settings = _emulator_settings(config_file)
+    options = settings.acs_emulator
+    if connection_string:
+        endpoint, key = _parse_connection_string(connection_string)
+    else:
+        endpoint = f"https://{options.host}:{options.port}/"
+        try:
+            key = emulator_identity(options).access_key
+        except ValueError as exc:
+            raise click.ClickException(f"acs_emulator.access_key: {exc}") from exc
+    speakers = [
+        {
+            "raw_id": s.raw_id,
+            "pcm16": base64.b64encode(np.asarray(s.pcm, "<i2").tobytes()).decode(),
+            "start_ms": s.start_ms,
+        }
+        for s in _script(wavs, speed).speakers
+    ]
+    body = json.dumps(
+        {
+            "url": url,
+            "speakers": speakers,
+            "speed": speed,
+            "wait_s": wait_s,
+            "answer_timeout_s": answer_timeout_s,
+            "call_timeout_s": call_timeout_s,
+        }
+    ).encode()
+    target = endpoint.rstrip("/") + "/koe/ring"
+    ca = ca_file or _emulator_tls_dir(settings, None) / "ca.pem"
+    verify = client_context(ca if ca.is_file() else None)
+    try:
+        headers = {"content-type": "application/json", **sign_request("POST", target, body, key)}
+    except ValueError as exc:
+        raise click.ClickException(f"the connection string's access key: {exc}") from exc
+    click.echo(f"koe: ringing {url} through the emulator at {endpoint}", err=True)
+    try:
+        with httpx.Client(verify=verify, timeout=httpx.Timeout(10.0, read=None)) as client:
+            response = client.post(target, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"no emulator answers at {endpoint} ({failure_reason(exc)}): start one with koe acs-call emulator"
+        ) from exc
+    if response.status_code != 200:
+        detail = refusal_detail(response)
+        if response.status_code == 401:
+            detail = f"the emulator refused the access key ({detail}): give its connection string (--connection-string)"
+        raise click.ClickException(detail or f"the emulator answered HTTP {response.status_code}")
+    result = response.json()
+    click.echo(json.dumps(result, indent=2))
+    click.echo(f"koe: {result.get('summary', '')}", err=True)
+
+
+def _parse_connection_string(text: str) -> tuple[str, str]:
+    parts = dict(item.split("=", 1) for item in text.strip().strip("'\"").split(";") if "=" in item)
+    endpoint, key = parts.get("endpoint"), parts.get("accesskey")
+    if not endpoint or not key:
+        raise click.ClickException("a connection string reads endpoint=https://host:port/;accesskey=KEY")
+    return endpoint if endpoint.endswith("/") else endpoint + "/", key

@@ -51,6 +51,8 @@ class MediaConnectError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.no_tls = False
+        """The TLS handshake failed as it does against a server that speaks no TLS."""
 
 
 @dataclass
@@ -68,7 +70,8 @@ class MediaOptions:
     """Multiple of real time; 0 or less sends as fast as the socket takes it."""
     token: str | None = None
     downgrade_tls: bool = True
-    """Connect `wss://` and `https://` URLs on loopback hosts as `ws://`: the samples force `wss://`."""
+    """Connect `wss://` and `https://` URLs on loopback hosts as `ws://` when the server there speaks no TLS: the
+    samples force `wss://` on an app that serves plain HTTP."""
     ca_file: Path | None = None
     linger_ms: int = 0
     """After the audio ends, keep streaming silence until the server's audio has been quiet this long."""
@@ -172,7 +175,15 @@ class MediaStream:
         return self.report
 
     async def _connect(self) -> ClientConnection:
-        url, context = self._target()
+        url, context, plain = self._target()
+        try:
+            return await self._open(url, context)
+        except MediaConnectError as exc:
+            if plain is None or not exc.no_tls:
+                raise
+        return await self._open(plain, None)  # the samples force wss:// on a local app that serves plain HTTP
+
+    async def _open(self, url: str, context: ssl.SSLContext | None) -> ClientConnection:
         headers = {
             "x-ms-call-connection-id": self.options.call_connection_id,
             "x-ms-call-correlation-id": self.options.correlation_id,
@@ -195,20 +206,31 @@ class MediaStream:
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise MediaConnectError(f"{url} refused the WebSocket with HTTP {status}", status) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise MediaConnectError(
+                f"cannot open a WebSocket to {url}: its certificate is not trusted ({exc.verify_message}); "
+                "give the CA that signed it (--ca-file)"
+            ) from exc
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            error = MediaConnectError(f"cannot open a WebSocket to {url}: TLS failed ({exc}); is it a ws:// URL?")
+            error.no_tls = True
+            raise error from exc
         except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as exc:
             raise MediaConnectError(f"cannot open a WebSocket to {url}: {exc}") from exc
 
-    def _target(self) -> tuple[str, ssl.SSLContext | None]:
+    def _target(self) -> tuple[str, ssl.SSLContext | None, str | None]:
+        """(URL, TLS context for wss://, the ws:// URL to fall back on when a loopback server speaks no TLS)."""
         parts = urlsplit(self.options.url)
         scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
         loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if scheme == "wss" and self.options.downgrade_tls and loopback:
-            scheme = "ws"
         url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
         if scheme != "wss":
-            return url, None
+            return url, None, None
         context = ssl.create_default_context(cafile=str(self.options.ca_file) if self.options.ca_file else None)
-        return url, context
+        if self.options.ca_file is not None:  # and the system's CAs (or SSL_CERT_FILE's) too
+            context.load_default_certs()
+        plain = urlunsplit(("ws", parts.netloc, parts.path or "/", parts.query, ""))
+        return url, context, plain if self.options.downgrade_tls and loopback else None
 
     async def _send_all(self, websocket: ClientConnection) -> None:
         options = self.options
