@@ -31,6 +31,9 @@ APT_TEST  := chromium firefox-esr pulseaudio
 # Two test workers, one file each at a time: much of the suite waits on real-time audio, so the cores stay busy.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
+# The Node clients the tests run unmodified (the openai npm package), pinned by tests/node/package-lock.json.
+NODE_DIR := tests/node
+
 .PHONY: run test setup setup-dev apt-run apt-test lint typecheck pytest bench lock clean
 
 run: setup
@@ -45,7 +48,7 @@ test: setup-dev
 # The venv step comes first: on a fresh machine it installs the Debian packages itself, in parallel with the
 # Python packages and the compile; afterwards apt-run and apt-test only check that nothing was removed since.
 setup: $(VENV)/.installed-run apt-run
-setup-dev: $(VENV)/.installed-dev apt-run apt-test
+setup-dev: $(VENV)/.installed-dev apt-run apt-test $(NODE_DIR)/node_modules/.installed
 
 apt-run:
 	@scripts/ensure-apt $(APT_RUN)
@@ -69,6 +72,12 @@ $(VENV)/.installed-dev: uv.lock pyproject.toml scripts/install-python | $(UV)
 	UV=$(UV) scripts/install-python dev $(APT_BUILD) $(APT_RUN) $(APT_TEST)
 	@touch $@ $(VENV)/.installed-run
 
+# npm ci installs exactly the lock file; Node.js and npm come from Debian when the machine has no npm.
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || scripts/ensure-apt nodejs npm
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lock: | $(UV)
 	$(UV) lock $(if $(UPGRADE),--upgrade)
 
@@ -85,4 +94,4 @@ bench: setup
 	$(VENV)/bin/koe bench engines
 
 clean:
-	rm -rf $(VENV) $(UV_DIR) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(UV_DIR) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache $(NODE_DIR)/node_modules
