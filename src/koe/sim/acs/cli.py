@@ -300,20 +300,29 @@ def emulator(
             await emu.start(host or options.host, port if port is not None else options.port, folder)
         except (OSError, RuntimeError) as exc:
             raise click.ClickException(f"cannot serve the emulator on {where}: {exc} (choose another --port)") from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         try:
             _announce(emu)
             if script is None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(signum, stop.set)
                 await stop.wait()
                 return 0
             assert ring_url is not None
-            ring = RingOptions(wait_s, answer_timeout_s, call_timeout_s)
             click.echo(f"koe: ringing {ring_url} (waiting up to {wait_s:g} s for it to answer)", err=True)
+            ringing = asyncio.ensure_future(
+                emu.ring_and_follow(ring_url, script, RingOptions(wait_s, answer_timeout_s, call_timeout_s))
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({ringing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not ringing.done():
+                ringing.cancel()
+                click.echo("koe: stopped before the call ended", err=True)
+                return 1
             try:
-                result = await emu.ring_and_follow(ring_url, script, ring)
+                result = ringing.result()
             except RingError as exc:
                 click.echo(f"koe: {exc}", err=True)
                 return 1
