@@ -256,6 +256,9 @@ class CallAutomationEmulator:
             token=self.signing_key.sign(self.resource_id),
             ca_file=self.ca_file,
             linger_ms=call.script.linger_ms,
+            reply_timeout_ms=call.script.reply_timeout_ms,
+            barge_in=_barge_in(call.script, media.rate),
+            barge_in_after_ms=call.script.barge_in_after_ms,
         )
         stream = MediaStream(options, audio)
         call.stream = stream
@@ -351,3 +354,10 @@ def _participants(script: CallScript, rate: int) -> list[Participant]:
         Participant(s.raw_id, np.asarray(resample(s.pcm, s.rate, rate), dtype=np.int16), s.start_ms)
         for s in script.speakers
     ]
+
+
+def _barge_in(script: CallScript, rate: int) -> tuple[str, Any] | None:
+    speaker = script.barge_in
+    if speaker is None:
+        return None
+    return speaker.raw_id, np.asarray(resample(speaker.pcm, speaker.rate, rate), dtype=np.int16)

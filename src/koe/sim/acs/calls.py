@@ -35,8 +35,13 @@ class CallScript:
     silence: SilencePolicy = "continuous"
     dtmf: Sequence[tuple[int, str]] = ()
     linger_ms: int = 1500
+    reply_timeout_ms: int = 0
+    """After the script's audio, wait up to this long (streaming silence) for the app to start answering."""
     hang_up_when_done: bool = True
     """After the script's audio (and the server's answer) ends, the caller hangs up."""
+    barge_in: Speaker | None = None
+    """Speech that starts `barge_in_after_ms` after the app's audio begins to play, to interrupt it."""
+    barge_in_after_ms: int = 800
     caller: str = field(default_factory=lambda: phone_raw_id(1))
     callee: str = field(default_factory=lambda: phone_raw_id(9999))
 
