@@ -88,7 +88,12 @@ async def test_azure_openai_client_with_only_its_endpoint(
 async def test_node_openai_realtime_websocket_client(tls_base: str, local_tls: TlsFiles) -> None:
     if not (NODE_DIR / "node_modules" / "openai").is_dir():
         pytest.fail(f"the openai npm package is not installed: npm ci --prefix {NODE_DIR} (make test does it)")
-    env = {**os.environ, "KOE_BASE_URL": tls_base, "KOE_API_KEY": API_KEY, "NODE_EXTRA_CA_CERTS": str(local_tls.ca_cert)}
+    env = {
+        **os.environ,
+        "KOE_BASE_URL": tls_base,
+        "KOE_API_KEY": API_KEY,
+        "NODE_EXTRA_CA_CERTS": str(local_tls.ca_cert),
+    }
     process = await asyncio.create_subprocess_exec(
         "node", str(NODE_DIR / "realtime_turn.mjs"), cwd=NODE_DIR, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

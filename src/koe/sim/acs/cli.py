@@ -80,7 +80,11 @@ def acs_call() -> None:
 @click.option("--audience", default="koe-acs-resource", show_default=True, help="JWT audience (ACS resource id).")
 @click.option("--token", default=None, help="Send this Bearer token instead.")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CA for wss://.")
-@click.option("--no-downgrade", is_flag=True, help="Keep wss:// to loopback hosts (default: connect as ws://).")
+@click.option(
+    "--no-downgrade",
+    is_flag=True,
+    help="Never fall back from wss:// to ws:// (default: on loopback, when the server speaks no TLS).",
+)
 @click.option("--reply-timeout-ms", type=int, default=0, help="After the audio, wait this long for an answer.")
 @click.option("--linger-ms", type=int, default=0, help="Then keep the call until the server is quiet this long.")
 @click.option("--barge-in", default=None, help="PATH of speech that interrupts the server's reply.")
