@@ -182,8 +182,22 @@ def _emulator_tls_dir(settings: Settings, given: Path | None) -> Path:
     return given or settings.acs_emulator.tls_dir or settings.server.tls_dir or default_tls_dir()
 
 
-def _script(wavs: tuple[str, ...], speed: float) -> CallScript:
-    speakers = [Speaker(p.raw_id, p.pcm, RING_RATE, p.start_ms) for p in _participants(wavs, RING_RATE)]
+LINE_TAIL_S = 1.5
+"""The line stays open this long after each caller's audio, carrying its noise (so a turn can end: see below)."""
+
+
+def _script(wavs: tuple[str, ...], speed: float, line_noise_dbfs: float | None) -> CallScript:
+    """The callers of a rung call. On a phone line they are never in digital silence: ACS marks frames within ±64
+    `silent`, and apps that drop those (the official quickstart does) would otherwise never hear a turn end."""
+    speakers = []
+    rng = np.random.default_rng(0)
+    for person in _participants(wavs, RING_RATE):
+        pcm = person.pcm
+        if line_noise_dbfs is not None:
+            padded = np.concatenate((pcm.astype(np.float64), np.zeros(int(LINE_TAIL_S * RING_RATE))))
+            noise = rng.normal(0.0, 32768 * 10 ** (line_noise_dbfs / 20), padded.size)
+            pcm = np.clip(padded + noise, -32768, 32767).astype(np.int16)
+        speakers.append(Speaker(person.raw_id, pcm, RING_RATE, person.start_ms))
     return CallScript(speakers, speed=speed)
 
 
@@ -195,6 +209,15 @@ CONFIG_OPTION = click.option(
     help="koe's TOML config file ([acs_emulator]; default: $KOE_CONFIG, then ./koe.toml if present).",
 )
 RING_OPTIONS = [
+    click.option(
+        "--line-noise",
+        "line_noise_dbfs",
+        type=float,
+        default=-60.0,
+        show_default=True,
+        help="The callers' line noise in dBFS (RMS), and after each of them; --clean-line for none.",
+    ),
+    click.option("--clean-line", is_flag=True, help="No line noise: digital silence between words."),
     click.option(
         "--wait",
         "wait_s",
@@ -274,6 +297,8 @@ def emulator(
     ring_url: str | None,
     wavs: tuple[str, ...],
     speed: float,
+    line_noise_dbfs: float,
+    clean_line: bool,
     wait_s: float,
     answer_timeout_s: float,
     call_timeout_s: float,
@@ -290,7 +315,7 @@ def emulator(
     options = settings.acs_emulator
     if ring_url and not wavs:
         raise click.UsageError("--ring needs at least one --wav: what the caller says")
-    script = _script(wavs, speed) if ring_url else None
+    script = _script(wavs, speed, None if clean_line else line_noise_dbfs) if ring_url else None
     try:
         identity = emulator_identity(options.model_copy(update=_given(access_key=access_key, resource_id=resource_id)))
         emu = CallAutomationEmulator(identity.access_key, identity.resource_id, trust=ca_files)
@@ -387,6 +412,8 @@ def ring(
     speed: float,
     connection_string: str | None,
     ca_file: Path | None,
+    line_noise_dbfs: float,
+    clean_line: bool,
     wait_s: float,
     answer_timeout_s: float,
     call_timeout_s: float,
@@ -414,7 +441,7 @@ def ring(
             "pcm16": base64.b64encode(np.asarray(s.pcm, "<i2").tobytes()).decode(),
             "start_ms": s.start_ms,
         }
-        for s in _script(wavs, speed).speakers
+        for s in _script(wavs, speed, None if clean_line else line_noise_dbfs).speakers
     ]
     body = json.dumps(
         {
