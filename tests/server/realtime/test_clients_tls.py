@@ -1,7 +1,8 @@
 """Clients that insist on TLS, unmodified against koe served over TLS (`koe serve --tls`), each through a whole
 text turn: the Azure OpenAI client, which always builds `wss://…/openai/realtime` from its `azure_endpoint`, given
 nothing else (no `websocket_base_url`), trusting the local CA through `SSL_CERT_FILE`; and the `openai` npm
-package's `OpenAIRealtimeWS`, which refuses anything but `wss://`, trusting it through `NODE_EXTRA_CA_CERTS`.
+package's `OpenAIRealtimeWS`, which refuses anything but `wss://`, trusting it through `NODE_EXTRA_CA_CERTS`; and the
+`azure-ai-voicelive` SDK given an `https://` endpoint, as the call-center accelerator gives it.
 
 The LLM is the chat-completions stand-in (`REPLY_WORDS`): what is checked is the turn's structure and that the
 stand-in's words came through, not what a model says."""
@@ -12,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from koe.engines.llm_openai import OpenAICompatibleLLM
 from koe.engines.registry import Engines
 from koe.net.tls import TlsFiles, ensure_local_tls
+from tests.conftest import REPO
 from tests.engines.openai_standin import REPLY_WORDS, StandIn
 from tests.server.acs.support import koe_server
 from tests.server.realtime.support import API_KEY, realtime_settings
@@ -82,6 +85,22 @@ async def test_azure_openai_client_with_only_its_endpoint(
     assert kinds[0] == "session.created"
     assert {"response.created", "response.text.done"} <= set(kinds)
     assert text == "".join(REPLY_WORDS)
+
+
+async def test_voice_live_sdk_with_an_https_endpoint(tls_base: str, local_tls: TlsFiles) -> None:
+    """The call-center accelerator's client; in a process of its own, since aiohttp reads SSL_CERT_FILE at import."""
+    env = {**os.environ, "KOE_BASE_URL": tls_base, "KOE_API_KEY": API_KEY, "SSL_CERT_FILE": str(local_tls.ca_cert)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.server.realtime.voicelive_text_turn", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), TURN_TIMEOUT_S + 15)
+    assert process.returncode == 0, err.decode()[-3000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["status"] == "completed"
+    assert result["seen"][0] == "session.created"
+    assert result["text"] == "".join(REPLY_WORDS)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed (make test installs it)")
