@@ -80,8 +80,9 @@ def _one_line_error(err: bytes) -> str:
 
 
 async def test_the_connection_string_stays_and_koe_answers_with_the_printed_line(tmp_path: Path) -> None:
-    """The documented flow: `koe acs-call emulator`, then koe with the line it printed (here koe's app with those
-    settings, over TLS from the same local CA), then `koe acs-call ring URL --wav FILE` rings through it."""
+    """The documented flow, each command as written: `koe acs-call emulator`; `koe serve --tls` with the line it
+    printed; `koe acs-call ring URL --wav FILE`, which finds the running emulator by itself (the kept key on
+    acs_emulator.port; here a free port instead of 8443, so as not to meet a user's emulator)."""
     async with _emulator(tmp_path) as (first, _port):
         pass
     async with _emulator(tmp_path) as (lines, port):
@@ -95,22 +96,28 @@ async def test_the_connection_string_stays_and_koe_answers_with_the_printed_line
         for_koe = _assignments(lines[2])
         assert lines[2].endswith(" koe serve")
         assert for_koe == {"KOE_ACS__CONNECTION_STRING": connection, "KOE_ACS__CA_FILE": str(ca)}
-        settings = load_settings(overrides={"acs": {"mode": "echo", "connection_string": connection, "ca_file": ca}})
-        async with koe_server(settings, tls=ensure_local_tls(ca.parent)[0]) as (base, app):
-            env = _env(tmp_path, ACS_CONNECTION_STRING=connection)
-            ring = await _koe("acs-call", "ring", f"{base}/acs/events", "--wav", WAV, "--speed", "4", env=env)
-            out, err = await asyncio.wait_for(ring.communicate(), 90)
+        koe_port = free_port()
+        # echo mode (no model speaks) and a free Sora port: the rest is the printed line
+        koe_env = _env(tmp_path, **for_koe, KOE_ACS__MODE="echo", KOE_SORA__PORT=str(free_port()))
+        koe = await _koe("serve", "--tls", "--port", str(koe_port), "--log-level", "warning", env=koe_env)
+        try:
+            ring_env = _env(tmp_path, KOE_ACS_EMULATOR__PORT=str(port))
+            url = f"https://127.0.0.1:{koe_port}/acs/events"
+            ring = await _koe("acs-call", "ring", url, "--wav", WAV, "--speed", "4", env=ring_env)
+            out, err = await asyncio.wait_for(ring.communicate(), 110)
+        finally:
+            koe.terminate()
+            await koe.communicate()
     assert ring.returncode == 0, err.decode()
     result = json.loads(out)
     assert result["result"] == "answered"
     assert result["rest"][0] == "answer"
     assert result["callbacks"][0] == "CallConnected"
     assert result["callbacks"][-1] == "CallDisconnected"
-    assert result["media"][0]["url"].startswith("wss://127.0.0.1:")  # koe over TLS: the transport URL is wss://
+    assert result["media"][0]["url"] == f"wss://127.0.0.1:{koe_port}/acs/media"  # koe over TLS: wss://
     assert result["media"][0]["outbound_audio_bytes"] > 0  # echoed
     assert result["errors"] == []
     assert err.decode().strip().splitlines()[-1] == f"koe: {result['summary']}"
-    assert app.state.calls.get(result["call_connection_id"]) is not None
 
 
 async def test_ring_waits_for_koe_to_start_then_follows_the_call(tmp_path: Path) -> None:
