@@ -17,8 +17,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-"""Hiragana, katakana, CJK ideographs (with extension A and the compatibility block), half-width katakana."""
 FIRST_CHUNK_CHARS = 10
 """A first sentence longer than this is cut at its first comma: it sets the time to first audio."""
 MIN_CHUNK_CHARS = 4
@@ -123,17 +121,3 @@ def speech_chunks(text: str) -> list[Chunk]:
     for index, sentence in enumerate(_sentences(text)):
         pieces.extend(_cut_first(sentence) if index == 0 else _cut_long(sentence))
     return [Chunk(piece, _pause(piece)) for piece in pieces]
-
-
-_KANA = re.compile("[\u3040-\u30ff\uff66-\uff9f]")
-_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def script_language(text: str) -> str | None:
-    """ "ja" for text with kana, "zh" for Chinese characters without kana, None for neither (a guess from the
-    script alone: Japanese written only in kanji reads as Chinese)."""
-    if _KANA.search(text):
-        return "ja"
-    if _HAN.search(text):
-        return "zh"
-    return None

