@@ -243,6 +243,26 @@ def bench_engines(config_file: Path | None, runs: int, out: Path) -> None:
     _progress(f"wrote {out}")
 
 
+@bench.command("tts")
+@CONFIG_OPTION
+@click.option("--runs", type=int, default=5, show_default=True, help="Repetitions per measurement (median).")
+@click.option(
+    "--languages", default="en,ja,zh", show_default=True, help="Comma-separated languages to measure (en, ja, zh)."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/tts.json"))
+def bench_tts(config_file: Path | None, runs: int, languages: str, out: Path) -> None:
+    """Speech per language: first use and its memory, time to first audio (first clause cut, or not), RTF."""
+    from koe.bench.tts import run_tts_bench
+
+    wanted = [language.strip() for language in languages.split(",") if language.strip()]
+    result = run_tts_bench(_settings(config_file), runs=runs, languages=wanted, progress=_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    _progress(f"wrote {out}")
+
+
 @bench.command("sora")
 @CONFIG_OPTION
 @click.option("--quick", is_flag=True, help="A smoke run: two small levels of each measurement.")
