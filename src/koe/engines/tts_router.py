@@ -104,7 +104,11 @@ class TTSRouter:
     def warm(self, languages: Sequence[str]) -> None:
         """Load now what the engines would load at the first use of these languages (Kokoro's model, its G2Ps),
         and speak a word in each."""
-        codes = [parse_language(language).code for language in languages]
+        codes: list[str] = []
+        for language in languages:
+            if self.voice_for(language) is None:
+                raise EngineUnavailable(f"tts.preload: no installed voice speaks {language!r} ({self._listing()})")
+            codes.append(parse_language(language).code)
         for backend in self._backends:
             backend.warm(codes)
 
