@@ -196,6 +196,9 @@ class KokoroTTS:
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = self.threads
                 options.inter_op_num_threads = 1
+                # Memory patterns only pay off for inputs of one shape; with Kokoro's varying lengths they kept
+                # about 100 MB more resident after a reply (467 against 363 MB measured).
+                options.enable_mem_pattern = False
                 options.log_severity_level = 3
                 try:
                     self._session = onnxruntime.InferenceSession(
