@@ -39,6 +39,10 @@ def test_one_piece_per_sentence_with_its_pause() -> None:
     assert {c.pause_s for c in chunks} == {SENTENCE_PAUSE_S}
 
 
+def test_runs_of_marks_end_one_sentence() -> None:
+    assert [c.text for c in speech_chunks("えっと……本当ですか！？はい。")] == ["えっと……", "本当ですか！？", "はい。"]
+
+
 def test_a_long_first_sentence_is_cut_at_its_first_comma() -> None:
     text = "本日はお電話ありがとうございます、ご予約の日時とお名前、人数を教えていただけますでしょうか。"
     chunks = speech_chunks(text)

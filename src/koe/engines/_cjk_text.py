@@ -30,7 +30,7 @@ _FULL_WIDTH_ALNUM = re.compile(r"[０-９Ａ-Ｚａ-ｚ\u3000]")
 _CLOCK = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _JA_DECIMAL = re.compile(r"(\d)\.(\d)")
 _JA_PERCENT = re.compile(r"(\d)\s?[%％]")
-_SENTENCE = re.compile(r"(?<=[。！？!?…\n])[」』）”’\"')]*|(?<=[.])\s+")
+_SENTENCE = re.compile(r"(?<=[。！？!?…\n])(?![。！？!?…])[」』）”’\"')]*|(?<=[.])\s+")
 _CLAUSE = re.compile(r"(?<=[、，,；;：:])")
 _SENTENCE_MARKS = "。！？!?…."
 
