@@ -79,10 +79,10 @@ class TTSSettings(BaseModel):
     # Extra folders searched for voices: Piper's (`NAME.onnx` next to `NAME.onnx.json`) and Kokoro's styles
     # (`NAME.bin`, 510 x 256 float32, as in the kokoro-js npm package).
     voice_dirs: list[Path] = Field(default_factory=list)
-    # Languages whose voices load at start ("ja", "zh"), not at their first use, which waits for Kokoro's model
-    # and the language's G2P (about 1 s for Japanese, 3 s for Chinese). Each costs memory whether used or not
-    # (Kokoro's model about 130 MB, Japanese G2P 50 MB, Chinese 120 MB, and 70-120 MB while it speaks): with every
-    # model loaded koe would pass 1 GB, so none are preloaded by default.
+    # Languages whose voices load at start ("ja", "zh"), not at their first use, when a reply waits for Kokoro's
+    # model and the language's G2P (about 1 s more for Japanese; 1-3 s for Chinese, whose dictionaries load then).
+    # Each costs memory whether used or not (Kokoro's model 130 MB with its working memory, Open JTalk 50 MB,
+    # jieba and pypinyin 120 MB): with every model loaded koe would pass 1 GB, so none are preloaded by default.
     preload: list[str] = Field(default_factory=list)
     threads: int = Field(1, ge=1)
     workers: int = Field(1, ge=1)
