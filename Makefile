@@ -64,11 +64,11 @@ $(UV): scripts/uv-requirements.txt
 	@touch $@
 
 # `run` keeps the dev packages when they are there (make test, then make run); `dev` installs exactly the lock.
-$(VENV)/.installed-run: uv.lock pyproject.toml scripts/install-python | $(UV)
+$(VENV)/.installed-run: uv.lock pyproject.toml scripts/install-python scripts/install-voices | $(UV)
 	UV=$(UV) scripts/install-python run $(APT_BUILD) $(APT_RUN)
 	@touch $@
 
-$(VENV)/.installed-dev: uv.lock pyproject.toml scripts/install-python | $(UV)
+$(VENV)/.installed-dev: uv.lock pyproject.toml scripts/install-python scripts/install-voices | $(UV)
 	UV=$(UV) scripts/install-python dev $(APT_BUILD) $(APT_RUN) $(APT_TEST)
 	@touch $@ $(VENV)/.installed-run
 

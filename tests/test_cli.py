@@ -75,7 +75,20 @@ def test_say_errors(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["say", "Hello."])
     assert result.exit_code == 2
     listed = runner.invoke(main, ["say", "--list-voices"])
-    assert "en_US-joe-medium (default)" in listed.stdout
+    assert "en_US-joe-medium (en, male, piper, default)" in listed.stdout
+    assert "jf_alpha (ja, female, kokoro)" in listed.stdout
+    result = runner.invoke(main, ["say", "안녕하세요", "-o", str(tmp_path / "x.wav"), "--language", "ko"])
+    assert result.exit_code == 1
+    assert "no installed voice speaks 'ko'" in result.output
+
+
+def test_say_speaks_the_voice_of_a_language(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "ja.wav"
+    result = runner.invoke(main, ["say", "こんにちは。", "-o", str(out), "--language", "ja-JP"])
+    assert result.exit_code == 0, result.output
+    with wave.open(str(out)) as handle:
+        assert handle.getframerate() == 24000
+        assert 0.5 < handle.getnframes() / 24000 < 3.0
 
 
 def test_chat_answers(runner: CliRunner) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from koe.languages import Language, UnsupportedLanguage, language_name, parse_language
+from koe.languages import Language, UnsupportedLanguage, language_name, parse_language, script_language
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,20 @@ def test_names_are_openais() -> None:
     assert language_name("ht") == "haitian creole"
     assert language_name("xx") == "xx"
     assert parse_language("ja-JP").name == "japanese"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("明日の天気はどうなりますか。", "ja"),
+        ("カタカナだけ", "ja"),
+        ("ｶﾀｶﾅ", "ja"),
+        ("今天天气怎么样？", "zh"),
+        ("這是一個測試", "zh"),
+        ("東京都", "zh"),  # kanji alone look Chinese: the guess is by script
+        ("Hello, world.", None),
+        ("", None),
+    ],
+)
+def test_script_language(text: str, expected: str | None) -> None:
+    assert script_language(text) == expected

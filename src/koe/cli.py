@@ -169,29 +169,44 @@ def transcribe(config_file: Path | None, files: tuple[Path, ...], as_json: bool,
 @CONFIG_OPTION
 @click.argument("text", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="WAV file to write.")
-@click.option("--voice", default=None, help="Installed Piper voice name (see --list-voices).")
+@click.option("--voice", default=None, help="Installed voice name (see --list-voices).")
+@click.option("--language", default=None, help="Speak with the voice configured for this language (ja, zh-CN, …).")
 @click.option("--list-voices", is_flag=True, help="List installed voices and exit.")
-def say(config_file: Path | None, text: str | None, output: Path | None, voice: str | None, list_voices: bool) -> None:
+def say(
+    config_file: Path | None,
+    text: str | None,
+    output: Path | None,
+    voice: str | None,
+    language: str | None,
+    list_voices: bool,
+) -> None:
     """Synthesize speech to a WAV file."""
     import numpy as np
 
     from koe.audio.files import write_wav
     from koe.engines.base import EngineError
-    from koe.engines.tts_piper import PiperTTS
+    from koe.engines.tts_router import TTSRouter
 
     tts = _load(config_file, "tts").require("tts")
-    assert isinstance(tts, PiperTTS)
+    assert isinstance(tts, TTSRouter)
     if list_voices:
         for name in tts.voices():
-            click.echo(name + (" (default)" if name == tts.default_voice else ""))
+            info = tts.voice_info(name)
+            gender = f", {info.gender}" if info.gender else ""
+            default = ", default" if name == tts.default_voice else ""
+            click.echo(f"{name} ({info.language}{gender}, {info.backend}{default})")
         return
     if not text or output is None:
         raise click.UsageError('give the text and an output file: koe say "Hello" -o hello.wav')
+    if voice is None and language is not None:
+        voice = tts.voice_for(language)
+        if voice is None:
+            raise click.ClickException(f"no installed voice speaks {language!r}")
     try:
         chunks = list(tts.synthesize_sync(text, voice))
+        rate = chunks[0].rate if chunks else tts.sample_rate(voice)
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc
-    rate = chunks[0].rate if chunks else tts.sample_rate(voice)
     pcm = np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, dtype=np.int16)
     write_wav(output, pcm, rate)
     click.echo(f"koe: wrote {output} ({pcm.size / rate:.2f} s at {rate} Hz)", err=True)
@@ -265,6 +280,26 @@ def bench_engines(config_file: Path | None, runs: int, out: Path) -> None:
     result = run_engine_bench(_settings(config_file), runs=runs, progress=_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    _progress(f"wrote {out}")
+
+
+@bench.command("tts")
+@CONFIG_OPTION
+@click.option("--runs", type=int, default=5, show_default=True, help="Repetitions per measurement (median).")
+@click.option(
+    "--languages", default="en,ja,zh", show_default=True, help="Comma-separated languages to measure (en, ja, zh)."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/tts.json"))
+def bench_tts(config_file: Path | None, runs: int, languages: str, out: Path) -> None:
+    """Speech per language: first use and its memory, time to first audio (first clause cut, or not), RTF."""
+    from koe.bench.tts import run_tts_bench
+
+    wanted = [language.strip() for language in languages.split(",") if language.strip()]
+    result = run_tts_bench(_settings(config_file), runs=runs, languages=wanted, progress=_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
     out.write_text(text + "\n", encoding="utf-8")
     click.echo(text)
     _progress(f"wrote {out}")

@@ -82,9 +82,22 @@ class STTSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
+    # The voice of a session that names neither a voice nor a language.
     voice: str = "en_US-joe-medium"
-    # Extra folders searched for Piper voices (`NAME.onnx` next to `NAME.onnx.json`).
+    # The voice for each language a session asks for (ISO 639-1 codes): Piper speaks English, Kokoro Japanese
+    # (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) and Chinese (zf_xiaobei, zf_xiaoxiao, zf_xiaoyi,
+    # zm_yunjian, zm_yunxi, zm_yunxia, zm_yunyang, installed by scripts/install-voices).
+    voices: dict[str, str] = Field(
+        default_factory=lambda: {"en": "en_US-joe-medium", "ja": "jf_alpha", "zh": "zf_xiaoxiao"}
+    )
+    # Extra folders searched for voices: Piper's (`NAME.onnx` next to `NAME.onnx.json`) and Kokoro's styles
+    # (`NAME.bin`, 510 x 256 float32, as in the kokoro-js npm package).
     voice_dirs: list[Path] = Field(default_factory=list)
+    # Languages whose voices load at start ("ja", "zh"), not at their first use, when a reply waits for Kokoro's
+    # model and the language's G2P (about 1 s more for Japanese; 1-3 s for Chinese, whose dictionaries load then).
+    # Each costs memory whether used or not (Kokoro's model 130 MB with its working memory, Open JTalk 50 MB,
+    # jieba and pypinyin 120 MB): with every model loaded koe would pass 1 GB, so none are preloaded by default.
+    preload: list[str] = Field(default_factory=list)
     threads: int = Field(1, ge=1)
     workers: int = Field(1, ge=1)
     queue_limit: int = Field(64, ge=1)

@@ -4,11 +4,13 @@ Clients name languages with BCP-47 tags (`ja-JP`, `zh-CN`, `zh-TW`, `en-US`, `cm
 every request, Call Automation a locale, Realtime an ISO 639-1 code). Whisper knows its own codes (`ja`, `zh`,
 `en`, …), and Chinese comes in two scripts, which Whisper mixes freely: the tag decides which one the caller reads.
 `parse_language()` turns a tag into a `Language` (the tag as given, Whisper's code, and for Chinese the script), or
-raises `UnsupportedLanguage` naming what was wrong. `AUTO` asks for detection per utterance.
+raises `UnsupportedLanguage` naming what was wrong. `AUTO` asks for detection per utterance. `script_language()`
+guesses Japanese or Chinese from a text's script, for speech whose language nobody named.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,3 +91,17 @@ def parse_language(tag: str) -> Language:
 def language_name(code: str) -> str:
     """A Whisper code's English name, as OpenAI's verbose_json writes it (`haitian creole`); unknown codes as given."""
     return WHISPER_LANGUAGES.get(code, code).replace("_", " ")
+
+
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def script_language(text: str) -> str | None:
+    """A guess from the script alone: `ja` for text with kana, `zh` for Chinese characters without kana, None for
+    neither (Japanese written only in kanji reads as Chinese)."""
+    if _KANA.search(text):
+        return "ja"
+    if _HAN.search(text):
+        return "zh"
+    return None

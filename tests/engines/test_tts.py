@@ -1,16 +1,17 @@
 """Piper speaks the fixture texts, Whisper hears them again, clauses stream one by one, and voices are chosen by
-name from the installed ones (plus extra folders)."""
+name from the installed ones (plus extra folders), each with its language."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from koe.audio.resample import resample
-from koe.engines.base import EngineError, EngineUnavailable
+from koe.engines.base import EngineError, EngineUnavailable, VoiceInfo
 from koe.engines.registry import Engines
 from koe.engines.stt_whisper import WhisperSTT
 from koe.engines.tts_piper import DEFAULT_VOICE, PiperTTS, discover_voices, split_clauses
@@ -21,15 +22,18 @@ PIPER_RATE = 22050
 SECOND_VOICE = "en_US-koetest-medium"
 
 
-def _tts(engines: Engines) -> PiperTTS:
-    tts = engines.require("tts")
-    assert isinstance(tts, PiperTTS)
-    return tts
+@pytest.fixture(scope="module")
+def piper() -> Iterator[PiperTTS]:
+    tts = PiperTTS.load(DEFAULT_VOICE)
+    yield tts
+    tts.pool.shutdown()
 
 
 @pytest.mark.parametrize("key", ["utterance", "short", "reply"])
-async def test_speaks_each_fixture_text_and_whisper_hears_it(engines: Engines, texts: dict[str, str], key: str) -> None:
-    chunks = [chunk async for chunk in _tts(engines).synthesize(texts[key])]
+async def test_speaks_each_fixture_text_and_whisper_hears_it(
+    piper: PiperTTS, engines: Engines, texts: dict[str, str], key: str
+) -> None:
+    chunks = [chunk async for chunk in piper.synthesize(texts[key])]
     assert chunks
     assert {chunk.rate for chunk in chunks} == {PIPER_RATE}
     pcm = np.concatenate([chunk.pcm for chunk in chunks])
@@ -41,8 +45,8 @@ async def test_speaks_each_fixture_text_and_whisper_hears_it(engines: Engines, t
     assert wer(texts[key], transcript.text) <= MAX_WER, transcript.text
 
 
-def test_two_sentences_stream_as_two_chunks(engines: Engines, texts: dict[str, str]) -> None:
-    chunks = list(_tts(engines).synthesize_sync(texts["reply"]))
+def test_two_sentences_stream_as_two_chunks(piper: PiperTTS, texts: dict[str, str]) -> None:
+    chunks = list(piper.synthesize_sync(texts["reply"]))
     assert [c.text for c in chunks] == [
         "Sure, I can help with that.",
         "The nearest pharmacy opens at nine tomorrow morning.",
@@ -61,8 +65,8 @@ def test_clause_splitting() -> None:
     assert split_clauses("こんにちは。元気ですか？") == ["こんにちは。", "元気ですか？"]
 
 
-async def test_unknown_voice_is_an_engine_error(engines: Engines) -> None:
-    tts = _tts(engines)
+async def test_unknown_voice_is_an_engine_error(piper: PiperTTS) -> None:
+    tts = piper
     with pytest.raises(EngineError, match=r"unknown voice 'nobody'.*en_US-joe-medium"):
         list(tts.synthesize_sync("Hello.", "nobody"))
     with pytest.raises(EngineError, match="unknown voice 'nobody'"):
@@ -71,11 +75,11 @@ async def test_unknown_voice_is_an_engine_error(engines: Engines) -> None:
     assert tts.pool.depth == 0
 
 
-def test_empty_and_oversize_text(engines: Engines) -> None:
+def test_empty_and_oversize_text(piper: PiperTTS) -> None:
     with pytest.raises(EngineError, match="text is empty"):
-        list(_tts(engines).synthesize_sync("   "))
+        list(piper.synthesize_sync("   "))
     with pytest.raises(EngineError, match="exceeds"):
-        list(_tts(engines).synthesize_sync("a" * 20_001))
+        list(piper.synthesize_sync("a" * 20_001))
 
 
 def test_a_second_voice_is_selected_by_name(engines: Engines, tmp_path: Path) -> None:
@@ -96,3 +100,11 @@ def test_a_second_voice_is_selected_by_name(engines: Engines, tmp_path: Path) ->
 def test_default_voice_must_be_installed(tmp_path: Path) -> None:
     with pytest.raises(EngineUnavailable, match=r"'en_US-nobody-low' is not installed.*en_US-joe-medium"):
         PiperTTS.load("en_US-nobody-low", voice_dirs=[tmp_path])
+
+
+def test_a_voice_says_its_language(piper: PiperTTS) -> None:
+    assert piper.voice_info(DEFAULT_VOICE) == VoiceInfo(DEFAULT_VOICE, "en", "male", PIPER_RATE, "piper")
+    assert piper.voice_for("en-US") == DEFAULT_VOICE
+    assert piper.voice_for("ja") is None
+    with pytest.raises(EngineError, match="unknown voice"):
+        piper.voice_info("nobody")

@@ -45,9 +45,13 @@ async def test_pages_and_every_file_they_load() -> None:
 async def test_voices_lists_the_installed_voices(engines: Engines) -> None:
     async with koe_server(load_settings(), engines) as (base, _app), httpx.AsyncClient(base_url=base) as http:
         body = (await http.get("/v1/voices")).json()
-    assert engines.tts is not None
-    assert body == {"default": engines.tts.default_voice, "voices": engines.tts.voices()}
+    tts = engines.tts
+    assert tts is not None
+    assert body["default"] == tts.default_voice and body["voices"] == tts.voices()
     assert body["default"] in body["voices"]
+    assert body["by_language"]["en"] == tts.voice_for("en") and body["by_language"]["ja"] == "jf_alpha"
+    assert [voice["name"] for voice in body["details"]] == body["voices"]
+    assert {"name": "jm_kumo", "language": "ja", "gender": "male", "backend": "kokoro"} in body["details"]
 
 
 async def test_voices_without_a_tts_engine_say_so() -> None:

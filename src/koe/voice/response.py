@@ -32,12 +32,50 @@ FIRST_CLAUSE_MAX_CHARS = 28
 """The first clause is cut at a word boundary past this length even without punctuation: it gates first audio."""
 CLAUSE_CHARS = 40
 MAX_CLAUSE_CHARS = 160
-_CLAUSE_BREAK = re.compile(r"[.!?…。！？]+[\"')\]]*\s|[,;:—]\s")
+"""A clause's minimum lengths count a Japanese or Chinese character as two, since each takes about twice as long
+to say; the maximums count characters, so that a cut without punctuation (which Japanese and Chinese have no
+spaces to place) stays rare."""
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_CLAUSE_BREAK = re.compile(
+    r"[.!?…。！？]+[\"')\]」』）”’]*\s|[,;:—]\s"  # Latin marks end a clause before a space,
+    rf"|[。！？]+[」』）”’]*|[、，；：]|[!?…]+(?=[{_CJK}])"  # Japanese and Chinese ones without
+)
+_CLAUSE_MARKS = ",;:—、，；："
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_HIRAGANA = re.compile("[\u3040-\u309f]")
 _UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]+")
 
 
+def _width(text: str) -> int:
+    return len(text) + len(_CJK_CHAR.findall(text))
+
+
+def _soft_cut(text: str, limit: int) -> int:
+    """Where to cut `text` no later than `limit` when no punctuation came: after a space, else (Japanese) where
+    hiragana gives way to kanji or katakana, the usual start of a new phrase, else at the limit itself."""
+    if space := text.rfind(" ", 0, limit) + 1:
+        return space
+    for index in range(limit, limit // 2, -1):
+        if _HIRAGANA.match(text[index - 1]) and _CJK_CHAR.match(text[index]) and not _HIRAGANA.match(text[index]):
+            return index
+    return limit
+
+
+def spaced(previous: str, clause: str) -> str:
+    """`clause` as it follows `previous` in a transcript: after a space, except where Japanese or Chinese meet."""
+    if (
+        not previous
+        or _CJK_CHAR.match(clause[:1])
+        or previous[-1:] in "。！？、，；：」』）”"
+        or _CJK_CHAR.match(previous[-1:])
+    ):
+        return clause
+    return " " + clause
+
+
 class ClauseSplitter:
-    """Cuts streamed text into speakable clauses: the first one short (it sets the time to first audio)."""
+    """Cuts streamed text into speakable clauses: the first one short (it sets the time to first audio). Japanese
+    and Chinese clauses end at their own marks (。、！？，；：), which no space follows."""
 
     def __init__(self) -> None:
         self._text = ""
@@ -50,13 +88,14 @@ class ClauseSplitter:
             wanted = FIRST_CLAUSE_CHARS if self._first else CLAUSE_CHARS
             cut = None
             for match in _CLAUSE_BREAK.finditer(self._text):
-                sentence_end = match.group(0)[0] not in ",;:—"
-                if match.end() >= wanted or (sentence_end and match.end() >= FIRST_CLAUSE_CHARS):
+                sentence_end = match.group(0)[0] not in _CLAUSE_MARKS
+                width = _width(self._text[: match.end()])
+                if width >= wanted or (sentence_end and width >= FIRST_CLAUSE_CHARS):
                     cut = match.end()
                     break
             limit = FIRST_CLAUSE_MAX_CHARS if self._first else MAX_CLAUSE_CHARS
             if cut is None and len(self._text) > limit:
-                cut = self._text.rfind(" ", 0, limit) + 1 or limit
+                cut = _soft_cut(self._text, limit)
             if cut is None:
                 return clauses
             clause, self._text = self._text[:cut].strip(), self._text[cut:]
@@ -237,7 +276,7 @@ class ResponseRun:
                 self.first_clause_at = asyncio.get_running_loop().time()
             part = self._open_message("audio")
             spoken = _speakable(clause)
-            delta = (" " if part.text else "") + clause
+            delta = spaced(part.text[-1] if part.text else "", clause)
             part.text.append(delta)
             self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, delta, audio=True))
             clause_ms = 0.0

@@ -1,7 +1,8 @@
 """`/v1/audio/transcriptions`, `/v1/audio/speech` and `/v1/models` through the official `openai` SDK against a live
 koe server: fixture speech in every response format (WER within 10 %), speech streamed clause by clause in every
-format and heard back by Whisper, and uploads koe must refuse (empty, not audio, too large, with and without a
-declared length) answered with OpenAI's error body while the server keeps serving."""
+format and heard back by Whisper, Japanese and Chinese speech by voice name, Azure name or `language` heard back by
+multilingual Whisper, and uploads koe must refuse (empty, not audio, too large, with and without a declared length)
+answered with OpenAI's error body while the server keeps serving."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from koe.audio.resample import resample
 from koe.engines.registry import Engines
 from koe.server.openai._speech_encode import speech_encoder
 from tests.conftest import AUDIO, load_wav
+from tests.engines.test_tts_kokoro import CHINESE, JAPANESE, needs_chinese_styles
+from tests.multilingual import cer, hear
 from tests.server.acs.support import koe_server
 from tests.server.openai.support import API_KEY, api_settings, client
 from tests.wer import wer
@@ -171,6 +174,63 @@ async def test_speech_refuses_bad_requests(base_url: str) -> None:
     assert unspeakable.value.body["param"] == "input"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("voice", "extra"),
+    [
+        ("jf_alpha", {}),
+        ("ja-JP-KeitaNeural", {}),
+        ("alloy", {"language": "ja-JP"}),
+        ("marin", {"language": "auto"}),  # guessed from the input's kana
+    ],
+)
+async def test_japanese_speech_is_heard_back(base_url: str, voice: str, extra: dict[str, str]) -> None:
+    async with client(base_url) as api:
+        response = await api.audio.speech.create(
+            model="tts-1", voice=voice, input=JAPANESE, response_format="pcm", extra_body=extra
+        )
+    pcm = np.frombuffer(response.content, dtype="<i2")
+    heard = hear(pcm, 24000, "ja")
+    assert cer(JAPANESE, heard, "ja") <= 0.15, heard
+
+
+@needs_chinese_styles
+@pytest.mark.parametrize(
+    ("voice", "extra"),
+    [
+        ("zf_xiaoxiao", {}),
+        ("zh-CN-YunxiNeural", {}),
+        ("shimmer", {"language": "zh-CN"}),
+        ("alloy", {"language": "auto"}),
+    ],
+)
+async def test_chinese_speech_is_heard_back(base_url: str, voice: str, extra: dict[str, str]) -> None:
+    async with client(base_url) as api:
+        response = await api.audio.speech.create(
+            model="tts-1", voice=voice, input=CHINESE, response_format="wav", extra_body=extra
+        )
+    audio = read_audio(response.content, ENGINE_RATE)
+    heard = hear(audio, ENGINE_RATE, "zh")
+    assert cer(CHINESE, heard, "zh") <= 0.15, heard
+
+
+async def test_speech_refuses_languages_and_azure_voices_it_cannot_speak(base_url: str) -> None:
+    async with client(base_url) as api:
+        with pytest.raises(openai.BadRequestError) as korean:
+            await api.audio.speech.create(
+                model="tts-1", voice="alloy", input="안녕하세요", extra_body={"language": "ko"}
+            )
+        with pytest.raises(openai.BadRequestError) as french:
+            await api.audio.speech.create(model="tts-1", voice="fr-FR-DeniseNeural", input="Bonjour.")
+        with pytest.raises(openai.BadRequestError) as typed:
+            await api.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", extra_body={"language": 7})
+        # The server keeps serving: a good request right after.
+        ok = await api.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", response_format="pcm")
+    assert korean.value.body["param"] == "language" and korean.value.body["code"] == "unsupported_language"  # type: ignore[index]
+    assert french.value.body["param"] == "voice" and "'fr'" in french.value.body["message"]  # type: ignore[index]
+    assert typed.value.body["param"] == "language"  # type: ignore[index]
+    assert len(ok.content) > 24000
+
+
 async def test_models_lists_the_installed_engines_and_voices(base_url: str, engines: Engines) -> None:
     async with client(base_url) as api:
         models = {model.id: model for model in (await api.models.list()).data}
@@ -179,6 +239,8 @@ async def test_models_lists_the_installed_engines_and_voices(base_url: str, engi
         assert set(engines.require("tts").voices()) <= set(models)
         voice = await api.models.retrieve("en_US-joe-medium")
         assert voice.owned_by == "koe"
+        assert voice.model_dump()["koe_language"] == "en"
+        assert models["jf_alpha"].model_dump()["koe_language"] == "ja"
         with pytest.raises(openai.NotFoundError):
             await api.models.retrieve("gpt-9")
         with pytest.raises(openai.AuthenticationError):

@@ -61,20 +61,21 @@ def openai_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
 
 
 def installed_models(engines: Engines, created: int) -> list[dict[str, Any]]:
-    """The loaded LLM and Whisper model by their engine names, and every installed Piper voice by its name.
+    """The loaded LLM and Whisper model by their engine names, and every installed voice by its name.
 
     `koe_kind` (koe's own field) says which endpoint takes the id: `chat` for `/v1/chat/completions`,
-    `transcription` for `/v1/audio/transcriptions`, `voice` for the `voice` of `/v1/audio/speech`.
+    `transcription` for `/v1/audio/transcriptions`, `voice` for the `voice` of `/v1/audio/speech`; a voice's
+    `koe_language` is the ISO 639-1 code of the language it speaks.
     """
 
-    def model(model_id: str, kind: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER, "koe_kind": kind}
+    def model(model_id: str, kind: str, **extra: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER, "koe_kind": kind, **extra}
 
     found: list[dict[str, Any]] = []
     if engines.llm is not None:
         found.append(model(engines.llm.name, "chat"))
     if engines.stt is not None:
         found.append(model(engines.stt.name, "transcription"))
-    if engines.tts is not None:
-        found.extend(model(voice, "voice") for voice in engines.tts.voices())
+    if (tts := engines.tts) is not None:
+        found.extend(model(voice, "voice", koe_language=tts.voice_info(voice).language) for voice in tts.voices())
     return found

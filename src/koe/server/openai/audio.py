@@ -5,8 +5,13 @@ behind the key check. Transcriptions take a multipart upload of any audio PyAV d
 `api.max_upload_mb` (413 beyond it, checked before the body is read when the client declares its length, and while
 reading when it does not); the decoding runs on a thread and the transcription on the STT pool. Speech is streamed:
 each clause is encoded and sent as soon as Piper has it, so the first audio leaves long before the last clause is
-synthesized. Any `model` name is accepted (there is one engine of each kind); any OpenAI voice name means the
-configured default voice.
+synthesized. Any `model` name is accepted (there is one engine of each kind).
+
+Speech's `voice` is an installed voice (`en_US-joe-medium`, `jf_alpha`, `zf_xiaoxiao`), an Azure voice name
+(`ja-JP-NanamiNeural`: the nearest installed voice of its language) or an OpenAI voice name (`alloy`: the voice of
+the request's `language`). `language` is koe's own optional field (`ja`, `zh-CN`, `en`, or `auto` to guess
+Japanese or Chinese from the input's script); without it an OpenAI voice name means the configured default voice,
+whatever the input's language. An installed or Azure voice name always wins over `language`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from koe.audio.resample import Resampler
 from koe.config import Settings
 from koe.engines.base import STT, TTS, SpeechChunk
 from koe.engines.registry import Engines
+from koe.engines.voice_names import OPENAI_VOICES, azure_voice, choose_voice
+from koe.languages import script_language
 from koe.server.metrics import METRICS
 from koe.server.openai._common import ApiError, Handler, invalid, json_body, number
 from koe.server.openai._speech_encode import CONTENT_TYPES, SPEECH_RATE, Tempo, available_formats, speech_encoder
@@ -43,7 +50,7 @@ MAX_INPUT_CHARS = 4096
 """OpenAI's limit on `input`."""
 DOOR = "api"
 """The `door` label of the REST API's figures in /metrics."""
-OPENAI_VOICES = frozenset("alloy ash ballad coral echo fable nova onyx sage shimmer verse marin cedar".split())
+AUTO_LANGUAGE = "auto"
 
 
 def transcriptions(settings: Settings, engines: Engines) -> Handler:
@@ -155,7 +162,7 @@ def speech(engines: Engines) -> Handler:
             raise invalid(f"response_format must be one of {', '.join(formats)}", param="response_format")
         if body.get("stream_format", "audio") != "audio":
             raise invalid("only stream_format 'audio' is supported by koe", param="stream_format")
-        voice = _voice(tts, body.get("voice"))
+        voice = _voice(tts, body.get("voice"), _language(tts, body.get("language"), text))
         speed = number(body, "speed", 1.0, 0.25, 4.0) or 1.0
         started = time.perf_counter()
         chunks = tts.synthesize(text, voice).__aiter__()
@@ -171,16 +178,29 @@ def speech(engines: Engines) -> Handler:
     return handler
 
 
-def _voice(tts: TTS, raw: Any) -> str:
+def _language(tts: TTS, raw: Any, text: str) -> str | None:
+    """The language the request asks the voice for: None when it names none (or `auto` finds no CJK script)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise invalid("language must be a language tag such as 'ja' or 'zh-CN', or 'auto'", param="language")
+    language = script_language(text) if raw.strip().lower() == AUTO_LANGUAGE else raw.strip()
+    if language is not None and tts.voice_for(language) is None:
+        raise invalid(f"no installed voice speaks {raw!r}", param="language", code="unsupported_language")
+    return language
+
+
+def _voice(tts: TTS, raw: Any, language: str | None) -> str:
     name = raw.get("id") if isinstance(raw, dict) else raw
     if not isinstance(name, str) or not name:
         raise invalid("voice must name a voice", param="voice")
-    if tts.has_voice(name):
-        return name
-    if name.lower() in OPENAI_VOICES:
-        return tts.default_voice
+    choice = choose_voice(tts, name, language)
+    if choice.note is None:
+        return choice.voice
     choices = ", ".join([*tts.voices(), *sorted(OPENAI_VOICES)])
-    raise invalid(f"unknown voice {name!r}; choose one of {choices}", param="voice")
+    azure = azure_voice(name)
+    why = f"no installed voice speaks {azure.language!r}, the language of" if azure else "unknown voice"
+    raise invalid(f"{why} {name!r}; choose one of {choices}, or an Azure voice name", param="voice")
 
 
 async def _encoded(

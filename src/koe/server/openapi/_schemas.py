@@ -41,6 +41,7 @@ SCHEMAS: dict[str, Any] = {
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
             "koe_kind": {"enum": ["chat", "transcription", "voice"]},
+            "koe_language": {"type": "string", "description": "A voice's language (ISO 639-1)"},
         },
     },
     "ModelList": {
@@ -97,7 +98,14 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "model": {"type": "string", "description": "Any name: koe has one TTS engine"},
             "input": {"type": "string", "maxLength": 4096},
-            "voice": {"type": "string", "description": "An installed Piper voice, or an OpenAI voice name"},
+            "voice": {
+                "type": "string",
+                "description": "An installed voice (see /v1/voices), an Azure voice name, or an OpenAI voice name",
+            },
+            "language": {
+                "type": "string",
+                "description": "koe's own: the language an OpenAI voice name speaks (ja, zh-CN, en, or auto)",
+            },
             "response_format": {"enum": list(CONTENT_TYPES), "default": "mp3"},
             "speed": {"type": "number", "minimum": 0.25, "maximum": 4.0, "default": 1.0},
             "stream_format": {"const": "audio"},

@@ -74,9 +74,11 @@ async function loadVoices() {
   const data = await api("/v1/voices");
   const select = form.elements.namedItem("voice");
   const wanted = select.value || form.dataset.savedVoice || "";
-  const options = (data?.voices || []).map(
-    (name) => new Option(name === data.default ? `${name} (default)` : name, name),
-  );
+  const language = Object.fromEntries((data?.details || []).map((voice) => [voice.name, voice.language]));
+  const options = (data?.voices || []).map((name) => {
+    const notes = [language[name], name === data.default ? "default" : ""].filter(Boolean).join(", ");
+    return new Option(notes ? `${name} (${notes})` : name, name);
+  });
   select.replaceChildren(new Option("(koe's default)", ""), ...options);
   if ([...select.options].some((option) => option.value === wanted)) select.value = wanted;
   if (data?.error) notice.textContent = `koe cannot speak: ${data.error}.`;
