@@ -118,16 +118,17 @@ class RedisLink:
         return {"redis": "up" if self.up else "down", **self.counters}
 
     async def close(self) -> None:
-        """Leave: tell the others (`Bye`), drop the heartbeat, and stop."""
+        """Leave: tell the others (`Bye`), and stop. The heartbeat is left to lapse: deleting it could let another
+        node find it gone before it reads the `Bye`."""
+        was_up = self.up
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.up:
+        if was_up:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await self._client.xadd(self._log_key, {FIELD: encode(Bye(self.node))})
-                    await self._client.delete(self.node_key(self.node))
         self.up = False
         await self._client.aclose()
 
@@ -164,6 +165,9 @@ class RedisLink:
                 await self._run_connected()
             except (RedisError, OSError) as exc:
                 log.warning("cluster: lost Redis (%s); reconnecting", exc)
+            except Exception:  # a bug must not end the node's part in the cluster for good: reconnect and resync
+                log.exception("cluster: the Redis link failed; reconnecting")
+                await asyncio.sleep(RECONNECT_MAX_S)
             finally:
                 self.up = False
                 self.counters["dropped"] += self._queue.qsize()

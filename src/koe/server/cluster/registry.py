@@ -71,6 +71,8 @@ class RedisCallRegistry(CallRegistry):
         """call → node → that node's part."""
         self._lost: dict[str, float] = {}
         """Nodes found dead, and when."""
+        self._left: set[str] = set()
+        """Nodes that said `Bye`: their heartbeat, still there until it lapses, does not bring them back."""
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
         self._commands = TaskSet(log, "cluster command")
         self._resend_at: asyncio.TimerHandle | None = None
@@ -199,6 +201,7 @@ class RedisCallRegistry(CallRegistry):
         elif isinstance(entry, Inventory):
             self._apply_inventory(entry)
         elif isinstance(entry, Bye):
+            self._left.add(entry.node)
             self._lose(entry.node, "left the cluster")
         elif isinstance(entry, Command):
             self._commands.spawn(self._run_command(entry))
@@ -211,7 +214,7 @@ class RedisCallRegistry(CallRegistry):
         return {node for parts in self._remote.values() for node in parts} | set(self._lost)
 
     def on_liveness(self, alive: set[str], dead: set[str]) -> None:
-        for node in alive:
+        for node in alive - self._left:
             self._found_alive(node)
         lapse = KEY_TTL_SHARE * self.settings.node_ttl_s
         for node in dead:
@@ -274,6 +277,7 @@ class RedisCallRegistry(CallRegistry):
             self._resend_soon()
 
     def _found_alive(self, node: str) -> None:
+        self._left.discard(node)
         if self._lost.pop(node, None) is not None:
             log.info("cluster: node %s is back", node)
             self._link.send(Inventory(self.node, list(self._calls), ask=True))  # its calls may have moved on
