@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from koe.bench._child import process_cpu_s
 from koe.net.inprocess import free_port
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
@@ -63,6 +64,10 @@ class RedisServer:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer on port {self.port} within {READY_TIMEOUT_S} s")
             time.sleep(0.02)
+
+    def cpu_s(self) -> float:
+        """CPU time the running server has used so far."""
+        return process_cpu_s(self.process.pid) if self.process is not None else 0.0
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from koe.bench._child import Child
+from koe.bench._child import Child, write_toml
 from koe.bench._redis import RedisServer
 from koe.net.inprocess import free_port
 from koe.protocols.sora import SoraRequest, request_headers
@@ -41,16 +41,6 @@ def _tone(seconds: float, rate: int = 16000) -> np.ndarray:
     return (np.sin(2 * np.pi * 300 * t) * 6000).astype(np.int16)
 
 
-def _toml(values: dict[str, Any], prefix: str = "") -> str:
-    plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix else []
-    lines += [f"{key} = {orjson.dumps(value).decode()}" for key, value in plain.items()]
-    for key, value in values.items():
-        if isinstance(value, dict):
-            lines.append(_toml(value, f"{prefix}.{key}" if prefix else key))
-    return "\n".join(lines) + "\n"
-
-
 class Node:
     """A koe node in a child process, with an HTTP client on its main port."""
 
@@ -63,8 +53,7 @@ class Node:
             "sora": {"port": self.sora_port, "service": "test"},
             "acs": {"mode": "echo", **(acs or {})},
         }
-        path = folder / f"{name}.toml"
-        path.write_text(_toml(config))
+        path = write_toml(folder / f"{name}.toml", config)
         self.child = Child("node", "{port}", str(path))
         self.base = f"http://127.0.0.1:{self.child.port}"
         self.http = httpx.AsyncClient(base_url=self.base, timeout=10)
