@@ -72,6 +72,9 @@ class LinkListener(Protocol):
     def on_liveness(self, alive: set[str], dead: set[str]) -> None:
         """The watched nodes found alive, and those whose heartbeat has lapsed."""
 
+    def on_gap(self) -> None:
+        """Entries of the log were trimmed before this node read them: what it shows of others may be stale."""
+
     def about(self) -> dict[str, Any]:
         """What this node's heartbeat says of it."""
 
@@ -82,7 +85,7 @@ class RedisLink:
         self.ttl_s = ttl_s
         self.listener = listener
         self.up = False
-        self.counters = {"sent": 0, "dropped": 0, "bad_entries": 0, "reconnects": 0}
+        self.counters = {"sent": 0, "dropped": 0, "bad_entries": 0, "reconnects": 0, "gaps": 0}
         self._prefix = prefix
         self._log_key = f"{prefix}:log"
         self._inbox_key = self.inbox_key(node)
@@ -249,6 +252,7 @@ class RedisLink:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(POLL_SHARE * self.ttl_s)
+            await self._check_gap()
             nodes = sorted(self.listener.watched_nodes())
             if not nodes or loop.time() < self._grace_until:
                 continue
@@ -258,6 +262,20 @@ class RedisLink:
                 found = await pipe.execute()
             alive = {node for node, exists in zip(nodes, found, strict=True) if exists}
             self.listener.on_liveness(alive, set(nodes) - alive)
+
+    async def _check_gap(self) -> None:
+        """A reader that fell more than `LOG_ENTRIES` behind (a starved event loop) would skip entries unawares."""
+        try:
+            info = await self._client.xinfo_stream(self._log_key)
+        except RedisError:  # no log yet
+            return
+        trimmed = int(info.get("entries-added", 0)) - int(info.get("length", 0))
+        first = info.get("recorded-first-entry-id")
+        read = self._positions.get(self._log_key)
+        if trimmed > 0 and first is not None and read is not None and _stream_id(read) < _stream_id(_as_bytes(first)):
+            self.counters["gaps"] += 1
+            log.warning("cluster: this node fell behind the shared log by more than %d entries; resyncing", LOG_ENTRIES)
+            self.listener.on_gap()
 
 
 def _read_reply(reply: Any) -> list[tuple[str, bytes, bytes]]:

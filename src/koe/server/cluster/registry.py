@@ -221,6 +221,9 @@ class RedisCallRegistry(CallRegistry):
             self._lose(node, f"stopped answering (no heartbeat for {lapse:.1f} s)")
         self._forget_remote()
 
+    def on_gap(self) -> None:
+        self._link.send(Inventory(self.node, list(self._calls), ask=True))
+
     def about(self) -> dict[str, Any]:
         return {
             "node": self.node,
@@ -321,17 +324,25 @@ class RedisCallRegistry(CallRegistry):
             super()._close_subscriptions(call_id)
 
     def _forget_remote(self) -> None:
+        """Ended calls held elsewhere, kept for reading as long as this node keeps its own ended calls; and this
+        node's parts of them that only recorded what it heard (they never end by themselves)."""
         now = time.time()
         ended = []
         for call_id in list(self._remote):
             view = self.get(call_id)
-            if view is not None and view.ended_at is not None and call_id not in self._calls:
-                if now - view.ended_at > ENDED_RETENTION_S:
-                    del self._remote[call_id]
-                else:
-                    ended.append((view.ended_at, call_id))
+            if view is None or view.ended_at is None:
+                continue
+            local = self._calls.get(call_id)
+            if now - view.ended_at > ENDED_RETENTION_S and (local is None or local.opened_at == 0):
+                del self._remote[call_id]
+                self._calls.pop(call_id, None)
+            elif local is None:
+                ended.append((view.ended_at, call_id))
         for _, call_id in sorted(ended)[: max(0, len(ended) - MAX_REMOTE_ENDED)]:
             del self._remote[call_id]
+        holding = {node for parts in self._remote.values() for node in parts}
+        for node in [node for node in self._lost if node not in holding]:
+            del self._lost[node]  # nothing of it is left to show
 
     # --- resending and commands ----------------------------------------------------------------------------------
 
