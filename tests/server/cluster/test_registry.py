@@ -148,3 +148,15 @@ async def test_a_redis_restart_loses_no_live_call(redis_server: RedisServer) -> 
         await asyncio.sleep(2.5)  # longer than the TTL: nobody was declared dead
         assert _state(a, "call-5") == _state(b, "call-4") == "streaming"
         assert a.status()["lost_nodes"] == b.status()["lost_nodes"] == []
+
+
+def test_without_a_redis_url_the_registry_is_the_in_process_one_as_before() -> None:
+    from koe.config import Settings
+    from koe.server.calls.registry import CallRegistry
+    from koe.server.cluster import call_registry
+
+    registry = call_registry(Settings())
+    assert type(registry) is CallRegistry and registry.status() is None
+    registry.open("solo", door="acs", mode="echo")
+    event = registry.publish("solo", {"type": "dtmf", "participant": "p", "tone": "1"})
+    assert "node" not in event and "node" not in registry.get("solo").snapshot()  # type: ignore[union-attr]
