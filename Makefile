@@ -23,10 +23,11 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian packages: what compiling llama.cpp needs, what koe needs at run time, and the extra ones its tests need.
 # Firefox runs Web Audio only while an output device plays, so its tests give it a PulseAudio with a null sink
-# (tests/browser/firefox.py).
+# (tests/browser/firefox.py). The cluster tests start their own redis-server on a free loopback port (never the
+# package's service), and deploy/compose.yaml is checked with docker-compose's `config` (no Docker engine needed).
 APT_BUILD := cmake ninja-build g++
 APT_RUN   := libspeexdsp1
-APT_TEST  := chromium firefox-esr pulseaudio
+APT_TEST  := chromium firefox-esr pulseaudio redis-server docker-compose
 
 # Two test workers, one file each at a time: much of the suite waits on real-time audio, so the cores stay busy.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile

@@ -342,6 +342,15 @@ def _register_acs() -> None:
 _register_acs()
 
 
+def _register_cluster() -> None:
+    from koe.bench.cluster import bench_cluster
+
+    bench.add_command(bench_cluster)
+
+
+_register_cluster()
+
+
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 

@@ -283,6 +283,23 @@ class ACSEmulatorSettings(BaseModel):
     tls_dir: Path | None = None
 
 
+class ClusterSettings(BaseModel):
+    """koe nodes sharing their calls, call events and Call Automation commands through Redis (`koe.server.cluster`,
+    docs/cluster.md). Off without `redis_url`: then one process knows only its own calls."""
+
+    # redis://[:password@]host:6379/0, or rediss://… for TLS.
+    redis_url: SecretStr | None = None
+    # This node's name in the cluster (each call in /v1/calls says which node holds it); empty: the host name
+    # followed by a random suffix, new at every start.
+    node_id: str = ""
+    # A node that stops answering (killed, cut off from Redis) has its live calls shown as ended within this long.
+    node_ttl_s: float = Field(10.0, ge=1.0, le=300.0)
+    # How long a Call Automation command forwarded to the node holding the call's media waits for its answer.
+    command_timeout_s: float = Field(5.0, gt=0)
+    # Prefix of every Redis key koe uses: several koe clusters can share one Redis.
+    key_prefix: str = Field("koe", min_length=1)
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with `load_settings()`."""
 
@@ -304,6 +321,7 @@ class Settings(BaseSettings):
     acs: ACSSettings = Field(default_factory=lambda: ACSSettings())
     api: APISettings = Field(default_factory=lambda: APISettings())
     acs_emulator: ACSEmulatorSettings = Field(default_factory=lambda: ACSEmulatorSettings())
+    cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -2,7 +2,8 @@
 neither its event loop nor its GIL, and its CPU time can be read on its own.
 
 `Child(kind, *args, cpu=…, env=…)` starts it on a free loopback port (`child.port`) and returns once it prints
-`READY`; `cpu_s()` is the CPU time it has used so far; `stop()` ends it with SIGTERM (then SIGKILL).
+`READY`; `cpu_s()` is the CPU time it has used so far; `stop()` ends it with SIGTERM (then SIGKILL). `write_toml()`
+writes a config file for a child that takes one (`node`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from koe.net.inprocess import free_port
 
@@ -37,8 +41,7 @@ class Child:
 
     def cpu_s(self) -> float:
         """CPU time the child has used so far (user + system)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -53,3 +56,24 @@ class Child:
 def _with_port(args: tuple[str, ...], port: int) -> list[str]:
     """The arguments with `{port}` replaced by the child's port."""
     return [str(port) if arg == "{port}" else arg for arg in args]
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time process `pid` has used so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_toml(path: Path, values: dict[str, Any]) -> Path:
+    """A koe config file from nested dicts of strings, numbers and booleans (JSON's scalars are TOML's)."""
+    path.write_text(_toml(values), encoding="utf-8")
+    return path
+
+
+def _toml(values: dict[str, Any], prefix: str = "") -> str:
+    lines = [f"[{prefix}]"] if prefix else []
+    lines += [f"{key} = {orjson.dumps(value).decode()}" for key, value in values.items() if not isinstance(value, dict)]
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines.append(_toml(value, f"{prefix}.{key}" if prefix else key))
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,9 @@ depth of each inference queue.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,13 +33,16 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
             "uptime_s": round(time.time() - started, 1),
             **engines.health(),
         }
+        if (cluster := calls.status()) is not None:
+            body["cluster"] = cluster
         return JSONResponse(body)
 
     from koe.server.acs.door import AcsDoor, acs_routes
     from koe.server.calls.api import calls_routes
-    from koe.server.calls.registry import CallRegistry
+    from koe.server.cluster import call_registry
 
-    calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
+    # Shared by every door (/v1/calls and /v1/calls/{id}/events); with cluster.redis_url, by every koe node.
+    calls = call_registry(settings)
     # One ACS door for the main port and, when `acs.media_port` is set, its own listener (`koe serve` starts it).
     acs = AcsDoor(settings, engines, calls) if settings.acs.enabled else None
     from koe.server.metrics import metrics_routes
@@ -56,7 +61,16 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         *openapi_routes(settings),
     ]
     public_healthz = guarded(settings, Kind.PAGE, healthz)  # public, under the Host rule
-    app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await calls.start()
+        try:
+            yield
+        finally:
+            await calls.close()
+
+    app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes], lifespan=lifespan)
     app.state.calls = calls
     app.state.acs = acs
     app.state.settings = settings

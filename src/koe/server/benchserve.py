@@ -12,7 +12,10 @@ SIGTERM. The kinds:
   …), every STT worker first warmed on the `WARM_AUDIO` file when given;
 - `sora-hypercorn PORT`: the `test` service's job as a plain ASGI app on Hypercorn (h2c), for the listener comparison;
 - `realtime PORT [CONFIG]`: the whole app on the main port (what `koe serve` runs, with the config file when given),
-  for `koe bench latency`.
+  for `koe bench latency`;
+- `node PORT CONFIG [ENGINES]`: what `koe serve` runs with the config file (the whole app on the main port, and the
+  Sora door on `sora.port` when enabled), with only the engines named (comma-separated; none by default): a cluster
+  node for `koe bench cluster` and the cluster tests.
 """
 
 from __future__ import annotations
@@ -179,6 +182,32 @@ def realtime(port: int, config_file: str | None = None) -> None:
     asyncio.run(_hypercorn(create_app(settings, engines), port))
 
 
+def node(port: int, config_file: str, engine_kinds: str = "") -> None:
+    from pathlib import Path
+
+    from koe.server.app import create_app
+    from koe.server.sora.gateway import SoraGateway
+
+    settings = load_settings(Path(config_file), overrides={"server": {"port": port}})
+    kinds: list[Any] = [kind for kind in engine_kinds.split(",") if kind]
+    engines = load_engines(settings, kinds) if kinds else Engines()
+    app = create_app(settings, engines)
+
+    async def main() -> None:
+        gateway = None
+        if settings.sora.enabled:
+            gateway = SoraGateway(settings.sora, engines, app.state.calls, access=settings)
+            await gateway.start()
+            app.state.sora = gateway
+        try:
+            await _hypercorn(app, port)
+        finally:
+            if gateway is not None:
+                await gateway.close()
+
+    asyncio.run(main())
+
+
 def main(argv: list[str]) -> None:
     kind, args = argv[0], argv[1:]
     if kind == "acs":
@@ -189,8 +218,10 @@ def main(argv: list[str]) -> None:
         sora_hypercorn(int(args[0]))
     elif kind == "realtime":
         realtime(int(args[0]), args[1] if len(args) > 1 else None)
+    elif kind == "node":
+        node(int(args[0]), args[1], args[2] if len(args) > 2 else "")
     else:
-        sys.exit(f"usage: python -m koe.server.benchserve acs|sora|sora-hypercorn|realtime …, not {kind!r}")
+        sys.exit(f"usage: python -m koe.server.benchserve acs|sora|sora-hypercorn|realtime|node …, not {kind!r}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 - `POST /acs/callbacks`: the CloudEvents callbacks; each updates the call in the registry (`GET /v1/calls/{id}`
   shows `call_connection_state`, `media_streaming` and the last operation context) and is published as an
   `acs.callback` event. `CallDisconnected` ends the call.
-- `POST /v1/calls/{id}/media/start`, `…/media/stop` (body `{"operationContext": …}`) and `POST /v1/calls/{id}/hangup`.
+- `POST /v1/calls/{id}/media/start`, `…/media/stop` (body `{"operationContext": …}`) and `POST /v1/calls/{id}/hangup`,
+  run as the registry's `acs.media` command: in a cluster, on the node with the call's media, whichever node the
+  request reached (`koe.server.cluster`).
 
 The SDK client is built from `acs.connection_string` (trusting `acs.ca_file` when set) and runs in worker threads,
 since its sync transport blocks.
@@ -31,7 +33,7 @@ from koe.server._asgi_access import access_request, refusal, refusal_response
 from koe.server.acs.jwt import AcsTokenValidator
 from koe.server.auth import OPTIONAL_JSON_BODY, WEBHOOK_BODY, Kind, Refused, admit
 from koe.server.calls.api import error_response
-from koe.server.calls.registry import CallRegistry
+from koe.server.calls.registry import CallRegistry, CommandResult
 from koe.tasks import TaskSet
 
 log = logging.getLogger("koe.server.acs.door")
@@ -43,6 +45,8 @@ NOT_CONFIGURED = (
     "acs.connection_string is not configured: koe cannot answer calls (set it, or KOE_ACS__CONNECTION_STRING, to "
     "the ACS resource's connection string; `koe acs-call emulator` prints its own)"
 )
+MEDIA_COMMAND = "acs.media"
+"""The registry command that starts or stops a call's media streaming, or hangs up (args: action, context)."""
 _STREAMING_STATES = {
     "MediaStreamingStarted": "started",
     "MediaStreamingStopped": "stopped",
@@ -57,6 +61,7 @@ class CallAutomation:
         self.validator = validator
         """The door's validator of ACS tokens (one JWKS cache for media sockets and callbacks), if enabled."""
         self._tasks = TaskSet(log, "Call Automation request")
+        registry.handle(MEDIA_COMMAND, self._operate)
 
     def client(self) -> Any:
         """A new SDK `CallAutomationClient`. Calls are rare (answer, start, stop, hang up), so each operation uses its
@@ -133,7 +138,7 @@ class CallAutomation:
             log.error("answering the call from %s failed: %s", caller, exc)
             return
         call_id = properties.call_connection_id
-        self.registry.open(call_id, door="acs", mode=mode, managed=True, caller=caller)
+        self.registry.open(call_id, door="acs", mode=mode, media=False, managed=True, caller=caller)
         self.registry.update(
             call_id,
             call_connection_state=str(properties.call_connection_state or "connecting"),
@@ -173,7 +178,7 @@ class CallAutomation:
         if not isinstance(call_id, str) or not call_id:
             return
         if self.registry.get(call_id) is None:
-            self.registry.open(call_id, door="acs", mode=self.settings.acs.mode, managed=True)
+            self.registry.open(call_id, door="acs", mode=self.settings.acs.mode, media=False, managed=True)
         context = data.get("operationContext")
         result = data.get("resultInformation")
         self.registry.publish(
@@ -211,6 +216,12 @@ class CallAutomation:
         context = body.get("operationContext") if isinstance(body.get("operationContext"), str) else None
         if self.registry.get(call_id) is None:
             return error_response(404, "call_not_found", f"no call {call_id!r}")
+        result = await self.registry.command(call_id, MEDIA_COMMAND, {"action": action, "context": context})
+        return JSONResponse(result.body, status_code=result.status)
+
+    async def _operate(self, call_id: str, args: dict[str, Any]) -> CommandResult:
+        """Start or stop the call's media streaming, or hang up, through Call Automation (the `acs.media` command)."""
+        action, context = args.get("action"), args.get("context")
         try:
 
             def operate(client: Any) -> None:
@@ -226,9 +237,10 @@ class CallAutomation:
         except Exception as exc:  # the SDK's errors carry ACS's status and message
             status = getattr(exc, "status_code", None)
             message = getattr(exc, "message", None) or str(exc)
-            return error_response(status if isinstance(status, int) and status < 500 else 502, "acs_error", message)
+            code = status if isinstance(status, int) and status < 500 else 502
+            return CommandResult(code, {"error": {"code": "acs_error", "message": message}})
         self.registry.update(call_id, last_operation=action, last_operation_context=context)
-        return JSONResponse({"call_id": call_id, "action": action, "operation_context": context}, status_code=202)
+        return CommandResult(202, {"call_id": call_id, "action": action, "operation_context": context})
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self._tasks.spawn(coroutine)

@@ -5,7 +5,15 @@ event)` for each result (plain JSON-able dicts with a `type`, see EVENT TYPES), 
 status, and `registry.end(call_id)` when the media is gone. Readers use `registry.get()`, `registry.calls()` and
 `registry.subscribe(call_id)` (or `subscribe(None)` for every call), an async iterator that first replays the
 call's recent events and then follows live ones. `calls_routes(registry, settings)` serves all of this as
-`GET /v1/calls`, `GET /v1/calls/{id}`, and `/v1/calls/{id}/events` over SSE (HTTP GET) or WebSocket.
+`GET /v1/calls`, `GET /v1/calls/{id}`, and `/v1/calls/{id}/events` over SSE (HTTP GET) or WebSocket. A door that
+acts on a call where its media is (Call Automation's start, stop and hang-up) registers the action with
+`registry.handle(name, handler)` and runs it with `await registry.command(call_id, name, args)`.
+
+`CallRegistry` is the interface every door uses and its in-process implementation, koe's default: every call lives
+in this process. `koe.server.cluster` has the other one, chosen at start-up when `cluster.redis_url` is set: the
+same interface over calls held by every koe node. Its hooks are the `_opened`, `_changed` and `_published` methods
+(a call part was created or revived, its fields changed, it got an event), `_part` (the part a write goes to) and
+`_is_new`; here they do nothing beyond this process. A door never knows which registry it has.
 
 EVENT TYPES (koe's own names; every event also carries `call_id`, `seq` and `time`): `call.started`,
 `call.state` (`state`: connecting|streaming|stopped|ended, plus door details), `participant.joined`,
@@ -13,6 +21,9 @@ EVENT TYPES (koe's own names; every event also carries `call_id`, `seq` and `tim
 `transcript.completed` (`participant`, `item_id`, `text`, `audio_start_ms`, `audio_end_ms`, `language`),
 `transcript.failed`, `dtmf` (`participant`, `tone`), `response.started`, `response.done`, `barge_in`, `error`,
 `call.ended` (always the last event of a call).
+
+`open(…, media=False)` registers a call whose media is elsewhere (Call Automation answering it): in a cluster, the
+node with the media socket is the one commands reach.
 
 Slow subscribers never slow a call: each has a bounded queue, and on overflow the oldest events are dropped and
 counted (`Subscription.dropped`). Ended calls stay readable for `ENDED_RETENTION_S`.
@@ -23,49 +34,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-CallId = str
+from koe.server.calls.call import Call, CallId
+
 SUBSCRIBER_QUEUE_EVENTS = 1000
-REPLAY_EVENTS = 200
-"""Recent events of a call kept for late subscribers."""
-TRANSCRIPT_ENTRIES = 500
-"""Final transcript entries kept per call."""
 ENDED_RETENTION_S = 600.0
 MAX_ENDED_CALLS = 200
 
 
-@dataclass
-class Call:
-    id: CallId
-    door: str
-    mode: str
-    started_at: float = field(default_factory=time.time)
-    state: str = "connecting"
-    ended_at: float | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    """Door-specific status (connection ids, audio format, frame counters…), shown as is."""
-    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    transcript: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TRANSCRIPT_ENTRIES))
-    partials: dict[str, str] = field(default_factory=dict)
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REPLAY_EVENTS))
-    seq: int = 0
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command run on a call answers: an HTTP status and a JSON body (`{"error": {…}}` on failure)."""
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "door": self.door,
-            "mode": self.mode,
-            "state": self.state,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "participants": {key: dict(value) for key, value in self.participants.items()},
-            "transcript": list(self.transcript),
-            "partials": dict(self.partials),
-            "info": dict(self.info),
-        }
+    status: int
+    body: dict[str, Any]
+
+
+CommandHandler = Callable[[CallId, dict[str, Any]], Awaitable[CommandResult]]
 
 
 class Subscription:
@@ -110,21 +98,41 @@ class Subscription:
 
 
 class CallRegistry:
+    node_id: str | None = None
+    """This node's name in a cluster; None in one process."""
+
     def __init__(self) -> None:
         self._calls: dict[CallId, Call] = {}
         self._subscribers: dict[CallId | None, set[Subscription]] = {}
+        self._handlers: dict[str, CommandHandler] = {}
 
-    def open(self, call_id: CallId, *, door: str, mode: str, **info: Any) -> Call:
+    async def start(self) -> None:
+        """Begin sharing calls (the app's start-up); nothing to do in one process."""
+
+    async def close(self) -> None:
+        """Stop sharing calls (the app's shutdown)."""
+
+    def status(self) -> dict[str, Any] | None:
+        """The cluster's state for `GET /healthz`; None in one process."""
+        return None
+
+    def open(self, call_id: CallId, *, door: str, mode: str, media: bool = True, **info: Any) -> Call:
         """Register a call whose media is arriving, or revive one that reconnects (ACS may reconnect)."""
         call = self._calls.get(call_id)
         if call is None:
             self._forget_old()
-            call = self._calls[call_id] = Call(call_id, door, mode, info=dict(info))
-            self.publish(call_id, {"type": "call.started", "door": door, "mode": mode, **info})
+            new = self._is_new(call_id)
+            call = self._calls[call_id] = Call(call_id, door, mode, info=dict(info), node=self.node_id, media=media)
+            self._opened(call)
+            if new:
+                self.publish(call_id, {"type": "call.started", "door": door, "mode": mode, **info})
         else:
             call.info.update(info)
             call.mode = mode
             call.ended_at = None
+            call.opened_at = time.time()
+            call.media = call.media or media
+            self._opened(call)
         return call
 
     def get(self, call_id: CallId) -> Call | None:
@@ -139,42 +147,45 @@ class CallRegistry:
         An ended call stays ended (only `open()` revives it): a media connection that finishes draining after
         Call Automation's `CallDisconnected` must not turn it back into "stopped".
         """
-        call = self._calls.get(call_id)
+        call = self._part(call_id)
         if call is None:
             return
         call.info.update(info)
-        if state is not None and state != call.state and call.ended_at is None:
-            call.state = state
+        changed = state is not None and state != call.state and call.ended_at is None
+        if changed:
+            call.state = str(state)
+        if info or changed:
+            self._changed(call, {"info": info, **({"state": call.state} if changed else {})})
+        if changed:
             self.publish(call_id, {"type": "call.state", "state": state, **info})
 
     def publish(self, call_id: CallId, event: dict[str, Any]) -> dict[str, Any]:
-        """Record `event` against the call and fan it out; returns it stamped with `call_id`, `seq` and `time`."""
-        call = self._calls.get(call_id)
+        """Record `event` against the call and fan it out; returns it stamped with `call_id`, `seq` and `time`
+        (and, in a cluster, `node`)."""
+        call = self._part(call_id)
         stamped = {**event, "call_id": call_id, "time": time.time()}
+        if self.node_id is not None:
+            stamped["node"] = self.node_id
         if call is not None:
-            call.seq += 1
-            stamped["seq"] = call.seq
-            self._fold(call, stamped)
-            call.recent.append(stamped)
-        for key in (call_id, None):
-            for subscription in tuple(self._subscribers.get(key, ())):
-                subscription.push(stamped)
+            call.record(stamped)
+            self._published(call, stamped)
+        self._fanout(stamped)
         return stamped
 
     def end(self, call_id: CallId, reason: str = "") -> None:
         """The call's media is gone: publish `call.ended` and end its subscriptions."""
-        call = self._calls.get(call_id)
+        call = self._part(call_id)
         if call is None or call.ended_at is not None:
             return
         call.state = "ended"
         call.ended_at = time.time()
+        self._changed(call, {"state": call.state, "ended_at": call.ended_at})
         self.publish(call_id, {"type": "call.ended", "reason": reason})
-        for subscription in self._subscribers.pop(call_id, set()):
-            subscription.close()
+        self._close_subscriptions(call_id)
 
     def subscribe(self, call_id: CallId | None, replay: bool = True) -> Subscription:
         """Follow one call (replaying its recent events first) or, with None, every call from now on."""
-        call = self._calls.get(call_id) if call_id is not None else None
+        call = self.get(call_id) if call_id is not None else None
         backlog = list(call.recent) if call is not None and replay else []
         subscription = Subscription(call_id, backlog)
         if call is not None and call.ended_at is not None:
@@ -187,25 +198,45 @@ class CallRegistry:
         subscription.close()
         self._subscribers.get(subscription.call_id, set()).discard(subscription)
 
-    def _fold(self, call: Call, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        who = event.get("participant")
-        if isinstance(who, str) and who not in call.participants:
-            call.participants[who] = {"joined_at": event["time"], "speaking": False, "turns": 0}
-        person = call.participants.get(who) if isinstance(who, str) else None
-        if kind == "speech.started" and person is not None:
-            person["speaking"] = True
-        elif kind == "speech.stopped" and person is not None:
-            person["speaking"] = False
-        elif kind == "transcript.delta" and isinstance(who, str):
-            call.partials[who] = str(event.get("text", ""))
-        elif kind == "transcript.completed":
-            if isinstance(who, str):
-                call.partials.pop(who, None)
-            if person is not None:
-                person["turns"] += 1
-            keep = ("participant", "item_id", "text", "audio_start_ms", "audio_end_ms", "language", "time")
-            call.transcript.append({key: event[key] for key in keep if key in event})
+    def handle(self, name: str, handler: CommandHandler) -> None:
+        """Run `handler(call_id, args)` for `command(call_id, name, args)`, on the node holding the call's media."""
+        self._handlers[name] = handler
+
+    async def command(self, call_id: CallId, name: str, args: dict[str, Any]) -> CommandResult:
+        """Run the command `name` on the call, where its media is (here, in one process)."""
+        handler = self._handlers.get(name)
+        if handler is None:
+            message = f"this koe has no {name!r} command: is the door that provides it enabled?"
+            return CommandResult(501, {"error": {"code": "not_implemented", "message": message}})
+        return await handler(call_id, args)
+
+    # --- what a cluster registry extends -----------------------------------------------------------------------
+
+    def _part(self, call_id: CallId) -> Call | None:
+        """The call that a write to `call_id` changes (None: no such call, and the write is dropped)."""
+        return self._calls.get(call_id)
+
+    def _is_new(self, call_id: CallId) -> bool:
+        """Whether a call opened here is new (and so gets `call.started`), rather than known elsewhere."""
+        return True
+
+    def _opened(self, call: Call) -> None:
+        """`call` was created or revived here."""
+
+    def _changed(self, call: Call, fields: dict[str, Any]) -> None:
+        """Some of `call`'s fields changed: `state`, `ended_at`, and `info` (the keys that changed)."""
+
+    def _published(self, call: Call, event: dict[str, Any]) -> None:
+        """`call` got `event` (already recorded)."""
+
+    def _fanout(self, event: dict[str, Any]) -> None:
+        for key in (event["call_id"], None):
+            for subscription in tuple(self._subscribers.get(key, ())):
+                subscription.push(event)
+
+    def _close_subscriptions(self, call_id: CallId) -> None:
+        for subscription in self._subscribers.pop(call_id, set()):
+            subscription.close()
 
     def _forget_old(self) -> None:
         now = time.time()

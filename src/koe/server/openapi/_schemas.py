@@ -152,6 +152,7 @@ SCHEMAS: dict[str, Any] = {
             "transcript": {"type": "array", "items": {"type": "object"}},
             "partials": {"type": "object"},
             "info": {"type": "object"},
+            "node": {"type": "string", "description": "The cluster node holding the call (only in a cluster)"},
         },
     },
 }

@@ -59,6 +59,12 @@ def _op(summary: str, ok: dict[str, Any], *errors: int, tag: str, **extra: Any) 
     return {"summary": summary, "tags": [tag], "responses": {**ok, **_errors(*errors)}, **extra}
 
 
+def _forwarded(operation: dict[str, Any]) -> None:
+    """A call operation that, in a cluster, runs on the node holding the call's media (docs/cluster.md)."""
+    operation["responses"]["503"] = _json(ref("Error"), "In a cluster: this node cannot reach Redis to pass it on")
+    operation["responses"]["504"] = _json(ref("Error"), "In a cluster: the node with the call's media did not answer")
+
+
 _CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _OPEN: dict[str, Any] = {"security": []}
 """Operations that take no koe key (they carry their own proof, or none is needed)."""
@@ -78,7 +84,10 @@ def _paths() -> dict[str, Any]:
     return {
         "/healthz": {
             "get": _op(
-                "Engines loaded and queue depths", {"200": _json({"type": "object"}, "Health")}, tag="ops", **_OPEN
+                "Engines, queues, and the cluster (with cluster.redis_url)",
+                {"200": _json({"type": "object"}, "Health")},
+                tag="ops",
+                **_OPEN,
             )
         },
         "/metrics": {"get": _op("Prometheus metrics (text format 0.0.4)", {"200": text}, 401, 403, tag="ops")},
@@ -276,13 +285,16 @@ def _paths() -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
+    paths = _paths()
+    for path in ("/v1/calls/{call_id}/media/{action}", "/v1/calls/{call_id}/hangup"):
+        _forwarded(paths[path]["post"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "koe", "version": __version__, "description": _DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}],
         "tags": [{"name": name} for name in ("ops", "openai", "calls", "acs")],
-        "paths": _paths(),
+        "paths": paths,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {

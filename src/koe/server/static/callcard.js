@@ -17,6 +17,7 @@ export class CallCard {
     this.mode = "";
     this.info = {};
     this.startedAt = null;
+    this.holder = "";
     this.title = el("h3", {}, id);
     this.badge = el("span", { class: "state" });
     this.meta = el("span", { class: "meta" });
@@ -37,6 +38,7 @@ export class CallCard {
   merge(snapshot) {
     Object.assign(this, { state: snapshot.state, door: snapshot.door, mode: snapshot.mode, info: snapshot.info });
     this.startedAt = snapshot.started_at;
+    this.holder = snapshot.node || this.holder; // the cluster node holding the call (koe.server.cluster)
     for (const [who, person] of Object.entries(snapshot.participants || {})) this.lane(who).speaking(person.speaking);
     for (const entry of snapshot.transcript || []) this.final(entry.participant, entry);
     for (const [who, text] of Object.entries(snapshot.partials || {})) this.lane(who).partial(text);
@@ -48,6 +50,7 @@ export class CallCard {
     switch (event.type) {
       case "call.started":
         Object.assign(this, { door: event.door, mode: event.mode, startedAt: event.time });
+        this.holder = event.node || this.holder;
         break;
       case "call.state":
         this.state = event.state;
@@ -119,6 +122,7 @@ export class CallCard {
     const people = [...this.lanes.keys()].filter((key) => key !== KOE).length;
     const parts = [this.door.toUpperCase(), this.mode];
     if (this.startedAt) parts.push(`since ${clock(this.startedAt)}`);
+    if (this.holder) parts.push(`on ${this.holder}`);
     parts.push(`${people} participant${people === 1 ? "" : "s"}`);
     if (this.info.media_streaming) parts.push(`media streaming ${this.info.media_streaming}`);
     this.meta.textContent = parts.filter(Boolean).join(" · ");
