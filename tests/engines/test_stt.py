@@ -1,4 +1,7 @@
-"""Whisper tiny.en on the fixture WAVs: the right words (WER ≤ 10%), word timings in order, clear errors."""
+"""Whisper tiny.en on the English fixture WAVs: the right words (WER ≤ 10%), word timings in order, clear errors.
+
+Japanese, Chinese and detection are in test_stt_languages.py, the fast path's failure modes in test_stt_fast_path.py.
+"""
 
 from __future__ import annotations
 
@@ -64,10 +67,19 @@ async def test_empty_segment_is_an_engine_error(engines: Engines) -> None:
         await _stt(engines).transcribe(np.zeros(0, dtype=np.int16))
 
 
-def test_unsupported_language_is_an_engine_error(engines: Engines) -> None:
+def test_unknown_languages_are_engine_errors(engines: Engines) -> None:
     stt = _stt(engines)
     assert stt.supports_language("en-US")
+    assert not stt.supports_language("xx-XX")
+    with pytest.raises(EngineError, match="cannot transcribe the language 'xx-XX'"):
+        stt.transcribe_sync(np.zeros(16000, dtype=np.int16), language="xx-XX")
+
+
+def test_without_the_multilingual_model_only_english_is_heard() -> None:
+    stt = WhisperSTT.load(multilingual=False)
+    assert stt.supports_language("en-GB")
     assert not stt.supports_language("ja-JP")
+    assert not stt.supports_language("auto")
     with pytest.raises(EngineError, match=r"language 'ja-JP' is not supported.*English-only"):
         stt.transcribe_sync(np.zeros(16000, dtype=np.int16), language="ja-JP")
 
