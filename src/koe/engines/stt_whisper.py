@@ -28,7 +28,7 @@ import numpy as np
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, pcm_to_float
 from koe.engines._chinese import to_script
-from koe.engines._whisper_decode import Decoded, WhisperDecoder
+from koe.engines._whisper_decode import DecodeCounts, Decoded, WhisperDecoder
 from koe.engines._whisper_models import (
     english_model_dir,
     model_languages,
@@ -47,6 +47,8 @@ from koe.languages import (
     requested_language,
 )
 
+__all__ = ["WhisperSTT", "multilingual_model_dir"]
+
 log = logging.getLogger(__name__)
 
 MIN_SEGMENT_SAMPLES = ENGINE_RATE // 10
@@ -55,11 +57,6 @@ MAX_SEGMENT_S = 30.0
 """Whisper's window; longer segments are transcribed in several windows, which costs proportionally more."""
 UNSPACED = frozenset({"ja", "zh", "yue"})
 """Languages written without spaces between words."""
-
-
-def base_language(code: str) -> str:
-    """`ja-JP` → `ja`; `en` stays `en`."""
-    return code.split("-")[0].split("_")[0].lower()
 
 
 class WhisperSTT:
@@ -125,16 +122,19 @@ class WhisperSTT:
             chinese_script=chinese_script,
             auto_languages=allowed,
         )
+        needed = not primary.multilingual and (preload_multilingual or default is None or default.code != "en")
+        if needed and second is None:
+            raise EngineUnavailable(
+                f"stt.language {language!r} needs the multilingual model, and stt.multilingual is off"
+            )
         if second is not None and second.problem is not None:
+            if needed:  # stt.language (or the preload) asks for what cannot load: say so now, not at every call
+                raise EngineUnavailable(f"stt.language {language!r} needs the multilingual model: {second.problem}")
             log.warning("only English can be transcribed: %s", second.problem)
-        elif second is not None and (preload_multilingual or default is None or default.code != "en"):
+        elif second is not None and needed:
             second.decoder()
         stt.load_s = time.perf_counter() - started
         return stt
-
-    @property
-    def multilingual_loaded(self) -> bool:
-        return self._primary.multilingual or (self._multilingual is not None and self._multilingual.loaded)
 
     def supports_language(self, code: str | Language) -> bool:
         """Whether `code` (a BCP-47 tag, a Whisper code, a `Language`, or `auto`) can be transcribed, without loading
@@ -156,9 +156,16 @@ class WhisperSTT:
         return await self.pool.run(self.transcribe_sync, pcm, language=language, prompt=prompt, words=words)
 
     def transcribe_sync(
-        self, pcm: Pcm, *, language: str | Language | None = None, prompt: str | None = None, words: bool = False
+        self,
+        pcm: Pcm,
+        *,
+        language: str | Language | None = None,
+        prompt: str | None = None,
+        words: bool = False,
+        padded: bool = False,
     ) -> Transcript:
-        """Blocking transcription of 16 kHz PCM16; for the CLI and benchmarks. Servers use `transcribe()`."""
+        """Blocking transcription of 16 kHz PCM16; for the CLI and benchmarks. Servers use `transcribe()`.
+        `padded` takes Whisper's padded 30 s call even where the fast path would do (the benchmarks compare them)."""
         if pcm.size == 0:
             raise EngineError("cannot transcribe an empty audio segment")
         try:
@@ -166,7 +173,7 @@ class WhisperSTT:
         except UnsupportedLanguage as exc:
             raise EngineError(str(exc)) from exc
         if not self.supports_language(asked or "auto"):
-            raise EngineError(self._unsupported(language or "auto"))
+            raise EngineError(self._unsupported(asked.tag if asked is not None else "auto"))
         decoder = self._decoder_for(asked)
         audio = pcm_to_float(pcm)
         if audio.size < MIN_SEGMENT_SAMPLES:
@@ -178,6 +185,7 @@ class WhisperSTT:
             prompt,
             words=words,
             allowed=self.auto_languages or None,
+            padded=padded,
         )
         return self._written(decoded, asked, pcm.size / ENGINE_RATE, time.perf_counter() - started)
 
@@ -209,8 +217,7 @@ class WhisperSTT:
             elapsed_s=elapsed_s,
         )
 
-    def _unsupported(self, language: str | Language) -> str:
-        tag = language.tag if isinstance(language, Language) else language
+    def _unsupported(self, tag: str) -> str:
         if self._multilingual is not None and self._multilingual.problem is not None:
             return f"cannot transcribe {tag!r}: {self._multilingual.problem}"
         if not self._primary.multilingual and self._multilingual is None:
@@ -219,6 +226,11 @@ class WhisperSTT:
                 "model, and stt.multilingual is off); turn it on or configure a multilingual model"
             )
         return f"language {tag!r} is not supported by the multilingual Whisper model"
+
+    @property
+    def counts(self) -> DecodeCounts:
+        """How the first model's segments were decoded (fast, padded, fallback, loops cut)."""
+        return self._primary.counts
 
     @property
     def decoders(self) -> dict[str, WhisperDecoder]:
