@@ -70,6 +70,7 @@ def run_speech_bench(
     result: dict[str, Any] = {
         "machine": machine_info(),
         "runs": runs,
+        "clips_per_language": clips,
         "threads": s.threads,
         "clips": {lang: [c.name for c in fixtures if c.language == lang] for lang in ("en", "ja", "zh")},
         "conditions": {
