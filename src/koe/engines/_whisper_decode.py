@@ -4,8 +4,8 @@ Call `WhisperDecoder.decode(audio, code, prompt, words)`. Whisper was trained on
 `transcribe()` pads every segment to one: a 3 s utterance pays the encoder for 30 s. CTranslate2 also accepts a
 shorter mel, so the fast path (`_fast`) encodes the segment's own frames plus `PAD_FRAMES` of zeros *in feature
 space* (the padding `transcribe()` itself adds after the audio; silent audio instead of zeros makes the decoder
-loop), and calls the model's `generate()` directly. Measured on the fixtures (2 threads): tiny.en in about 0.2x
-the time of the padded call, multilingual base in about 0.2x its own, at the same error rates.
+loop), and calls the model's `generate()` directly. Measured on the fixtures (2 threads, `koe bench speech`): tiny.en
+in about 0.28x the time of the padded call, multilingual base in about 0.24x its own, at the same error rates.
 
 A shortened window has one failure mode: the decoder, having read everything, starts over from the beginning
 ("… this weekend? What is the") or repeats one word, until something stops it. So the fast path bounds its output
