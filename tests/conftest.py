@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 AUDIO = FIXTURES / "audio"
+LANGUAGE_AUDIO = REPO / "tests" / "fixtures" / "audio"
+"""Japanese and Chinese speech made with Kokoro by scripts/make-fixtures (committed: small and deterministic)."""
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +35,13 @@ def audio_dir() -> Path:
 @pytest.fixture(scope="session")
 def texts() -> dict[str, str]:
     data: dict[str, str] = json.loads((AUDIO / "texts.json").read_text("utf-8"))
+    return data
+
+
+@pytest.fixture(scope="session")
+def language_texts() -> dict[str, str]:
+    """The ja_* and zh_* clips' texts, by clip name."""
+    data: dict[str, str] = json.loads((LANGUAGE_AUDIO / "texts.json").read_text("utf-8"))
     return data
 
 

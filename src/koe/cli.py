@@ -128,7 +128,7 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
 @CONFIG_OPTION
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with word timings.")
-@click.option("--language", default=None, help="Language code (default from config).")
+@click.option("--language", default=None, help="A language tag (ja-JP, zh-TW, en) or auto; default: stt.language.")
 def transcribe(config_file: Path | None, files: tuple[Path, ...], as_json: bool, language: str | None) -> None:
     """Transcribe audio files (WAV, Ogg/Opus, MP3, anything PyAV reads)."""
     from koe.audio.files import read_audio
@@ -298,6 +298,23 @@ def bench_tts(config_file: Path | None, runs: int, languages: str, out: Path) ->
 
     wanted = [language.strip() for language in languages.split(",") if language.strip()]
     result = run_tts_bench(_settings(config_file), runs=runs, languages=wanted, progress=_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    _progress(f"wrote {out}")
+
+
+@bench.command("speech")
+@CONFIG_OPTION
+@click.option("--runs", type=int, default=3, show_default=True, help="Timed repetitions per clip (median).")
+@click.option("--clips", type=int, default=None, help="Clips per language (default: all fixtures).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/speech.json"))
+def bench_speech(config_file: Path | None, runs: int, clips: int | None, out: Path) -> None:
+    """WER/CER (en, ja, zh) clean, telephone-band and in babble; latency, RTF and memory per Whisper model."""
+    from koe.bench.speech import run_speech_bench
+
+    result = run_speech_bench(_settings(config_file), runs=runs, clips=clips, progress=_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     out.write_text(text + "\n", encoding="utf-8")

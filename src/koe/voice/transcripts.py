@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.base import EngineError, Transcript
+from koe.languages import CLAUSE_END
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
 from koe.voice.conversation import ConversationError, Item, audio_part, new_id
@@ -161,6 +162,14 @@ class Transcripts:
             who.partial_busy = False
         if who.input.item_id != item_id or not result.text:
             return  # the turn ended meanwhile: its final transcript supersedes this
-        previous, who.partial_text = who.partial_text.rstrip(" .?!…"), result.text
-        delta = result.text[len(previous) :] if result.text.startswith(previous) else ""
-        self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta.strip(), result.text))
+        delta = appended(who.partial_text, result.text)
+        who.partial_text = result.text
+        self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta, result.text))
+
+
+def appended(previous: str, text: str) -> str:
+    """What the partial transcript `text` adds to the one before it; "" when it revised earlier words. The earlier
+    partial's closing punctuation (`.`, `?`, `。`, `？`, `、`…), which Whisper writes at every pause, does not count,
+    and nothing is spaced: Japanese and Chinese deltas come out as their characters."""
+    stem = previous.rstrip(" " + CLAUSE_END)
+    return text[len(stem) :].strip() if text.startswith(stem) else ""
