@@ -65,6 +65,8 @@ class STTSettings(BaseModel):
     beam_size: int = Field(1, ge=1)
     language: str = "en"
     queue_limit: int = Field(64, ge=1)
+    # Transcriptions one session may have waiting; past it only that session is refused (koe.engines.pool).
+    session_queue_limit: int = Field(4, ge=1)
 
 
 class TTSSettings(BaseModel):
@@ -74,6 +76,7 @@ class TTSSettings(BaseModel):
     threads: int = Field(1, ge=1)
     workers: int = Field(1, ge=1)
     queue_limit: int = Field(64, ge=1)
+    session_queue_limit: int = Field(4, ge=1)
 
 
 class LLMSettings(BaseModel):
@@ -102,6 +105,7 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(96, ge=1)
     queue_limit: int = Field(64, ge=1)
+    session_queue_limit: int = Field(4, ge=1)
 
 
 class RealtimeSettings(BaseModel):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from koe.config import Settings
 from koe.engines.base import LLM, STT, TTS, VAD, EngineUnavailable, Pool
+from koe.engines.pool import WorkerPool
 
 EngineKind = Literal["vad", "stt", "tts", "llm"]
 ALL_ENGINES: tuple[EngineKind, ...] = ("vad", "stt", "tts", "llm")
@@ -89,9 +90,9 @@ def load_engines(
     say = progress or (lambda _msg: None)
     loaders: dict[EngineKind, Callable[[], Any]] = {
         "vad": lambda: _load_vad(settings),
-        "stt": lambda: _load_stt(settings),
-        "tts": lambda: _load_tts(settings),
-        "llm": lambda: _load_llm(settings),
+        "stt": lambda: _shared_fairly(_load_stt(settings), settings.stt.session_queue_limit),
+        "tts": lambda: _shared_fairly(_load_tts(settings), settings.tts.session_queue_limit),
+        "llm": lambda: _shared_fairly(_load_llm(settings), settings.llm.session_queue_limit),
     }
     for kind in kinds:
         status = EngineStatus(kind)
@@ -110,6 +111,18 @@ def load_engines(
             say(f"{kind} ready: {status.name} ({status.load_s:.2f} s)")
         engines.status[kind] = status
     return engines
+
+
+Pooled = TypeVar("Pooled", STT, TTS, LLM)
+
+
+def _shared_fairly(engine: Pooled, session_queue_limit: int) -> Pooled:
+    """The engine with its pool's limit per session (`*.session_queue_limit`): one session cannot fill a queue
+    that other sessions need (see `koe.engines.pool`)."""
+    pool = engine.pool
+    if isinstance(pool, WorkerPool):
+        pool.owner_limit = min(pool.queue_limit, session_queue_limit)
+    return engine
 
 
 def _load_vad(settings: Settings) -> VAD:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
+from koe.engines.pool import owner_context
 from koe.engines.registry import Engines
 from koe.tasks import TaskSet
 from koe.voice import events as ev
@@ -94,8 +95,10 @@ class VoiceContext:
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coroutine` as one of the session's tasks: `end_input()` waits for it, `close()` cancels it, and if
-        it fails the caller gets an `InternalError`."""
-        return self._tasks.spawn(coroutine)
+        it fails the caller gets an `InternalError`. Engine work it (or any task it starts) submits is the
+        session's in the engines' pools, which share their workers fairly between sessions."""
+        # Run in a copy of the context with the owner set: the task (and every task it creates) inherits it.
+        return owner_context(self.id).run(self._tasks.spawn, coroutine)
 
     def fail(self, error: VoiceError) -> None:
         """Tell the caller a command could not be done (attributed to the door's `cause`); the session goes on."""
