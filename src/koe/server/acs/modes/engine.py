@@ -135,6 +135,7 @@ class AgentPipeline(_EnginePipeline):
     async def finish(self, hung_up: bool) -> None:
         if hung_up:
             # Nobody is left to hear a reply: abandon generation at once and free the session.
+            self.observed.close()
             await self.session.close()
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
