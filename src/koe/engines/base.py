@@ -3,7 +3,8 @@
 The voice engine and the doors only see these. Each backend loads its model once, is shared by every session, and
 runs its inference in its own bounded `WorkerPool` (see `koe.engines.pool`), so the async methods here never block
 the event loop. What a backend can do beyond its main call is declared here too, never probed for: its `pool` (or
-None, for a remote one) through the `Pool` view, `STT.supports_language()`, `LLM.warm()` and `LLM.aclose()`.
+None, for a remote one) through the `Pool` view, `STT.supports_language()`, `LLM.warm()`, `LLM.aclose()` and
+`LLM.check()`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class EngineError(Exception):
 
 class EngineUnavailable(EngineError):
     """A backend could not be loaded or reached at all."""
+
+
+class EngineTimeout(EngineError):
+    """A backend did not answer within its time limit (a stalled remote server)."""
 
 
 class Pool(Protocol):
@@ -243,4 +248,9 @@ class LLM(Protocol):
 
     async def aclose(self) -> None:
         """Release connections held on the running loop (a remote backend's client); call it before the loop ends."""
+        ...
+
+    async def check(self) -> str | None:
+        """Why the backend cannot serve right now, or None when it can; for /healthz. Cheap: a remote backend
+        answers from its last request's outcome, or from a short probe made at most every few seconds."""
         ...

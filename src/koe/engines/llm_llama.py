@@ -197,6 +197,10 @@ class LlamaLLM:
     async def aclose(self) -> None:
         """Nothing to release on the loop: the model stays loaded, and `Engines.pools()` shuts the pool down."""
 
+    async def check(self) -> str | None:
+        """A loaded embedded model can always serve (its queue shows in /healthz's pools)."""
+        return None
+
     def _warm_sync(self, request: ChatRequest) -> None:
         prompt = self.prompt(request)
         for _chunk in self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):

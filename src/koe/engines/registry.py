@@ -9,7 +9,7 @@ missing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
@@ -74,9 +74,26 @@ class Engines:
         found = (engine.pool for engine in (self.stt, self.tts, self.llm) if engine is not None)
         return [pool for pool in found if pool is not None]
 
-    def health(self) -> dict[str, Any]:
+    async def check(self) -> dict[str, str]:
+        """Why a loaded engine cannot serve right now, by kind (a remote LLM that is down or stalled); cheap, as
+        each backend's `check()` is."""
+        problems: dict[str, str] = {}
+        if self.llm is not None and (problem := await self.llm.check()) is not None:
+            problems["llm"] = problem
+        return problems
+
+    def health(self, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What /healthz shows: each engine (`ready` when loaded and without one of `problems`) and each pool."""
+        problems = problems or {}
+        engines: dict[str, Any] = {}
+        for kind, status in self.status.items():
+            entry = status.as_dict()
+            entry["ready"] = status.loaded and kind not in problems
+            if kind in problems:
+                entry["error"] = problems[kind]
+            engines[kind] = entry
         return {
-            "engines": {kind: status.as_dict() for kind, status in self.status.items()},
+            "engines": engines,
             "pools": {pool.name: {"depth": pool.depth, "active": pool.active} for pool in self.pools()},
         }
 

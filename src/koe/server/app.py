@@ -1,7 +1,7 @@
 """The ASGI application: every door on one port. `create_app()` is what `koe serve` runs under Hypercorn.
 
-Until the protocol doors land, it serves `GET /healthz`: which engines loaded (and why one did not), and the
-depth of each inference queue.
+`GET /healthz` says which engines loaded (and why one did not), whether each can serve now (`ready`: a remote LLM
+that is down or stalled is not), and the depth of each inference queue.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     started = time.time()
 
     async def healthz(_request: Request) -> JSONResponse:
+        problems = await engines.check()  # a remote LLM that is down or stalled (cached: never one call per probe)
         body: dict[str, Any] = {
-            "status": "ok" if all(s.loaded for s in engines.status.values()) else "degraded",
+            "status": "ok" if all(s.loaded for s in engines.status.values()) and not problems else "degraded",
             "version": __version__,
             "uptime_s": round(time.time() - started, 1),
-            **engines.health(),
+            **engines.health(problems),
         }
         return JSONResponse(body)
 
