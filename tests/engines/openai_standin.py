@@ -8,7 +8,8 @@ per chunk, each chunk carrying `id`, `object`, `created`, `model`, `system_finge
 
 The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments
 arrive in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection
-mid-stream, `stall` never answers (as `StandIn(stalled=True)` does for every request), anything else is streamed back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
+mid-stream, `stall` never answers (as `StandIn(stalled=True)` does for every request), anything else is streamed
+back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
 `async with StandIn() as server:`.
 
 `scripted_engines()` (a stand-in speaking `STORY_WORDS` as koe's LLM) is how the voice tests get a reply of known
@@ -109,7 +110,6 @@ class StandIn:
             pass  # the client stopped reading (a cancelled reply) and closed the connection
         finally:
             writer.close()
-
 
     async def _hang(self) -> None:
         hanging = asyncio.get_running_loop().create_future()

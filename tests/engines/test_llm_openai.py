@@ -11,6 +11,7 @@ import socket
 import openai
 import pytest
 
+from koe.engines import llm_openai
 from koe.engines.base import (
     ChatMessage,
     ChatRequest,
@@ -23,7 +24,6 @@ from koe.engines.base import (
     ToolCall,
     ToolSpec,
 )
-from koe.engines import llm_openai
 from koe.engines.llm_openai import OpenAICompatibleLLM, SSEParser
 from tests.engines.openai_standin import REPLY_WORDS, TOOL_CALLS, StandIn
 
