@@ -28,6 +28,10 @@ class EngineTimeout(EngineError):
     """A backend did not answer within its time limit (a stalled remote server)."""
 
 
+class ContextTooLong(EngineError):
+    """The request does not fit the model's context, even with the oldest turns left out."""
+
+
 class Pool(Protocol):
     """What a backend's worker pool (`koe.engines.pool.WorkerPool`) shows the rest of koe: its load, for /healthz,
     /metrics and best-effort work that must not queue behind real work, and its shutdown."""

@@ -23,6 +23,7 @@ from koe.engines._cpu import missing_llama_features
 from koe.engines._toolcalls import CLOSE_TAG, OPEN_TAG, ToolCallParser, render_messages
 from koe.engines.base import (
     ChatRequest,
+    ContextTooLong,
     EngineError,
     EngineUnavailable,
     Finished,
@@ -128,7 +129,7 @@ class LlamaLLM:
         prompt_tokens = len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
         room = self._llama.n_ctx() - prompt_tokens
         if room < 8:
-            raise EngineError(
+            raise ContextTooLong(
                 f"the conversation ({prompt_tokens} tokens) no longer fits the model's {self._llama.n_ctx()}-token "
                 "context; shorten it or raise llm.context_tokens"
             )
