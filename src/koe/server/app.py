@@ -19,6 +19,7 @@ from koe.config import Settings
 from koe.engines.registry import Engines
 from koe.server._asgi_access import guarded
 from koe.server.auth import Kind
+from koe.server.limits import Admission
 
 
 def create_app(settings: Settings, engines: Engines) -> Starlette:
@@ -39,8 +40,9 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     from koe.server.calls.registry import CallRegistry
 
     calls = CallRegistry()  # shared by every door: /v1/calls and /v1/calls/{id}/events
+    admission = Admission(settings)  # the limits every door counts against (koe.server.limits)
     # One ACS door for the main port and, when `acs.media_port` is set, its own listener (`koe serve` starts it).
-    acs = AcsDoor(settings, engines, calls) if settings.acs.enabled else None
+    acs = AcsDoor(settings, engines, calls, admission) if settings.acs.enabled else None
     from koe.server.metrics import metrics_routes
     from koe.server.openai.api import openai_routes
     from koe.server.openapi.document import openapi_routes
@@ -50,7 +52,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     door_routes = [
         *calls_routes(calls, settings),
         *acs_routes(acs),
-        *realtime_routes(settings, engines),
+        *realtime_routes(settings, engines, admission),
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),
@@ -59,6 +61,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     public_healthz = guarded(settings, Kind.PAGE, healthz)  # public, under the Host rule
     app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes])
     app.state.calls = calls
+    app.state.admission = admission
     app.state.acs = acs
     app.state.settings = settings
     app.state.engines = engines

@@ -20,7 +20,7 @@ from koe.engines.pool import owner_context
 from koe.engines.registry import Engines
 from koe.tasks import TaskSet
 from koe.voice import events as ev
-from koe.voice.config import SessionConfig
+from koe.voice.config import Limits, SessionConfig
 from koe.voice.conversation import Conversation
 from koe.voice.errors import InternalError, VoiceError
 from koe.voice.participant import TurnTiming
@@ -69,6 +69,7 @@ class VoiceContext:
         session_id: str,
         default_instructions: str,
         playback: PlaybackClock,
+        limits: Limits,
         observer: Callable[[ev.Event], None] | None = None,
     ) -> None:
         self.id = session_id
@@ -76,7 +77,9 @@ class VoiceContext:
         self.config = config
         """The session's settings as they are now (`Session.update()` replaces them)."""
         self.default_instructions = default_instructions
-        self.conversation = Conversation()
+        self.limits = limits
+        """What the session may keep and send to its LLM."""
+        self.conversation = Conversation(limits.conversation_audio_ms)
         self.playback = playback
         self.cause: str | None = None
         """Set by a door around a command call: errors the command raises carry it (`events.Error.cause`)."""

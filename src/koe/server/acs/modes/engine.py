@@ -49,6 +49,7 @@ class _EnginePipeline:
             default_instructions=context.settings.llm.system_prompt,
             session_id=context.call_id,
             observer=self.observed,
+            limits=context.limits,
         )
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
