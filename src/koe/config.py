@@ -99,6 +99,12 @@ class STTSettings(BaseModel):
     fast_path: bool = True
     # Where split model weights are joined. None: $KOE_CACHE_DIR, else $XDG_CACHE_HOME/koe, else ~/.cache/koe.
     cache_dir: Path | None = None
+    # Transcriptions one session may have waiting; past it only that session is refused (koe.engines.pool).
+    session_queue_limit: int = Field(4, ge=1)
+    # Sessions that transcribe at once (Realtime, ACS transcribe and agent calls, Sora's koe service); past it a new
+    # one is refused. 12: what `koe bench sora` measured this engine to keep under 1 s p95 on 2 cores
+    # (bench/results/sora.json). None: no limit.
+    max_streams: int | None = Field(12, ge=1)
 
 
 class TTSSettings(BaseModel):
@@ -121,6 +127,7 @@ class TTSSettings(BaseModel):
     threads: int = Field(1, ge=1)
     workers: int = Field(1, ge=1)
     queue_limit: int = Field(64, ge=1)
+    session_queue_limit: int = Field(4, ge=1)
 
 
 class LLMSettings(BaseModel):
@@ -149,13 +156,43 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(96, ge=1)
     queue_limit: int = Field(64, ge=1)
+    session_queue_limit: int = Field(4, ge=1)
 
 
 class RealtimeSettings(BaseModel):
     path_prefix: str = ""
     """Serve the Realtime routes under this prefix too (clients keep the path of their endpoint URL)."""
-    session_lifetime_s: int = Field(1800, ge=10)
-    """Sessions close with 1001 `session_expired` after this long, as Azure OpenAI's do."""
+    session_lifetime_s: int | None = Field(None, ge=1)
+    """Sessions close with 1001 `session_expired` after this long, as Azure OpenAI's do; None: limits.session_lifetime_s
+    (30 minutes, as Voice Live's)."""
+
+
+class LimitsSettings(BaseModel):
+    """What one client may take of koe (`koe.server.limits`, docs/operations.md "Limits"): sessions at once, how
+    long they last, how much they may keep, and how long koe waits for a client that does not read."""
+
+    # Concurrent sessions per door, and per API key across the doors; None: no limit of its own.
+    realtime_sessions: int | None = Field(64, ge=1)
+    acs_sessions: int | None = Field(64, ge=1)
+    sora_sessions: int | None = Field(256, ge=1)
+    sessions_per_key: int | None = Field(None, ge=1)
+    # Every session ends after this long, in its protocol's way (Realtime and ACS: close 1001 session_expired; Sora:
+    # the stream ends with an error line); Voice Live's 30 minutes.
+    session_lifetime_s: int = Field(1800, ge=1)
+    # A session with no audio and no message from its client for this long is closed the same way; None: never.
+    idle_timeout_s: int | None = Field(300, ge=1)
+    # A client that does not read: koe keeps at most send_buffer_bytes unsent per connection, and closes one whose
+    # sends make no progress for send_stall_s (1008 send_stalled).
+    send_buffer_bytes: int = Field(1024 * 1024, ge=4096)
+    send_stall_s: float = Field(10.0, gt=0)
+    # What a session keeps: a client's item is refused past these (an error in its protocol)...
+    conversation_items: int = Field(1000, ge=1)
+    item_chars: int = Field(16_000, ge=1)
+    conversation_chars: int = Field(200_000, ge=1)
+    # ...and what goes to the LLM: the newest turns that fit prompt_chars (the model's own context then bounds the
+    # tokens), and audio kept in the conversation beyond conversation_audio_s has its oldest dropped (transcripts stay).
+    prompt_chars: int = Field(24_000, ge=256)
+    conversation_audio_s: float = Field(600.0, ge=1)
 
 
 class APISettings(BaseModel):
@@ -342,6 +379,7 @@ class Settings(BaseSettings):
     api: APISettings = Field(default_factory=lambda: APISettings())
     acs_emulator: ACSEmulatorSettings = Field(default_factory=lambda: ACSEmulatorSettings())
     cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,8 @@ per chunk, each chunk carrying `id`, `object`, `created`, `model`, `system_finge
 
 The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments
 arrive in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection
-mid-stream, anything else is streamed back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
+mid-stream, `stall` never answers (as `StandIn(stalled=True)` does for every request), anything else is streamed
+back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
 `async with StandIn() as server:`.
 
 `scripted_engines()` (a stand-in speaking `STORY_WORDS` as koe's LLM) is how the voice tests get a reply of known
@@ -75,7 +76,10 @@ class StandIn:
     host: str = "127.0.0.1"
     reply: list[str] = field(default_factory=lambda: list(REPLY_WORDS))
     requests: list[Received] = field(default_factory=list)
+    stalled: bool = False
+    """Read every request and never answer (a server that hangs); the prompt `stall` does it for one request."""
     _server: asyncio.Server | None = None
+    _hanging: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -90,17 +94,37 @@ class StandIn:
     async def __aexit__(self, *_exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for hanging in self._hanging:
+            hanging.cancel()
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await _read_request(reader)
             self.requests.append(request)
+            if self.stalled or _prompt(request) == "stall":
+                await self._hang()
+                return
             await _respond(request, writer, self.reply)
         except ConnectionError:
             pass  # the client stopped reading (a cancelled reply) and closed the connection
         finally:
             writer.close()
+
+    async def _hang(self) -> None:
+        hanging = asyncio.get_running_loop().create_future()
+        self._hanging.add(hanging)
+        try:
+            await hanging
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._hanging.discard(hanging)
+
+
+def _prompt(request: Received) -> str:
+    messages = request.body.get("messages") or []
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Received:
@@ -138,7 +162,7 @@ async def _respond(request: Received, writer: asyncio.StreamWriter, reply: list[
     if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
         await _error(writer, 404, ("Invalid URL (POST /v1/chat/completions expected)", "invalid_request_error", None))
         return
-    prompt = next((m["content"] for m in reversed(request.body["messages"]) if m["role"] == "user"), "")
+    prompt = _prompt(request)
     for status, error in ERRORS.items():
         if prompt == f"fail {status}":
             await _error(writer, status, error)

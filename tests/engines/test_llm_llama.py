@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from koe.engines.base import ChatMessage, ChatRequest, EngineError, Finished, LLMEvent, TextDelta, ToolSpec
-from koe.engines.llm_llama import LlamaLLM
+from koe.engines.llm_llama import TOOL_STRING_MAX_CHARS, LlamaLLM, tool_call_grammar
 from koe.engines.pool import Cancelled
 from koe.engines.registry import Engines
 
@@ -114,6 +114,35 @@ async def test_bad_requests_are_engine_errors(engines: Engines) -> None:
     too_long = ChatRequest([ChatMessage("user", "word " * 3000)])
     with pytest.raises(EngineError, match="no longer fits the model's 2048-token context"):
         [e async for e in _llm(engines).stream(too_long)]
+
+
+async def test_a_forced_call_cut_by_its_budget_is_never_said_as_text(engines: Engines) -> None:
+    # A call to WRITE_STORY needs STORY_CHARS characters; 20 tokens cannot hold it. What was generated is part of
+    # an unfinished call, not words for the caller: the reply ends at its limit with nothing said.
+    request = ChatRequest(
+        [ChatMessage("user", "Write me a story.")],
+        tools=(WRITE_STORY,),
+        tool_choice="write_story",
+        max_tokens=20,
+        temperature=0.0,
+    )
+    events = [event async for event in _llm(engines).stream(request)]
+    assert [type(event) for event in events] == [Finished], events
+    assert events[0] == Finished("length", events[0].prompt_tokens, 20)  # type: ignore[union-attr]
+
+
+def test_forced_grammars_bound_free_strings_and_refuse_control_characters() -> None:
+    free = ToolSpec("note", "", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
+    grammar = tool_call_grammar([free], "required")
+    assert grammar is not None
+    # A string with no bound of its own gets TOOL_STRING_MAX_CHARS at most (one optional char per place)...
+    assert grammar.count("(char") == TOOL_STRING_MAX_CHARS
+    # ...and no raw control character (JSON forbids them in strings), so the call always parses.
+    assert 'char ::= [^"\\\\\\x00-\\x1F\\x7F]' in grammar
+    # A string that sets its own bounds keeps them, and a minimum beyond the default raises the bound with it.
+    assert tool_call_grammar([WRITE_STORY], "required").count("(char") == 0  # type: ignore[union-attr]
+    city = ToolSpec("c", "", {"type": "object", "properties": {"c": {"type": "string", "maxLength": 3}}})
+    assert tool_call_grammar([city], "c").count("(char") == 3  # type: ignore[union-attr]
 
 
 async def _drain(stream: AsyncIterator[LLMEvent]) -> None:

@@ -1,18 +1,22 @@
 """The remote LLM client against an OpenAI-format stand-in on loopback: text and tool-call streaming, error
-statuses with OpenAI's error bodies, a connection dropped mid-stream, and an endpoint that is not there."""
+statuses with OpenAI's error bodies, a connection dropped mid-stream, an endpoint that is not there or stalls, and
+the health /healthz reads from it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 
 import openai
 import pytest
 
+from koe.engines import llm_openai
 from koe.engines.base import (
     ChatMessage,
     ChatRequest,
     EngineError,
+    EngineTimeout,
     EngineUnavailable,
     Finished,
     LLMEvent,
@@ -124,6 +128,47 @@ async def test_endpoint_down_is_engine_unavailable() -> None:
     with pytest.raises(EngineUnavailable, match=f"cannot reach the LLM endpoint http://127.0.0.1:{port}/v1"):
         await _collect(llm, _request("hello"))
     await llm.aclose()
+
+
+async def test_a_stalled_endpoint_is_an_engine_timeout_within_the_setting() -> None:
+    async with StandIn() as server:
+        llm = OpenAICompatibleLLM(server.base_url, "m", timeout_s=0.5)
+        with pytest.raises(EngineTimeout, match=r"did not answer within 0.5 s \(llm.timeout_s\)"):
+            await asyncio.wait_for(_collect(llm, _request("stall")), 10)
+        await llm.aclose()
+
+
+async def test_health_comes_from_the_last_outcome_or_a_cached_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with StandIn() as server:
+        url = server.base_url
+        llm = OpenAICompatibleLLM(url, "m", timeout_s=0.5)
+        # Nothing known yet: one probe (the stand-in answers GET /models with a 404, which is a live server)...
+        assert await llm.check() is None
+        assert [r.path for r in server.requests] == ["/v1/models"]
+        # ...kept: asking again within HEALTH_TTL_S sends nothing.
+        assert await llm.check() is None
+        assert len(server.requests) == 1
+        # A request that stalls makes the endpoint unhealthy at once, without a probe.
+        with pytest.raises(EngineTimeout):
+            await _collect(llm, _request("stall"))
+        problem = await llm.check()
+        assert problem is not None and "did not answer within 0.5 s" in problem
+        # A request refused for its own content (a 4xx) says the server works; a 500 says it does not.
+        with pytest.raises(EngineError):
+            await _collect(llm, _request("fail 401"))
+        assert await llm.check() is None
+        with pytest.raises(EngineError):
+            await _collect(llm, _request("fail 500"))
+        assert "answered 500" in (await llm.check() or "")
+        # Once the outcome is old, a probe decides again: a server that hangs fails it in PROBE_TIMEOUT_S.
+        server.stalled = True
+        monkeypatch.setattr(llm_openai, "HEALTH_TTL_S", 0.0)
+        probed = await asyncio.wait_for(llm.check(), 10)
+        assert probed is not None and "did not answer a probe" in probed
+        await llm.aclose()
+    down = OpenAICompatibleLLM(url, "m")  # the stand-in is gone
+    assert "cannot reach the LLM endpoint" in (await down.check() or "")
+    await down.aclose()
 
 
 async def test_empty_request_is_refused() -> None:

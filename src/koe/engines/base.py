@@ -4,7 +4,7 @@ The voice engine and the doors only see these. Each backend loads its model once
 runs its inference in its own bounded `WorkerPool` (see `koe.engines.pool`), so the async methods here never block
 the event loop. What a backend can do beyond its main call is declared here too, never probed for: its `pool` (or
 None, for a remote one) through the `Pool` view, `STT.supports_language()`, `TTS.voice_info()` and
-`TTS.voice_for()`, `LLM.warm()` and `LLM.aclose()`.
+`TTS.voice_for()`, `LLM.warm()`, `LLM.aclose()` and `LLM.check()`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ class EngineError(Exception):
 
 class EngineUnavailable(EngineError):
     """A backend could not be loaded or reached at all."""
+
+
+class EngineTimeout(EngineError):
+    """A backend did not answer within its time limit (a stalled remote server)."""
+
+
+class ContextTooLong(EngineError):
+    """The request does not fit the model's context, even with the oldest turns left out."""
 
 
 class Pool(Protocol):
@@ -276,4 +284,9 @@ class LLM(Protocol):
 
     async def aclose(self) -> None:
         """Release connections held on the running loop (a remote backend's client); call it before the loop ends."""
+        ...
+
+    async def check(self) -> str | None:
+        """Why the backend cannot serve right now, or None when it can; for /healthz. Cheap: a remote backend
+        answers from its last request's outcome, or from a short probe made at most every few seconds."""
         ...

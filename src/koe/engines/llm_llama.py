@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,16 +23,22 @@ from koe.engines._cpu import missing_llama_features
 from koe.engines._toolcalls import CLOSE_TAG, OPEN_TAG, ToolCallParser, render_messages
 from koe.engines.base import (
     ChatRequest,
+    ContextTooLong,
     EngineError,
     EngineUnavailable,
     Finished,
     LLMEvent,
     TextDelta,
+    ToolCall,
     ToolSpec,
 )
 from koe.engines.pool import Cancelled, WorkerPool
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FORCED_CALL_TOKENS = 256
+"""The token budget of a forced call when the request sets none (`llm.max_tokens` is sized for spoken replies)."""
+TOOL_STRING_MAX_CHARS = 200
+"""Longest string a forced call may put in an argument whose schema sets no bound."""
 LOOKAHEAD_TOKENS = 6
 """Tokens generated ahead of the reader: a reply that stops reading (to synthesize its first clause) pauses the
 LLM, and TTS gets the CPU to itself."""
@@ -122,12 +129,16 @@ class LlamaLLM:
         prompt_tokens = len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
         room = self._llama.n_ctx() - prompt_tokens
         if room < 8:
-            raise EngineError(
+            raise ContextTooLong(
                 f"the conversation ({prompt_tokens} tokens) no longer fits the model's {self._llama.n_ctx()}-token "
                 "context; shorten it or raise llm.context_tokens"
             )
         grammar = self._tool_grammar(request)
-        parser = ToolCallParser() if request.tools else None
+        if grammar is not None and request.max_tokens is None:
+            max_tokens = max(max_tokens, FORCED_CALL_TOKENS)
+        # A forced call is collected whole (`_forced_call`); otherwise calls are parsed out of the text as it comes.
+        forced: list[str] | None = [] if grammar is not None else None
+        parser = ToolCallParser() if request.tools and forced is None else None
         produced = 0
         reason = "stop"
         chunks = self._llama.create_completion(
@@ -136,7 +147,9 @@ class LlamaLLM:
             temperature=self.temperature if request.temperature is None else request.temperature,
             top_p=0.9,
             repeat_penalty=1.1,
-            stop=self._stop,
+            # Under a grammar the grammar decides where the output ends: a stop string inside an argument's text
+            # must not cut the call short.
+            stop=[] if grammar is not None else self._stop,
             stream=True,
             grammar=grammar,
         )
@@ -149,7 +162,9 @@ class LlamaLLM:
                 text = choice.get("text") or ""
                 if text:
                     produced += 1
-                    if parser is None:
+                    if forced is not None:
+                        forced.append(text)
+                    elif parser is None:
                         yield TextDelta(text)
                     else:
                         yield from parser.feed(text)
@@ -157,7 +172,14 @@ class LlamaLLM:
                     reason = "length" if choice["finish_reason"] == "length" else "stop"
         finally:
             chunks.close()
-        if parser is not None:
+        if forced is not None:
+            call = _forced_call("".join(forced))
+            if call is not None:
+                yield call
+                reason = "tool_calls"
+            else:
+                reason = "length"  # the budget ran out inside the call: nothing of it is said as text
+        elif parser is not None:
             yield from parser.finish()
             if parser.calls:
                 reason = "tool_calls"
@@ -175,6 +197,10 @@ class LlamaLLM:
 
     async def aclose(self) -> None:
         """Nothing to release on the loop: the model stays loaded, and `Engines.pools()` shuts the pool down."""
+
+    async def check(self) -> str | None:
+        """A loaded embedded model can always serve (its queue shows in /healthz's pools)."""
+        return None
 
     def _warm_sync(self, request: ChatRequest) -> None:
         prompt = self.prompt(request)
@@ -195,7 +221,12 @@ class LlamaLLM:
 
 
 def tool_call_grammar(tools: Sequence[ToolSpec], choice: str) -> str | None:
-    """GBNF for `<tool_call>{"name": …, "arguments": …}</tool_call>` over the tools `choice` allows, or None."""
+    """GBNF for `<tool_call>{"name": …, "arguments": …}</tool_call>` over the tools `choice` allows, or None.
+
+    The call must fit a reply's token budget, so every string the schema leaves unbounded gets at most
+    `TOOL_STRING_MAX_CHARS` characters (a free string is where a small model rambles until the budget runs out),
+    and no string may hold a raw control character (JSON forbids them, so the call would not parse).
+    """
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     if choice in ("auto", "none"):
@@ -206,7 +237,10 @@ def tool_call_grammar(tools: Sequence[ToolSpec], choice: str) -> str | None:
     options = [
         {
             "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": dict(tool.parameters) or {"type": "object"}},
+            "properties": {
+                "name": {"const": tool.name},
+                "arguments": _bounded(dict(tool.parameters)) or {"type": "object"},
+            },
             "required": ["name", "arguments"],
         }
         for tool in chosen
@@ -214,4 +248,39 @@ def tool_call_grammar(tools: Sequence[ToolSpec], choice: str) -> str | None:
     schema = options[0] if len(options) == 1 else {"oneOf": options}
     rules = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
     rules = re.sub(r"^root ::=", "call ::=", rules, flags=re.MULTILINE)
+    rules = rules.replace(_JSON_CHAR, _JSON_CHAR_NO_CONTROL)
     return f'root ::= "{OPEN_TAG}" call "{CLOSE_TAG}"\n{rules}'
+
+
+_JSON_CHAR = 'char ::= [^"\\\\]'
+_JSON_CHAR_NO_CONTROL = 'char ::= [^"\\\\\\x00-\\x1F\\x7F]'
+"""The string character rule llama-cpp-python writes, and the same without control characters."""
+
+
+def _bounded(schema: Any) -> Any:
+    """`schema` with a `maxLength` on every string that has no bound of its own (no length, pattern or choice)."""
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: _bounded(value) for key, value in schema.items()}
+    free = not any(key in schema for key in ("maxLength", "pattern", "enum", "const", "format"))
+    if schema.get("type") == "string" and free:
+        minimum = schema.get("minLength")
+        bounded["maxLength"] = max(TOOL_STRING_MAX_CHARS, minimum if isinstance(minimum, int) else 0)
+    return bounded
+
+
+def _forced_call(text: str) -> ToolCall | None:
+    """The one call a grammar forced, if the output got to its closing tag (otherwise the budget ran out)."""
+    body = text.strip()
+    if not (body.startswith(OPEN_TAG) and body.endswith(CLOSE_TAG)):
+        return None
+    try:
+        data = json.loads(body[len(OPEN_TAG) : -len(CLOSE_TAG)])
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    arguments = json.dumps(data.get("arguments", {}), ensure_ascii=False)
+    return ToolCall(f"call_{uuid.uuid4().hex[:24]}", data["name"], arguments)

@@ -3,12 +3,16 @@
 Works with OpenAI, Azure OpenAI (an `*.azure.com` base URL is sent the `api-key` header and `llm.api_version`),
 Ollama, vLLM, the llama.cpp server and koe's own endpoint. Server-sent events are parsed incrementally; tool call
 fragments are assembled per `index` and emitted whole. A failure says which endpoint failed and how: refused
-connection, an error status with the server's own message, or a stream that ended without `[DONE]`.
+connection (`EngineUnavailable`), no answer within `llm.timeout_s` (`EngineTimeout`), an error status with the
+server's own message, or a stream that ended without `[DONE]`. `check()` tells /healthz whether the endpoint
+serves: from the last request's outcome, or a cheap probe at most every `HEALTH_TTL_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +23,7 @@ from koe.engines.base import (
     ChatMessage,
     ChatRequest,
     EngineError,
+    EngineTimeout,
     EngineUnavailable,
     Finished,
     FinishReason,
@@ -29,6 +34,9 @@ from koe.engines.base import (
 )
 
 MAX_ERROR_BODY = 4096
+HEALTH_TTL_S = 10.0
+"""How long a request's outcome (or a probe's) stands for the endpoint's health before /healthz probes again."""
+PROBE_TIMEOUT_S = 2.0
 
 
 class SSEParser:
@@ -94,6 +102,10 @@ class OpenAICompatibleLLM:
         self.max_tokens = max_tokens
         self.name = f"openai-compatible:{model}@{self.base_url}"
         self.load_s = 0.0
+        self.timeout_s = timeout_s
+        self._outcome: tuple[float, str | None] | None = None
+        """(monotonic time, problem or None) of the last request or probe, for `check()`."""
+        self._probing = asyncio.Lock()
         self.pool: Pool | None = None
         """None: requests queue at the remote server, not here."""
         headers = {"Accept": "text/event-stream"}
@@ -138,19 +150,68 @@ class OpenAICompatibleLLM:
         if not request.messages:
             raise EngineError("a chat request needs at least one message")
         url = f"{self.base_url}/chat/completions"
+        answered = refused = False
+        problem: str | None = None
+        """What this request showed of the server's health, recorded for `check()`; a refusal of the request
+        itself (a 4xx) shows a server that works."""
         try:
             async with self._client.stream("POST", url, json=self.body(request), params=self._params) as response:
+                answered = True
                 if response.status_code >= 400:
                     raw = (await response.aread())[:MAX_ERROR_BODY]
-                    raise EngineError(f"LLM endpoint {url} answered {response.status_code}: {_error_text(raw)}")
+                    message = f"LLM endpoint {url} answered {response.status_code}: {_error_text(raw)}"
+                    refused = response.status_code < 500
+                    raise EngineError(message)
                 async for event in self._events(response):
                     yield event
         except httpx.ConnectError as exc:
-            raise EngineUnavailable(f"cannot reach the LLM endpoint {url}: {exc}; is the server running?") from exc
+            problem = f"cannot reach the LLM endpoint {url}: {exc}; is the server running?"
+            raise EngineUnavailable(problem) from exc
         except httpx.TimeoutException as exc:
-            raise EngineError(f"the LLM endpoint {url} timed out: {exc!r}") from exc
+            problem = f"the LLM endpoint {url} did not answer within {self.timeout_s:g} s (llm.timeout_s): {exc!r}"
+            raise EngineTimeout(problem) from exc
         except httpx.HTTPError as exc:  # the connection dropped mid-stream, or the response was not HTTP
-            raise EngineError(f"the connection to the LLM endpoint {url} failed mid-stream: {exc!r}") from exc
+            problem = f"the connection to the LLM endpoint {url} failed mid-stream: {exc!r}"
+            raise EngineError(problem) from exc
+        except EngineError as exc:  # an error status, or a stream that is not the chat-completions format
+            problem = None if refused else str(exc)
+            raise
+        finally:
+            if answered or problem is not None:  # a stream closed before any answer says nothing either way
+                self._record(problem)
+
+    async def check(self) -> str | None:
+        """The last request's outcome when it is recent, else a probe (`GET {base_url}/models`, which every
+        OpenAI-compatible server answers), made by one caller at a time and kept for `HEALTH_TTL_S`."""
+        if (known := self._recent()) is not None:
+            return known[1]
+        async with self._probing:
+            if (known := self._recent()) is not None:  # another caller probed while this one waited
+                return known[1]
+            problem = await self._probe()
+            self._record(problem)
+            return problem
+
+    def _recent(self) -> tuple[float, str | None] | None:
+        outcome = self._outcome
+        return outcome if outcome is not None and time.monotonic() - outcome[0] < HEALTH_TTL_S else None
+
+    def _record(self, problem: str | None) -> None:
+        self._outcome = (time.monotonic(), problem)
+
+    async def _probe(self) -> str | None:
+        url = f"{self.base_url}/models"
+        try:
+            response = await self._client.get(url, params=self._params, timeout=PROBE_TIMEOUT_S)
+        except httpx.ConnectError as exc:
+            return f"cannot reach the LLM endpoint {url}: {exc}; is the server running?"
+        except httpx.TimeoutException:
+            return f"the LLM endpoint {url} did not answer a probe within {PROBE_TIMEOUT_S:g} s: it is stalled"
+        except httpx.HTTPError as exc:
+            return f"the LLM endpoint {url} failed a probe: {exc!r}"
+        if response.status_code >= 500:
+            return f"the LLM endpoint {url} answered a probe with {response.status_code}"
+        return None  # any other answer, even a 404, comes from a server that is up
 
     async def warm(self, request: ChatRequest) -> None:
         """Nothing to do: a remote server keeps (or does not keep) its own prompt cache."""

@@ -9,12 +9,13 @@ missing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from koe.config import Settings
 from koe.engines.base import LLM, STT, TTS, VAD, EngineUnavailable, Pool
+from koe.engines.pool import WorkerPool
 
 EngineKind = Literal["vad", "stt", "tts", "llm"]
 ALL_ENGINES: tuple[EngineKind, ...] = ("vad", "stt", "tts", "llm")
@@ -73,9 +74,26 @@ class Engines:
         found = (engine.pool for engine in (self.stt, self.tts, self.llm) if engine is not None)
         return [pool for pool in found if pool is not None]
 
-    def health(self) -> dict[str, Any]:
+    async def check(self) -> dict[str, str]:
+        """Why a loaded engine cannot serve right now, by kind (a remote LLM that is down or stalled); cheap, as
+        each backend's `check()` is."""
+        problems: dict[str, str] = {}
+        if self.llm is not None and (problem := await self.llm.check()) is not None:
+            problems["llm"] = problem
+        return problems
+
+    def health(self, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What /healthz shows: each engine (`ready` when loaded and without one of `problems`) and each pool."""
+        problems = problems or {}
+        engines: dict[str, Any] = {}
+        for kind, status in self.status.items():
+            entry = status.as_dict()
+            entry["ready"] = status.loaded and kind not in problems
+            if kind in problems:
+                entry["error"] = problems[kind]
+            engines[kind] = entry
         return {
-            "engines": {kind: status.as_dict() for kind, status in self.status.items()},
+            "engines": engines,
             "pools": {pool.name: {"depth": pool.depth, "active": pool.active} for pool in self.pools()},
         }
 
@@ -89,9 +107,9 @@ def load_engines(
     say = progress or (lambda _msg: None)
     loaders: dict[EngineKind, Callable[[], Any]] = {
         "vad": lambda: _load_vad(settings),
-        "stt": lambda: _load_stt(settings),
-        "tts": lambda: _load_tts(settings),
-        "llm": lambda: _load_llm(settings),
+        "stt": lambda: _shared_fairly(_load_stt(settings), settings.stt.session_queue_limit),
+        "tts": lambda: _shared_fairly(_load_tts(settings), settings.tts.session_queue_limit),
+        "llm": lambda: _shared_fairly(_load_llm(settings), settings.llm.session_queue_limit),
     }
     for kind in kinds:
         status = EngineStatus(kind)
@@ -110,6 +128,18 @@ def load_engines(
             say(f"{kind} ready: {status.name} ({status.load_s:.2f} s)")
         engines.status[kind] = status
     return engines
+
+
+Pooled = TypeVar("Pooled", STT, TTS, LLM)
+
+
+def _shared_fairly(engine: Pooled, session_queue_limit: int) -> Pooled:
+    """The engine with its pool's limit per session (`*.session_queue_limit`): one session cannot fill a queue
+    that other sessions need (see `koe.engines.pool`)."""
+    pool = engine.pool
+    if isinstance(pool, WorkerPool):
+        pool.owner_limit = min(pool.queue_limit, session_queue_limit)
+    return engine
 
 
 def _load_vad(settings: Settings) -> VAD:

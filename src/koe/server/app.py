@@ -1,7 +1,7 @@
 """The ASGI application: every door on one port. `create_app()` is what `koe serve` runs under Hypercorn.
 
-Until the protocol doors land, it serves `GET /healthz`: which engines loaded (and why one did not), and the
-depth of each inference queue.
+`GET /healthz` says which engines loaded (and why one did not), whether each can serve now (`ready`: a remote LLM
+that is down or stalled is not), and the depth of each inference queue.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ from koe.config import Settings
 from koe.engines.registry import Engines
 from koe.server._asgi_access import guarded
 from koe.server.auth import Kind
+from koe.server.limits import Admission
 
 
 def create_app(settings: Settings, engines: Engines) -> Starlette:
     started = time.time()
 
     async def healthz(_request: Request) -> JSONResponse:
+        problems = await engines.check()  # a remote LLM that is down or stalled (cached: never one call per probe)
         body: dict[str, Any] = {
-            "status": "ok" if all(s.loaded for s in engines.status.values()) else "degraded",
+            "status": "ok" if all(s.loaded for s in engines.status.values()) and not problems else "degraded",
             "version": __version__,
             "uptime_s": round(time.time() - started, 1),
-            **engines.health(),
+            **engines.health(problems),
         }
         if (cluster := calls.status()) is not None:
             body["cluster"] = cluster
@@ -43,8 +45,9 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
 
     # Shared by every door (/v1/calls and /v1/calls/{id}/events); with cluster.redis_url, by every koe node.
     calls = call_registry(settings)
+    admission = Admission(settings)  # the limits every door counts against (koe.server.limits)
     # One ACS door for the main port and, when `acs.media_port` is set, its own listener (`koe serve` starts it).
-    acs = AcsDoor(settings, engines, calls) if settings.acs.enabled else None
+    acs = AcsDoor(settings, engines, calls, admission) if settings.acs.enabled else None
     from koe.server.metrics import metrics_routes
     from koe.server.openai.api import openai_routes
     from koe.server.openapi.document import openapi_routes
@@ -54,7 +57,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     door_routes = [
         *calls_routes(calls, settings),
         *acs_routes(acs),
-        *realtime_routes(settings, engines),
+        *realtime_routes(settings, engines, admission),
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),
@@ -72,6 +75,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
 
     app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes], lifespan=lifespan)
     app.state.calls = calls
+    app.state.admission = admission
     app.state.acs = acs
     app.state.settings = settings
     app.state.engines = engines

@@ -272,6 +272,17 @@ def _credentials(request: AccessRequest, settings: Settings, tokens: Mapping[str
     return valid[0]
 
 
+def presented_key(request: AccessRequest, settings: Settings) -> int | None:
+    """Which of `server.api_keys` the request presents (its index, never the key), for the limits per key
+    (`koe.server.limits`); None when it presents none of them."""
+    keys = _keys(settings)
+    for _carrier, value in _presented(request, settings):
+        for index, key in enumerate(keys):
+            if hmac.compare_digest(value.encode(), key):
+                return index
+    return None
+
+
 def _check(
     carrier: Carrier,
     value: str,

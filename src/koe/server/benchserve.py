@@ -34,6 +34,13 @@ from koe.engines.registry import Engines, load_engines
 READY = "READY"
 
 
+NO_LIMITS: dict[str, Any] = {
+    "limits": {"realtime_sessions": None, "acs_sessions": None, "sora_sessions": None, "idle_timeout_s": None},
+    "stt": {"max_streams": None},
+}
+"""The capacity benchmarks measure how far a door goes: koe's admission limits (`koe.server.limits`) are lifted."""
+
+
 def _ready(port: int) -> None:
     print(READY, port, flush=True)
 
@@ -47,7 +54,7 @@ async def _until_sigterm() -> None:
 def acs(stack: str, port: int, mode: str, profile: str | None = None) -> None:
     from koe.server.app import create_app
 
-    settings = load_settings(overrides={"acs": {"mode": mode}, "server": {"log_level": "warning"}})
+    settings = load_settings(overrides={"acs": {"mode": mode}, "server": {"log_level": "warning"}, **NO_LIMITS})
     engines = load_engines(settings, ["vad", "stt"]) if mode == "transcribe" else Engines()
     app = create_app(settings, engines)
     profiler = cProfile.Profile() if profile else None
@@ -133,7 +140,7 @@ def sora(service: str, port: int, warm_audio: str | None = None) -> None:
     async def main() -> None:
         if engines is not None and warm_audio:
             await _warm_stt(engines, base.stt.workers, warm_audio)
-        gateway = SoraGateway(settings, engines)
+        gateway = SoraGateway(settings, engines, access=Settings(sora=settings, **NO_LIMITS))
         await gateway.start()
         _ready(gateway.port)
         await _until_sigterm()

@@ -68,6 +68,24 @@ class ServerMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.refused = Counter(
+            "koe_sessions_refused_total",
+            "New sessions refused at a limit, by door and limit.",
+            ["door", "limit"],
+            registry=r,
+        )
+        self.send_stalls = Counter(
+            "koe_send_stalls_total", "Connections closed because the client stopped reading.", ["door"], registry=r
+        )
+        self.outbound_bytes = Gauge(
+            "koe_outbound_queued_bytes", "Bytes waiting to be sent to clients, by door.", ["door"], registry=r
+        )
+        self.session_ends = Counter(
+            "koe_sessions_ended_total",
+            "Sessions koe ended itself, by door and reason.",
+            ["door", "reason"],
+            registry=r,
+        )
         self.dropped: dict[tuple[str, str], int] = defaultdict(int)
         for door in DOORS:  # every door shows up from the first scrape, at zero
             self.sessions_active.labels(door)

@@ -74,7 +74,7 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
             loop.add_signal_handler(sig, stop.set)
         scheme = "https" if settings.server.tls_cert_file is not None else "http"
         progress(f"serving on {scheme}://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
-        sora = await _start_sora(settings, engines, app.state.calls, progress)
+        sora = await _start_sora(settings, engines, app.state.calls, progress, app.state.admission)
         app.state.sora = sora  # the main /metrics includes the Sora door's counters
         acs_media = await start_acs_media(settings, app.state.acs, progress)
         try:
@@ -117,14 +117,16 @@ def access_summary(settings: Settings) -> list[str]:
     return lines
 
 
-async def _start_sora(settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None]) -> Any:
+async def _start_sora(
+    settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None], admission: Any = None
+) -> Any:
     """The Sora door listens on its own HTTP/2 port (see `koe.server.sora.gateway` for why)."""
     if not settings.sora.enabled:
         progress("the Sora door is off (sora.enabled = false)")
         return None
     from koe.server.sora.gateway import SoraGateway
 
-    gateway = SoraGateway(settings.sora, engines, calls, access=settings)
+    gateway = SoraGateway(settings.sora, engines, calls, access=settings, admission=admission)
     await gateway.start()
     s = settings.sora
     scheme = "https" if s.https else "http"

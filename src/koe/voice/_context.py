@@ -16,10 +16,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
+from koe.engines.pool import owner_context
 from koe.engines.registry import Engines
 from koe.tasks import TaskSet
 from koe.voice import events as ev
-from koe.voice.config import SessionConfig
+from koe.voice.config import Limits, SessionConfig
 from koe.voice.conversation import Conversation
 from koe.voice.errors import InternalError, VoiceError
 from koe.voice.participant import TurnTiming
@@ -68,6 +69,7 @@ class VoiceContext:
         session_id: str,
         default_instructions: str,
         playback: PlaybackClock,
+        limits: Limits,
         observer: Callable[[ev.Event], None] | None = None,
     ) -> None:
         self.id = session_id
@@ -75,7 +77,9 @@ class VoiceContext:
         self.config = config
         """The session's settings as they are now (`Session.update()` replaces them)."""
         self.default_instructions = default_instructions
-        self.conversation = Conversation()
+        self.limits = limits
+        """What the session may keep and send to its LLM."""
+        self.conversation = Conversation(limits.conversation_audio_ms)
         self.playback = playback
         self.cause: str | None = None
         """Set by a door around a command call: errors the command raises carry it (`events.Error.cause`)."""
@@ -94,8 +98,10 @@ class VoiceContext:
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coroutine` as one of the session's tasks: `end_input()` waits for it, `close()` cancels it, and if
-        it fails the caller gets an `InternalError`."""
-        return self._tasks.spawn(coroutine)
+        it fails the caller gets an `InternalError`. Engine work it (or any task it starts) submits is the
+        session's in the engines' pools, which share their workers fairly between sessions."""
+        # Run in a copy of the context with the owner set: the task (and every task it creates) inherits it.
+        return owner_context(self.id).run(self._tasks.spawn, coroutine)
 
     def fail(self, error: VoiceError) -> None:
         """Tell the caller a command could not be done (attributed to the door's `cause`); the session goes on."""

@@ -95,3 +95,20 @@ class ResponseOptions:
     metadata: dict[str, str] | None = None
     request_id: str | None = None
     """A door's own id for this request, echoed in `ResponseCreated` so it can find its request again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one session may keep and send to its LLM; doors build it from koe's `[limits]` settings.
+
+    A client's item past `item_chars`, or one that would take the conversation past `conversation_items` or
+    `conversation_chars`, is refused (`errors.LimitExceeded`). A reply's prompt holds the newest turns that fit
+    `prompt_chars` (the model's own context then bounds its tokens). Audio kept in the conversation beyond
+    `conversation_audio_ms` is dropped from the oldest items, whose transcripts stay.
+    """
+
+    conversation_items: int = 1000
+    item_chars: int = 16_000
+    conversation_chars: int = 200_000
+    prompt_chars: int = 24_000
+    conversation_audio_ms: int = 600_000

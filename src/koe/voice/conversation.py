@@ -2,7 +2,8 @@
 
 Items are frozen; an update replaces the item, so engine events can carry items without copying. Assistant audio
 parts remember how long each spoken clause lasted, so `truncate()` can cut the transcript to what the listener
-actually heard, and the model's context never contains speech nobody heard.
+actually heard, and the model's context never contains speech nobody heard. Audio past the conversation's bound
+(`max_audio_ms`) is dropped from the oldest items; what they said stays.
 """
 
 from __future__ import annotations
@@ -77,8 +78,28 @@ class ConversationError(ValueError):
 
 
 class Conversation:
-    def __init__(self) -> None:
+    def __init__(self, max_audio_ms: float | None = None) -> None:
+        """`max_audio_ms`: audio kept in all; beyond it the oldest items lose theirs (their transcripts stay)."""
         self._items: list[Item] = []
+        self._max_audio_ms = max_audio_ms
+
+    @property
+    def chars(self) -> int:
+        """The text the conversation holds, in characters (`item_chars` of every item)."""
+        return sum(item_chars(item) for item in self._items)
+
+    def _shed_audio(self) -> None:
+        if self._max_audio_ms is None:
+            return
+        kept = sum(part.audio_ms for item in self._items for part in item.content)
+        for index, item in enumerate(self._items):
+            if kept <= self._max_audio_ms:
+                return
+            if item.status == "in_progress" or not any(part.audio is not None for part in item.content):
+                continue
+            kept -= sum(part.audio_ms for part in item.content)
+            content = tuple(replace(part, audio=None) if part.audio is not None else part for part in item.content)
+            self._items[index] = replace(item, content=content)
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -100,13 +121,16 @@ class Conversation:
         if previous_item_id is None:
             predecessor = self.last_id()
             self._items.append(item)
+            self._shed_audio()
             return predecessor
         if previous_item_id == "root":
             self._items.insert(0, item)
+            self._shed_audio()
             return None
         for index, existing in enumerate(self._items):
             if existing.id == previous_item_id:
                 self._items.insert(index + 1, item)
+                self._shed_audio()
                 return previous_item_id
         raise ConversationError(f"previous_item_id {previous_item_id!r} is not in the conversation", "previous_item_id")
 
@@ -114,6 +138,7 @@ class Conversation:
         for index, existing in enumerate(self._items):
             if existing.id == item.id:
                 self._items[index] = item
+                self._shed_audio()
                 return
         raise ConversationError(f"no conversation item with id {item.id!r}", "item_id")
 
@@ -159,6 +184,11 @@ def truncate_part(part: Part, audio_end_ms: float) -> Part:
     samples = int(part.rate * audio_end_ms / 1000) if part.rate else 0
     audio = part.audio[:samples].copy() if part.audio is not None else None
     return replace(part, transcript=" ".join(kept), audio=audio, clauses=tuple(clauses))
+
+
+def item_chars(item: Item) -> int:
+    """The text an item holds: what it says, a call's arguments, a call's output."""
+    return len(item.text) + len(item.arguments) + len(item.output)
 
 
 def chat_messages(items: Sequence[Item], instructions: str) -> list[ChatMessage]:

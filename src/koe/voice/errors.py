@@ -14,7 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-ErrorKind = Literal["commit_too_short", "response_in_progress", "no_response_to_cancel", "invalid_item", "internal"]
+ErrorKind = Literal[
+    "commit_too_short",
+    "response_in_progress",
+    "no_response_to_cancel",
+    "invalid_item",
+    "limit_exceeded",
+    "response_failed",
+    "internal",
+]
+FailureReason = Literal["busy", "unavailable", "timeout", "context_length", "engine"]
+"""Why an engine could not give a response: its queue was full, it is not there, it did not answer in time, the
+conversation does not fit its context, or it failed on this request."""
+Bound = Literal["item_chars", "items", "conversation_chars"]
+"""The session bounds a client's item can meet (`koe.voice.config.Limits`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,50 @@ class InvalidItem:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """A client's item was refused: it would take the conversation past one of the session's bounds."""
+
+    kind: ClassVar[ErrorKind] = "limit_exceeded"
+    bound: Bound
+    limit: int
+    actual: int
+    """What the item (`item_chars`) or the conversation with it (`items`, `conversation_chars`) would hold."""
+
+    @property
+    def param(self) -> str | None:
+        return "item.content" if self.bound == "item_chars" else None
+
+    @property
+    def message(self) -> str:
+        if self.bound == "item_chars":
+            return (
+                f"the item's text is {self.actual} characters; an item may hold at most {self.limit} "
+                "(limits.item_chars): split it"
+            )
+        if self.bound == "items":
+            return (
+                f"the conversation would hold {self.actual} items; a session keeps at most {self.limit} "
+                "(limits.conversation_items): delete old items before adding more"
+            )
+        return (
+            f"the conversation's text would be {self.actual} characters; a session keeps at most {self.limit} "
+            "(limits.conversation_chars): delete old items before adding more"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFailed:
+    """A response could not be generated (an engine was busy, gone, too slow or failed); its `ResponseDone` has
+    status `failed`, and the session goes on."""
+
+    kind: ClassVar[ErrorKind] = "response_failed"
+    param: ClassVar[str | None] = None
+    message: str
+    reason: FailureReason
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class InternalError:
     """One of the session's own tasks failed unexpectedly (a bug, or a backend that broke its contract)."""
 
@@ -77,5 +134,13 @@ class InternalError:
     message: str
 
 
-VoiceError = CommitTooShort | ResponseInProgress | NoResponseToCancel | InvalidItem | InternalError
+VoiceError = (
+    CommitTooShort
+    | ResponseInProgress
+    | NoResponseToCancel
+    | InvalidItem
+    | LimitExceeded
+    | ResponseFailed
+    | InternalError
+)
 """Everything `events.Error.error` can be."""

@@ -13,7 +13,7 @@ from typing import Literal
 
 from koe.audio.pcm import Pcm
 from koe.voice.conversation import Item
-from koe.voice.errors import VoiceError
+from koe.voice.errors import ResponseFailed, VoiceError
 
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 CancelReason = Literal["turn_detected", "client_cancelled"]
@@ -222,6 +222,8 @@ class ResponseDone:
     usage: Usage = field(default_factory=Usage)
     in_conversation: bool = True
     metadata: dict[str, str] | None = None
+    failure: ResponseFailed | None = None
+    """failed: why (the same error an `Error` event reported just before)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through
 its `VoiceContext`) as it is at that moment, transcripts included, picks the voice, the tools and the token limit,
-and writes the system prompt.
+and writes the system prompt. The prompt keeps the newest turns that fit the session's `prompt_chars`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def plan_response(
     messages = chat_messages(_input_items(context, opts), instructions)
     if pending_user_text is not None:  # a speculative reply answers a turn that is not committed yet
         messages.append(ChatMessage("user", pending_user_text))
+    messages = newest_within(messages, context.limits.prompt_chars)
     tts = context.engines.tts
     voice = opts.voice or config.voice or (tts.default_voice if tts is not None else "")
     if tts is not None and not tts.has_voice(voice):
@@ -61,3 +62,20 @@ def _input_items(context: VoiceContext, opts: ResponseOptions) -> list[Item]:
         items = list(context.conversation.items)
     items.extend(item for item in opts.extra_input if isinstance(item, Item))
     return items
+
+
+def newest_within(messages: list[ChatMessage], budget_chars: int) -> list[ChatMessage]:
+    """The system prompt and the newest messages that fit `budget_chars` (always the last one): a long
+    conversation goes on with its latest turns, and no reply's prompt grows without bound."""
+    system = messages[:1] if messages and messages[0].role == "system" else []
+    rest = messages[len(system) :]
+    size = sum(_chars(message) for message in messages)
+    dropped = 0
+    while size > budget_chars and len(rest) - dropped > 1:
+        size -= _chars(rest[dropped])
+        dropped += 1
+    return system + rest[dropped:]
+
+
+def _chars(message: ChatMessage) -> int:
+    return len(message.content) + sum(len(call.name) + len(call.arguments) for call in message.tool_calls)

@@ -3,7 +3,8 @@
 `ResponseRun.run()` emits the whole sequence (created, output items, content parts, text and audio deltas, done).
 The LLM keeps generating while the first clause is being synthesized, so the first audio leaves after one short
 clause rather than after the whole reply. `cancel()` closes everything synchronously (open parts and items become
-`incomplete`, then `ResponseDone(cancelled)`), so no delta of a cancelled response can follow it. Audio leaves
+`incomplete`, then `ResponseDone(cancelled)`), so no delta of a cancelled response can follow it. A response whose
+engine fails reports an `Error` (`ResponseFailed`, saying why), then `ResponseDone(failed)`. Audio leaves
 paced to stay a little ahead of the listener's playback (`pace`), never far ahead: a caller who interrupts stops
 the reply within that lead even on a client that cannot flush what it already received.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -21,9 +23,26 @@ import numpy as np
 
 from koe.audio.pcm import Pcm, samples_for_ms
 from koe.audio.resample import Resampler
-from koe.engines.base import LLM, TTS, ChatMessage, ChatRequest, EngineError, Finished, TextDelta, ToolCall, ToolSpec
+from koe.engines.base import (
+    LLM,
+    TTS,
+    ChatMessage,
+    ChatRequest,
+    ContextTooLong,
+    EngineError,
+    EngineTimeout,
+    EngineUnavailable,
+    Finished,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+)
+from koe.engines.pool import EngineBusy
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
+from koe.voice.errors import FailureReason, ResponseFailed
+
+log = logging.getLogger("koe.voice")
 
 AUDIO_CHUNK_MS = 200
 """Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often."""
@@ -193,7 +212,10 @@ class ResponseRun:
         try:
             finished = await self._generate()
         except EngineError as exc:
-            self._close("failed", str(exc))
+            failure = ResponseFailed(str(exc), _failure_reason(exc), plan.response_id)
+            log.warning("response %s failed (%s): %s", plan.response_id, failure.reason, exc)
+            self._emit(ev.Error(failure))  # the caller hears of it as an error, then as the response's end
+            self._close("failed", str(exc), failure)
             return
         if finished.reason == "length":
             self._close("incomplete", "max_output_tokens")
@@ -357,7 +379,7 @@ class ResponseRun:
         self.output[index] = done
         self._emit(ev.OutputItemDone(self.response_id, index, done))
 
-    def _close(self, status: ev.ResponseStatus, reason: str | None) -> None:
+    def _close(self, status: ev.ResponseStatus, reason: str | None, failure: ResponseFailed | None = None) -> None:
         if self._closed:
             return
         self._close_message("completed" if status == "completed" else "incomplete")
@@ -371,6 +393,19 @@ class ResponseRun:
                 usage,
                 self.plan.in_conversation,
                 self.plan.metadata,
+                failure,
             )
         )
         self._closed = True
+
+
+def _failure_reason(exc: EngineError) -> FailureReason:
+    if isinstance(exc, EngineBusy):
+        return "busy"
+    if isinstance(exc, EngineUnavailable):
+        return "unavailable"
+    if isinstance(exc, EngineTimeout):
+        return "timeout"
+    if isinstance(exc, ContextTooLong):
+        return "context_length"
+    return "engine"

@@ -29,9 +29,9 @@ from koe.engines.base import ChatRequest
 from koe.engines.registry import Engines
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
-from koe.voice.config import ResponseOptions, SessionConfig
-from koe.voice.conversation import Conversation, ConversationError, Item, new_id
-from koe.voice.errors import CommitTooShort, InvalidItem
+from koe.voice.config import Limits, ResponseOptions, SessionConfig
+from koe.voice.conversation import Conversation, ConversationError, Item, item_chars, new_id
+from koe.voice.errors import CommitTooShort, InvalidItem, LimitExceeded
 from koe.voice.input import Signal
 from koe.voice.participant import Participant, Participants
 from koe.voice.planning import plan_response
@@ -68,6 +68,7 @@ class Session:
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
         observer: Callable[[ev.Event], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         config = config or SessionConfig()
         self.playback = PlaybackClock(clock, keep_reference=config.echo_cancellation)
@@ -78,6 +79,7 @@ class Session:
             session_id=session_id or new_id("sess"),
             default_instructions=default_instructions,
             playback=self.playback,
+            limits=limits or Limits(),
             observer=observer,
         )
         self.id = context.id
@@ -259,6 +261,10 @@ class Session:
         self._on_signal(self._participant(participant), Signal(TurnInput.CLEAR, 0))
 
     def create_response(self, options: ResponseOptions | None = None, replace_active: bool = False) -> None:
+        for item in options.extra_input if options is not None else ():
+            if isinstance(item, Item) and (refusal := self._too_large(item, stored=False)) is not None:
+                self._context.fail(refusal)
+                return
         self.replies.request(options, replace_active)
 
     def cancel_response(self) -> None:
@@ -278,12 +284,30 @@ class Session:
         self._context.emit(ev.ItemUpdated(item))
 
     def create_item(self, item: Item, previous_item_id: str | None = None) -> None:
+        if (refusal := self._too_large(item)) is not None:
+            self._context.fail(refusal)
+            return
         try:
             previous = self.conversation.add(item, previous_item_id)
         except ConversationError as exc:
             self._context.fail(InvalidItem(str(exc), exc.param))
             return
         self._context.emit(ev.ItemAdded(item, previous))
+
+    def _too_large(self, item: Item, stored: bool = True) -> LimitExceeded | None:
+        """Why a client's item cannot be taken (`stored`: into the conversation), or None."""
+        limits, size = self._context.limits, item_chars(item)
+        if size > limits.item_chars:
+            return LimitExceeded("item_chars", limits.item_chars, size)
+        if not stored:
+            return None
+        count = len(self.conversation.items) + 1
+        if count > limits.conversation_items:
+            return LimitExceeded("items", limits.conversation_items, count)
+        total = self.conversation.chars + size
+        if total > limits.conversation_chars:
+            return LimitExceeded("conversation_chars", limits.conversation_chars, total)
+        return None
 
     def delete_item(self, item_id: str) -> None:
         try:

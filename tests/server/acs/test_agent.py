@@ -12,6 +12,7 @@ import pytest
 
 from koe.audio.resample import resample
 from koe.engines.registry import Engines
+from koe.server.metrics import METRICS
 from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
 from tests.conftest import load_wav
@@ -92,6 +93,7 @@ async def test_barge_in_flushes_the_reply_with_stop_audio(engines: Engines) -> N
 async def test_hang_up_mid_reply_frees_the_session(engines: Engines) -> None:
     rate = 16000
     audio = CallAudio([Participant(phone_raw_id(1), _voice("short", rate))], rate, tail_ms=200)
+    active_before = _active_acs_sessions()
     async with koe_server(acs_settings(mode="agent"), engines) as (base, app):
         url = base.replace("http", "ws") + "/acs/media"
         options = MediaOptions(
@@ -111,6 +113,12 @@ async def test_hang_up_mid_reply_frees_the_session(engines: Engines) -> None:
         assert call.state == "ended"
         assert not pipelines
         assert not busy
+        # The session no longer counts as active (it stayed one higher per hang-up before: issue 14).
+        assert _active_acs_sessions() == active_before
         # and koe keeps serving
         echo = await MediaStream(MediaOptions(url + "?mode=echo", rate, speed=0), audio).run()
         assert echo.outbound_audio_bytes > 0
+
+
+def _active_acs_sessions() -> float:
+    return METRICS.registry.get_sample_value("koe_sessions_active", {"door": "acs"}) or 0.0

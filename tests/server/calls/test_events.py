@@ -17,6 +17,8 @@ from koe.voice import events as ev
         (ve.CommitTooShort(12.0, 100), "commit_too_short"),
         (ve.ResponseInProgress("resp_1"), "response_in_progress"),
         (ve.NoResponseToCancel(), "no_response_to_cancel"),
+        (ve.LimitExceeded("conversation_chars", 100, 120), "limit_exceeded"),
+        (ve.ResponseFailed("the LLM endpoint answered 500", "engine", "resp_1"), "response_failed"),
     ],
 )
 def test_engine_errors_are_registry_errors_with_koes_kind(error: ve.VoiceError, code: str) -> None:

@@ -15,8 +15,10 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from koe.engines.base import Finished, LLMEvent, ToolCall
-from koe.engines.registry import Engines
+from koe.engines.llm_openai import OpenAICompatibleLLM
+from koe.engines.registry import Engines, EngineStatus
 from koe.server.openai.chat import _complete
+from tests.engines.openai_standin import StandIn
 from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.server.acs.support import koe_server
 from tests.server.openai.support import API_KEY, api_settings, client
@@ -158,6 +160,25 @@ async def test_a_missing_llm_is_a_503(engines: Engines) -> None:
         with pytest.raises(openai.InternalServerError) as missing:
             await api.chat.completions.create(model="koe", messages=QUESTION)
     assert missing.value.status_code == 503
+
+
+async def test_a_stalled_remote_llm_is_a_504_and_healthz_says_so() -> None:
+    """Before issue 14 this was a 400 invalid_request_error after 30 s, and /healthz went on saying the LLM was fine."""
+    async with StandIn(stalled=True) as remote:
+        llm = OpenAICompatibleLLM(remote.base_url, "m", timeout_s=0.5)
+        engines = Engines(llm=llm, status={"llm": EngineStatus("llm", loaded=True, name=llm.name)})
+        async with koe_server(api_settings(), engines) as (base, _app), client(base) as api:
+            with pytest.raises(openai.APIStatusError) as stalled:
+                await api.chat.completions.create(model="koe", messages=QUESTION)
+            async with httpx.AsyncClient(base_url=base) as http:
+                health = (await http.get("/healthz")).json()
+        await llm.aclose()
+    assert stalled.value.status_code == 504
+    assert stalled.value.body["code"] == "engine_timeout"  # type: ignore[index]
+    assert "did not answer within 0.5 s (llm.timeout_s)" in stalled.value.body["message"]  # type: ignore[index]
+    assert health["status"] == "degraded"
+    assert health["engines"]["llm"]["loaded"] and not health["engines"]["llm"]["ready"]
+    assert "did not answer" in health["engines"]["llm"]["error"]
 
 
 async def test_a_whole_answer_with_tool_calls_is_a_valid_chat_completion() -> None:

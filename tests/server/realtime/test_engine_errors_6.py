@@ -67,6 +67,35 @@ CASES: list[tuple[ve.VoiceError, dict[str, Any]]] = [
         },
     ),
     (
+        ve.LimitExceeded("item_chars", 16000, 20000),
+        {
+            "type": "invalid_request_error",
+            "code": "string_above_max_length",
+            "message": "the item's text is 20000 characters; an item may hold at most 16000 (limits.item_chars): "
+            "split it",
+            "param": "item.content",
+        },
+    ),
+    (
+        ve.LimitExceeded("items", 1000, 1001),
+        {
+            "type": "invalid_request_error",
+            "code": "array_above_max_length",
+            "message": "the conversation would hold 1001 items; a session keeps at most 1000 "
+            "(limits.conversation_items): delete old items before adding more",
+            "param": None,
+        },
+    ),
+    (
+        ve.ResponseFailed("the llm engine did not answer within 30 s", "timeout", "resp_1"),
+        {
+            "type": "server_error",
+            "code": "engine_timeout",
+            "message": "the llm engine did not answer within 30 s",
+            "param": None,
+        },
+    ),
+    (
         ve.InternalError("internal error: boom"),
         {"type": "server_error", "code": "server_error", "message": "internal error: boom", "param": None},
     ),

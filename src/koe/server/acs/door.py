@@ -17,6 +17,7 @@ one `OutboundWriter` per connection, so sends are serialized and `StopAudio` ove
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -47,10 +48,13 @@ from koe.server.acs.modes import MODES
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable, Pipeline
 from koe.server.acs.socket import MediaSocket, StarletteMediaSocket
 from koe.server.acs.writer import OutboundWriter
-from koe.server.auth import WWW_AUTHENTICATE, AccessRequest, Allowed, Kind, admit
+from koe.server.auth import WWW_AUTHENTICATE, AccessRequest, Allowed, Kind, admit, presented_key
 from koe.server.calls.registry import CallRegistry
 from koe.server.calls.webhooks import WebhookSender
+from koe.server.lifetime import EndReason, SessionClock
+from koe.server.limits import Admission, Ticket, session_lifetime_s, session_limits
 from koe.server.metrics import METRICS
+from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -81,10 +85,13 @@ class Refusal:
 class AcsDoor:
     """Shared state of the door: settings, engines, the registry, the token validator and the webhook."""
 
-    def __init__(self, settings: Settings, engines: Engines, registry: CallRegistry) -> None:
+    def __init__(
+        self, settings: Settings, engines: Engines, registry: CallRegistry, admission: Admission | None = None
+    ) -> None:
         self.settings = settings
         self.engines = engines
         self.registry = registry
+        self.admission = admission or Admission(settings)
         self.validator = AcsTokenValidator(settings.acs.jwt) if settings.acs.jwt.enabled else None
         url = settings.acs.webhook_url
         self.webhook = WebhookSender(url, settings.acs.webhook_events) if url else None
@@ -144,19 +151,29 @@ class AcsDoor:
         call_id = headers.get("x-ms-call-connection-id") or call_path.strip("/").split("/")[0] or str(uuid.uuid4())
         correlation_id = headers.get("x-ms-call-correlation-id", "")
         with bind(call_id=call_id):
-            self.counters["connections"] += 1
-            self.connections[call_id] = self.connections.get(call_id, 0) + 1
-            self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
-            try:
-                await _Connection(self, socket, call_id, mode).run()
-            finally:
-                self.connections[call_id] -= 1
-                if not self.connections[call_id]:
-                    del self.connections[call_id]
-                    call = self.registry.get(call_id)
-                    # A call answered through Call Automation outlives its media: CallDisconnected ends it.
-                    if call is not None and not call.info.get("managed"):
-                        self.registry.end(call_id, "media stream closed")
+            ticket = self.admission.admit("acs", key=_key(socket, self.settings), transcribes=mode in TRANSCRIBING)
+            if not isinstance(ticket, Ticket):
+                # Overload is refused in ACS's terms: the socket closes at once with 1013 (try again later).
+                self.counters["rejected"] += 1
+                await _close_soon(socket, CloseCode.TRY_AGAIN_LATER, _reason(ticket.message))
+                return
+            with ticket:
+                await self._serve_call(socket, mode, call_id, correlation_id)
+
+    async def _serve_call(self, socket: MediaSocket, mode: ACSMode, call_id: str, correlation_id: str) -> None:
+        self.counters["connections"] += 1
+        self.connections[call_id] = self.connections.get(call_id, 0) + 1
+        self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
+        try:
+            await _Connection(self, socket, call_id, mode).run()
+        finally:
+            self.connections[call_id] -= 1
+            if not self.connections[call_id]:
+                del self.connections[call_id]
+                call = self.registry.get(call_id)
+                # A call answered through Call Automation outlives its media: CallDisconnected ends it.
+                if call is not None and not call.info.get("managed"):
+                    self.registry.end(call_id, "media stream closed")
 
     async def refusal(self, request: AccessRequest) -> Refusal | None:
         """The server's access rule (`koe.server.auth`: keys, or ACS's JWT when configured), checked before the
@@ -183,16 +200,34 @@ class _Connection:
         self.writer: OutboundWriter | None = None
         self.pipeline: Pipeline | None = None
         self.drop_silent = door.settings.acs.silent_frames == "drop"
+        self._ending: tuple[int, str, bool] | None = None
+        """Set when koe ends the call itself (lifetime, idle, a caller that stopped reading): the close to send, and
+        whether nobody is left to hear the rest."""
+        self._task: asyncio.Task[Any] | None = None
+        self.clock: SessionClock | None = None
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
+        hung_up = False
+        limits = self.door.settings.limits
+        self._task = asyncio.current_task()
+        self.clock = SessionClock(
+            "acs", session_lifetime_s(self.door.settings, "acs"), limits.idle_timeout_s, self._expire
+        )
         try:
             close = await self._receive_loop()
+            hung_up = close is None
+        except asyncio.CancelledError:
+            if self._ending is None or self._task is None:
+                raise
+            self._task.uncancel()  # the cancel was koe's own way of ending the receive loop
+            code, reason, hung_up = self._ending
+            close = (code, reason)
         except Exception:
             log.exception("ACS media connection failed")
             close = (CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            hung_up = close is None
+            self.clock.stop()
             if self.pipeline is not None:
                 with contextlib.suppress(Exception):
                     await self.pipeline.finish(hung_up=hung_up)
@@ -200,16 +235,31 @@ class _Connection:
                 await self.writer.close()
             self.door.registry.update(self.call_id, "stopped", stream=self.stream.stats.as_dict())
             if close is not None:
-                with contextlib.suppress(Exception):
-                    await self.socket.close(*close)
+                await _close_soon(self.socket, *close)
+
+    def _end(self, code: int, reason: str, hung_up: bool) -> None:
+        if self._ending is None and self._task is not None:
+            self._ending = (code, reason, hung_up)
+            log.info("ending the ACS media connection: %s", reason)
+            self.door.publish(self.call_id, {"type": "call.ended_by_koe", "reason": reason})
+            self._task.cancel()
+
+    def _expire(self, reason: EndReason) -> None:
+        self._end(CloseCode.GOING_AWAY, reason, False)
+
+    def _stalled(self, reason: str) -> None:
+        self._end(STALL_CLOSE, "send_stalled", True)
 
     async def _receive_loop(self) -> tuple[int, str] | None:
         """Returns the close to send, or None when the peer went away."""
         receive = self.socket.receive
+        assert self.clock is not None
+        touch = self.clock.touch
         while True:
             frame = await receive()
             if frame is None:
                 return None
+            touch()
             try:
                 event = self.stream.receive(frame)
             except MalformedFrame as exc:
@@ -239,7 +289,14 @@ class _Connection:
     async def _start(self, metadata: AudioMetadata) -> None:
         if self.pipeline is not None:
             return  # a repeated AudioMetadata with the same format changes nothing
-        self.writer = OutboundWriter(self.socket, metadata.sample_rate)
+        limits = self.door.settings.limits
+        self.writer = OutboundWriter(
+            self.socket,
+            metadata.sample_rate,
+            stall_s=limits.send_stall_s,
+            limit_bytes=limits.send_buffer_bytes,
+            on_stall=self._stalled,
+        )
         self.writer.start()
         context = ModeContext(
             settings=self.door.settings,
@@ -248,6 +305,7 @@ class _Connection:
             rate=metadata.sample_rate,
             writer=self.writer,
             publish=lambda event: self.door.publish(self.call_id, event),
+            limits=session_limits(self.door.settings),
         )
         self.pipeline = MODES[self.mode](context)
         await self.pipeline.start()
@@ -265,6 +323,30 @@ class _Connection:
         count = self.stream.stats.malformed
         if count <= _FIRST_MALFORMED_LOGGED or count % LOG_EVERY_MALFORMED == 0:
             log.warning("skipped a malformed ACS frame (%d so far): %s", count, exc)
+
+
+TRANSCRIBING: frozenset[str] = frozenset({"transcribe", "agent"})
+"""The modes that use the STT engine, and so count against `stt.max_streams`."""
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def _key(socket: MediaSocket, settings: Settings) -> int | None:
+    """Which API key the connection presented, if any (for `limits.sessions_per_key`)."""
+    headers = tuple((name.lower(), value) for name, value in socket.headers.items())
+    request = AccessRequest(Kind.ACS_MEDIA, headers=headers, query=tuple(socket.query.items()), websocket=True)
+    return presented_key(request, settings)
+
+
+def _reason(message: str) -> str:
+    """A close reason that fits a close frame (123 bytes of UTF-8)."""
+    encoded = message.encode()
+    return message if len(encoded) <= MAX_CLOSE_REASON_BYTES else encoded[:120].decode("utf-8", "ignore") + "..."
+
+
+async def _close_soon(socket: MediaSocket, code: int, reason: str) -> None:
+    """Close, but never wait long on a client that does not read."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(socket.close(code, reason), CLOSE_TIMEOUT_S)
 
 
 def acs_routes(door: AcsDoor | None) -> list[BaseRoute]:

@@ -4,7 +4,8 @@
 Call `calls_routes(registry, settings)` and add the routes to the app. Access follows the server's one rule
 (`koe.server.auth`): with `server.api_keys` set a client presents one in any carrier (a browser's WebSocket offers
 the subprotocols `koe-events` and `openai-insecure-api-key.<key>`, or uses `?api-key=`); with none, only loopback
-clients, from no foreign web origin, are served.
+clients, from no foreign web origin, are served. A subscriber's queue is bounded (the oldest events go first), and a
+WebSocket subscriber whose sends make no progress for `limits.send_stall_s` is closed with 1008 `send_stalled`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from koe.protocols.websocket import CloseCode
 from koe.server._asgi_access import refusal
 from koe.server.auth import Kind
 from koe.server.calls.registry import CallRegistry
+from koe.server.metrics import METRICS
+from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE, SendStalled, send_within
 
 SSE_KEEPALIVE_S = 15.0
 SSE_OPENED = b": subscribed\n\n"  # an SSE comment: readers skip it
@@ -91,12 +94,17 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
         await websocket.accept(subprotocol=EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered else None)
         subscription = registry.subscribe(None if call_id == ALL_CALLS else call_id)
         watcher = asyncio.create_task(_drain_until_closed(websocket))
-        sender = asyncio.create_task(_forward(websocket, subscription))
+        sender = asyncio.create_task(_forward(websocket, subscription, settings.limits.send_stall_s))
         try:
             await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if sender.done() and not watcher.done() and sender.exception() is None:
-                await websocket.close(CloseCode.NORMAL, "call ended")
-        except (WebSocketDisconnect, RuntimeError):
+            if sender.done() and not watcher.done():
+                stalled = isinstance(sender.exception(), SendStalled)
+                if stalled:  # a subscriber that stopped reading: its queue already drops the oldest events
+                    METRICS.send_stalls.labels("calls").inc()
+                if stalled or sender.exception() is None:
+                    code, reason = (STALL_CLOSE, "send_stalled") if stalled else (CloseCode.NORMAL, "call ended")
+                    await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT_S)
+        except (WebSocketDisconnect, RuntimeError, TimeoutError):
             pass
         finally:
             registry.unsubscribe(subscription)
@@ -115,9 +123,9 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def _forward(websocket: WebSocket, subscription: AsyncIterable[dict[str, Any]]) -> None:
+async def _forward(websocket: WebSocket, subscription: AsyncIterable[dict[str, Any]], stall_s: float) -> None:
     async for event in subscription:
-        await websocket.send_text(orjson.dumps(event).decode())
+        await send_within(websocket.send_text(orjson.dumps(event).decode()), stall_s)
 
 
 async def _drain_until_closed(websocket: WebSocket) -> None:

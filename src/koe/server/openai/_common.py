@@ -2,8 +2,9 @@
 
 Raise `ApiError` anywhere inside a handler wrapped by `endpoint()`; it becomes OpenAI's error body
 `{"error": {"message", "type", "param", "code"}}` with its status. Engine failures map the way OpenAI's own
-statuses read to a client: a full queue is 429 (retry later), an engine that is not loaded is 503, and an engine
-that refused this input is 400.
+statuses read to a client: a full queue is 429 (retry later), an engine that is not loaded (or a remote one that
+cannot be reached) is 503, a remote one that did not answer in time is 504, and an engine that refused this input
+is 400.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from koe.config import Settings
-from koe.engines.base import EngineError, EngineUnavailable
+from koe.engines.base import EngineError, EngineTimeout, EngineUnavailable
 from koe.engines.pool import EngineBusy
 from koe.server._asgi_access import refusal
 from koe.server.auth import Body, Kind
@@ -63,6 +64,8 @@ def engine_failure(exc: EngineError) -> ApiError:
         return ApiError(429, str(exc), type="server_error", code="engine_busy")
     if isinstance(exc, EngineUnavailable):
         return ApiError(503, str(exc), type="server_error", code="engine_unavailable")
+    if isinstance(exc, EngineTimeout):
+        return ApiError(504, str(exc), type="server_error", code="engine_timeout")
     return ApiError(400, str(exc), code="engine_error")
 
 

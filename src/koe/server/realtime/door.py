@@ -29,9 +29,12 @@ from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import decode_audio
 from koe.protocols.realtime.session import EchoCancellation
 from koe.protocols.websocket import CloseCode
-from koe.server._asgi_access import refusal
-from koe.server.auth import Kind
+from koe.server._asgi_access import access_request, refusal
+from koe.server.auth import Kind, presented_key
+from koe.server.lifetime import SESSION_EXPIRED, EndReason, SessionClock
+from koe.server.limits import REFUSED_CODE, Admission, Refusal, session_lifetime_s, session_limits
 from koe.server.metrics import METRICS
+from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE, Outbox, send_within
 from koe.server.realtime.mapping import engine_config, engine_item, response_options
 from koe.server.realtime.render import Renderer
 from koe.voice.session import Session
@@ -41,16 +44,17 @@ log = logging.getLogger("koe.realtime")
 PATHS = ("/voice-live/realtime", "/v1/realtime", "/openai/v1/realtime", "/openai/realtime")
 
 
-def realtime_routes(settings: Settings, engines: Engines) -> list[BaseRoute]:
-    door = RealtimeDoor(settings, engines)
+def realtime_routes(settings: Settings, engines: Engines, admission: Admission | None = None) -> list[BaseRoute]:
+    door = RealtimeDoor(settings, engines, admission or Admission(settings))
     prefixes = {"", settings.realtime.path_prefix.rstrip("/")}
     return [WebSocketRoute(prefix + path, door.endpoint) for prefix in sorted(prefixes) for path in PATHS]
 
 
 class RealtimeDoor:
-    def __init__(self, settings: Settings, engines: Engines) -> None:
+    def __init__(self, settings: Settings, engines: Engines, admission: Admission) -> None:
         self.settings = settings
         self.engines = engines
+        self.admission = admission
         self.active = 0
 
     async def endpoint(self, websocket: WebSocket) -> None:
@@ -68,17 +72,32 @@ class RealtimeDoor:
         if refused is not None:
             await websocket.send_denial_response(refused)
             return
+        key = presented_key(access_request(scope, Kind.API), self.settings)
+        ticket = self.admission.admit("realtime", key=key, transcribes=True)
         await websocket.accept(subprotocol=handshake.subprotocol)
+        if isinstance(ticket, Refusal):
+            await _refuse(websocket, handshake.dialect, ticket)
+            return
         timings = "koe_timings=1" in query.split("&")
-        connection = RealtimeConnection(self.settings, self.engines, websocket, handshake, timings=timings)
-        self.active += 1
-        try:
-            with bind(session_id=connection.session.id, door="realtime", dialect=handshake.dialect.value):
-                log.info("realtime session started on %s", scope["path"])
-                await connection.run()
-                log.info("realtime session ended")
-        finally:
-            self.active -= 1
+        with ticket:
+            connection = RealtimeConnection(self.settings, self.engines, websocket, handshake, timings=timings)
+            self.active += 1
+            try:
+                with bind(session_id=connection.session.id, door="realtime", dialect=handshake.dialect.value):
+                    log.info("realtime session started on %s", scope["path"])
+                    await connection.run()
+                    log.info("realtime session ended")
+            finally:
+                self.active -= 1
+
+
+async def _refuse(websocket: WebSocket, dialect: rt.Dialect, refused: Refusal) -> None:
+    """Overload is refused in the protocol: an `error` event saying which limit, then 1013 (try again later)."""
+    error = rt.RealtimeError(refused.message, code=REFUSED_CODE, error_type="server_error")
+    with contextlib.suppress(Exception):
+        for event in rt.ServerEvents(dialect).error(error):
+            await send_within(websocket.send_text(rt.encode_event(event)), CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(websocket.close(CloseCode.TRY_AGAIN_LATER, REFUSED_CODE), CLOSE_TIMEOUT_S)
 
 
 class RealtimeConnection:
@@ -105,14 +124,23 @@ class RealtimeConnection:
             default_instructions=settings.llm.system_prompt,
             session_id=rt.new_session_id(),
             observer=self.observed,
+            limits=session_limits(settings),
         )
         self.renderer = Renderer(self.events, self.session.conversation, timings=timings)
         self._sync_renderer()
-        self.expires_at = int(time.time()) + settings.realtime.session_lifetime_s
-        self._send_lock = asyncio.Lock()
+        self.lifetime_s = session_lifetime_s(settings, "realtime")
+        self.expires_at = int(time.time() + self.lifetime_s)
+        limits = settings.limits
+        self.outbox = Outbox(
+            websocket.send_text,
+            limit_bytes=limits.send_buffer_bytes,
+            stall_s=limits.send_stall_s,
+            door="realtime",
+            close=websocket.close,
+        )
+        self._ended: asyncio.Future[EndReason] = asyncio.get_running_loop().create_future()
         self._requests = 0
         self._typed: dict[str, list[str]] = {}
-        self._closing: asyncio.Future[None] | None = None
         """Azure `input_text.delta` text per item id, until its `input_text.done`."""
 
     def _sync_renderer(self) -> None:
@@ -120,44 +148,71 @@ class RealtimeConnection:
         self.renderer.transcription = self.config.input_audio_transcription is not None
 
     async def send(self, events: list[dict[str, Any]]) -> None:
-        if not events:
-            return
-        async with self._send_lock:
-            for event in events:
-                await self.websocket.send_text(rt.encode_event(event))
+        """Queue events for the client, in order; never waits for the client to read (see `koe.server.outbox`)."""
+        for event in events:
+            self.outbox.put(rt.encode_event(event))
 
     async def run(self) -> None:
+        """Serve the session until the client goes, koe ends it (its lifetime, idle time), or the client stops
+        reading: whichever comes first."""
+        self.outbox.start()
         await self.send(self._session_event(created=True))
+        self.clock = clock = SessionClock(
+            "realtime", self.lifetime_s, self.settings.limits.idle_timeout_s, self._end, busy=self._busy
+        )
         pump = asyncio.create_task(self._pump())
-        lifetime = asyncio.get_running_loop().call_later(self.settings.realtime.session_lifetime_s, self._expire)
+        receiver = asyncio.create_task(self._receive())
         try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
-                if text is None and message.get("bytes") is not None:
-                    text = message["bytes"].decode("utf-8", "replace")
-                await self.handle(text or "")
-        except WebSocketDisconnect:
-            pass
+            ends: set[asyncio.Future[Any]] = {receiver, self.outbox.stalled, self._ended}
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            if self.outbox.stalled.done():
+                # Nothing more can reach this client; the close frame is all that is tried, and not for long.
+                with contextlib.suppress(Exception):
+                    reason = "send_stalled"
+                    await asyncio.wait_for(self.websocket.close(STALL_CLOSE, reason), CLOSE_TIMEOUT_S)
+            elif self._ended.done():
+                ended = self._ended.result()
+                code = "session_expired" if ended == SESSION_EXPIRED else "idle_timeout"
+                await self.send(self.events.error(rt.RealtimeError(clock.message(ended), code=code)))
+                self.outbox.close_after(CloseCode.GOING_AWAY, ended)
+                await self.outbox.flush(CLOSE_TIMEOUT_S * 2)
         finally:
-            lifetime.cancel()
+            clock.stop()
+            receiver.cancel()
             self.observed.close()
             await self.session.close()
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+            await self.outbox.aclose()
 
-    def _expire(self) -> None:
-        self._closing = asyncio.ensure_future(self.websocket.close(code=CloseCode.GOING_AWAY, reason="session_expired"))
+    async def _receive(self) -> None:
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                self.clock.touch()
+                text = message.get("text")
+                if text is None and message.get("bytes") is not None:
+                    text = message["bytes"].decode("utf-8", "replace")
+                await self.handle(text or "")
+        except WebSocketDisconnect:
+            return
+
+    def _end(self, reason: EndReason) -> None:
+        if not self._ended.done():
+            self._ended.set_result(reason)
+
+    def _busy(self) -> bool:
+        """A reply is being generated or played: the client may well be listening, not idle."""
+        return not self.session.replies.idle or self.session.playback.is_playing()
 
     async def _pump(self) -> None:
-        try:
-            async for event in self.session.events():
-                await self.send(self.renderer.render(event))
-        except (WebSocketDisconnect, RuntimeError):
-            return  # the client went away; the receive loop ends the session
+        async for event in self.session.events():
+            await self.send(self.renderer.render(event))
 
     def _session_event(self, created: bool = False) -> list[dict[str, Any]]:
         build = self.events.session_created if created else self.events.session_updated

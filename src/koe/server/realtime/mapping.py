@@ -231,7 +231,27 @@ def realtime_error(error: ve.VoiceError) -> rt.RealtimeError:
         return rt.RealtimeError("Cancellation failed: no active response found", code=codes.RESPONSE_CANCEL_NOT_ACTIVE)
     if isinstance(error, ve.InvalidItem):
         return rt.RealtimeError(error.message, code=codes.INVALID_VALUE, param=error.param)
+    if isinstance(error, ve.LimitExceeded):
+        return rt.RealtimeError(error.message, code=LIMIT_CODES[error.bound], param=error.param)
+    if isinstance(error, ve.ResponseFailed):
+        return rt.RealtimeError(error.message, code=FAILURE_CODES[error.reason], error_type=codes.SERVER_ERROR)
     if isinstance(error, ve.InternalError):
         # OpenAI's code for its own failures is the name of their type.
         return rt.RealtimeError(error.message, code=codes.SERVER_ERROR, error_type=codes.SERVER_ERROR)
     assert_never(error)
+
+
+LIMIT_CODES: dict[ve.Bound, str] = {
+    "item_chars": "string_above_max_length",
+    "items": "array_above_max_length",
+    "conversation_chars": "context_length_exceeded",
+}
+"""OpenAI's own codes for a string, an array and a context that are too long."""
+FAILURE_CODES: dict[ve.FailureReason, str] = {
+    "busy": "engine_busy",
+    "unavailable": "engine_unavailable",
+    "timeout": "engine_timeout",
+    "context_length": "context_length_exceeded",
+    "engine": "engine_error",
+}
+"""koe's codes for a failed response, as its REST API spells them (docs/operations.md)."""

@@ -3,7 +3,8 @@
 `Renderer.render(event)` returns the protocol events for one engine event, in the order the spec's canonical
 sequences put them (§5): output items also join the conversation (`conversation.item.created`, or GA `added` and
 `done`), audio leaves in the session's output format in deltas of at most 500 ms, and every response ends with a
-`response.done` that lists its items with their final status and usage.
+`response.done` that lists its items with their final status and usage (a failed one comes after an `error` event
+saying why, as OpenAI's do).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from koe.protocols import realtime as rt
 from koe.protocols.realtime.formats import encode_audio
 from koe.protocols.realtime.responses import StatusDetails
-from koe.server.realtime.mapping import protocol_item, realtime_error
+from koe.server.realtime.mapping import FAILURE_CODES, protocol_item, realtime_error
 from koe.voice import events as ev
 from koe.voice.conversation import Conversation
 
@@ -196,8 +197,9 @@ class Renderer:
         elif event.status == "incomplete":
             details = StatusDetails("incomplete", event.reason or "max_output_tokens")
         elif event.status == "failed":
+            code = FAILURE_CODES[event.failure.reason] if event.failure is not None else "engine_error"
             details = StatusDetails(
-                "failed", error={"type": "server_error", "code": "engine_error", "message": event.reason or ""}
+                "failed", error={"type": "server_error", "code": code, "message": event.reason or ""}
             )
         usage = rt.Usage(
             input_text_tokens=event.usage.input_tokens,

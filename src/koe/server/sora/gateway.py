@@ -15,7 +15,9 @@ newline-terminated JSON object per DATA frame while the body is still arriving.
 Deliberate differences from the reference gateway (spec §2.8): a missing language code, or one the installed STT
 model does not support, is a `400` with a JSON `reason` (not a `500`); every error object ends in a newline and is
 written once; empty packets are skipped; a malformed packet, an oversize length or a truncated packet ends that
-stream only, with an error object.
+stream only, with an error object. Past a limit of `koe.server.limits` (`limits.sora_sessions`, or
+`stt.max_streams` for the `koe` service) a new request gets a `503` with the JSON body, and a stream ends with an
+error object after `limits.session_lifetime_s`.
 
 Why its own listener rather than Hypercorn (which serves the other doors): see `koe.net.h2listener`. In short,
 raw framing needs each DATA frame to stay one packet, and the relay target of 1,000 connections per core at
@@ -50,6 +52,9 @@ from koe.protocols.sora import (
 from koe.protocols.sora_results import encode, error_result, http_error_body
 from koe.server.auth import AccessRequest, Kind, Listener, Refused, decide
 from koe.server.calls.registry import CallRegistry
+from koe.server.lifetime import SESSION_EXPIRED, end_message
+from koe.server.limits import Admission, Ticket, session_lifetime_s
+from koe.server.metrics import METRICS
 from koe.server.sora.metrics import CONTENT_TYPE, SoraMetrics
 from koe.server.sora.services.base import DumpService, Service, ServiceStream, TestService
 from koe.tasks import TaskSet
@@ -67,10 +72,14 @@ class SoraGateway:
         calls: CallRegistry | None = None,
         *,
         access: Settings | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.access = access if access is not None else Settings(sora=settings)
-        """What the access rule (`koe.server.auth`) reads: the allowed hosts and origins (the server's)."""
+        """What the access rule (`koe.server.auth`) reads: the allowed hosts and origins (the server's), and the
+        limits (`koe.server.limits`)."""
+        self.admission = admission or Admission(self.access)
+        self.lifetime_s = session_lifetime_s(self.access, "sora")
         self.engines = engines
         self.calls = calls
         self.call_streams: dict[str, int] = {}
@@ -202,16 +211,22 @@ class SoraGateway:
             return Response(503, http_error_body("Service Unavailable", str(exc)))
         if refusal is not None:
             return Response(400, http_error_body("Bad Request", refusal))
-        return lambda response: SoraStream(self, sora, service, response)
+        ticket = self.admission.admit("sora", transcribes=service.transcribes)
+        if not isinstance(ticket, Ticket):  # overload is refused, never shared: 503 with Suzu's error body
+            return Response(503, http_error_body("Service Unavailable", ticket.message))
+        return lambda response: SoraStream(self, sora, service, response, ticket)
 
 
 class SoraStream:
     """One Sora connection's request: de-framing, silent-packet injection, and the service's results."""
 
-    def __init__(self, gateway: SoraGateway, request: SoraRequest, service: Service, response: ResponseStream) -> None:
+    def __init__(
+        self, gateway: SoraGateway, request: SoraRequest, service: Service, response: ResponseStream, ticket: Ticket
+    ) -> None:
         self.gateway = gateway
         self.request = request
         self.response = response
+        self.ticket = ticket
         self.reader = packet_reader(gateway.framing)
         self.done = False
         self._loop = asyncio.get_running_loop()
@@ -230,6 +245,8 @@ class SoraStream:
             self.start_response()
         if gateway.silence_wait_s is not None:
             self._timer = self._loop.call_later(gateway.silence_wait_s, self._idle)
+        # Sora sends nothing while a participant is silent or muted, so only the lifetime ends a stream here.
+        self._lifetime = self._loop.call_later(gateway.lifetime_s, self._expire)
 
     # --- ResultSink ---------------------------------------------------------------------------------------------
 
@@ -347,6 +364,11 @@ class SoraStream:
             self._close()
             self.response.finish()
 
+    def _expire(self) -> None:
+        METRICS.session_ends.labels("sora", SESSION_EXPIRED).inc()
+        message = end_message(SESSION_EXPIRED, self.gateway.lifetime_s, None)
+        self.fail(f"SESSION-EXPIRED: {message} (limits.session_lifetime_s)", "lifetime")
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -357,6 +379,8 @@ class SoraStream:
             return
         self.done = True
         self._cancel_timer()
+        self._lifetime.cancel()
+        self.ticket.release()
         self.gateway.metrics.streams_active -= 1
         self.gateway.streams.discard(self)
         calls = self.gateway.calls

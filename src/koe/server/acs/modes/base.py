@@ -9,13 +9,14 @@ reach the caller through `context.writer` (outbound `AudioData`/`StopAudio`) and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from koe.config import Settings
 from koe.engines.registry import Engines
 from koe.protocols.acs import AudioData, DtmfData
 from koe.server.acs.writer import OutboundWriter
+from koe.voice.config import Limits
 
 
 class ModeUnavailable(Exception):
@@ -31,6 +32,8 @@ class ModeContext:
     """The stream's negotiated rate, both directions."""
     writer: OutboundWriter
     publish: Callable[[dict[str, Any]], None]
+    limits: Limits = field(default_factory=Limits)
+    """The bounds of an engine mode's voice session (`koe.server.limits.session_limits`)."""
 
 
 class Pipeline(Protocol):

@@ -49,6 +49,7 @@ class _EnginePipeline:
             default_instructions=context.settings.llm.system_prompt,
             session_id=context.call_id,
             observer=self.observed,
+            limits=context.limits,
         )
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
@@ -135,6 +136,7 @@ class AgentPipeline(_EnginePipeline):
     async def finish(self, hung_up: bool) -> None:
         if hung_up:
             # Nobody is left to hear a reply: abandon generation at once and free the session.
+            self.observed.close()
             await self.session.close()
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -63,6 +63,8 @@ class ServiceStream(Protocol):
 
 class Service(Protocol):
     name: str
+    transcribes: bool
+    """Whether its streams use koe's STT engine (and so count against `stt.max_streams`)."""
 
     def check(self, request: SoraRequest) -> str | None: ...
 
@@ -73,6 +75,7 @@ class TestService:
     """One `{"channel_id":"ch_0","message":"n: <bytes>","type":"test"}` line per packet. Accepts any language."""
 
     name = "test"
+    transcribes = False
 
     def check(self, request: SoraRequest) -> str | None:
         return None
@@ -102,6 +105,7 @@ class DumpService:
     """
 
     name = "dump"
+    transcribes = False
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ WALL_CLOCK_PACKETS = 3000
 
 class KoeService:
     name = "koe"
+    transcribes = True
 
     def __init__(self, settings: SoraSettings, engines: Engines | None, metrics: SoraMetrics) -> None:
         self.settings = settings

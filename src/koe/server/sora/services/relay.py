@@ -42,6 +42,7 @@ MAX_BUFFERED_PACKETS = 500
 
 class RelayService:
     name = "relay"
+    transcribes = False
 
     def __init__(self, settings: SoraSettings, metrics: SoraMetrics) -> None:
         self.settings = settings
