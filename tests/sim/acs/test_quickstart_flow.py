@@ -69,7 +69,7 @@ async def test_the_quickstart_flow_against_the_emulator_and_koe_over_tls(
         linger_ms=1500,
         reply_timeout_ms=30000,
         barge_in=Speaker(phone_raw_id(1), _on_a_line(barge_16k, 0.0, 0.5), 16000),
-        barge_in_after_ms=800,
+        barge_in_after_ms=400,  # early in the first sentence: a loaded machine may not have the next one yet
     )
     app_port = free_port()
     reported: list[dict[str, Any]] = []
@@ -117,6 +117,6 @@ async def test_the_quickstart_flow_against_the_emulator_and_koe_over_tls(
     assert report["outbound_audio_bytes"] > 0  # the reply's audio came back into the call
     assert report["stop_audio"] >= 1, reported
     assert "input_audio_buffer.speech_started" in events
-    assert report["barge_ins"], report
+    assert report["barge_ins"], json.dumps({**report, "reported": reported})
     assert report["barge_ins"][0]["dropped_ms"] > 0  # StopAudio flushed the reply that was still queued
     assert result.errors == []

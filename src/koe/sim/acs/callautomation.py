@@ -341,7 +341,8 @@ class CallAutomationEmulator:
                 response = await self._http.post(target, json=[event], headers={"Authorization": f"Bearer {token}"})
                 status = response.status_code
             except httpx.HTTPError as exc:
-                self.errors.append(f"callback {kind} to {target} failed: {exc}")
+                why = str(exc) or f"{type(exc).__name__} after {DELIVERY_TIMEOUT_S:g} s"  # timeouts have no message
+                self.errors.append(f"callback {kind} to {target} failed: {why}")
         call.callbacks.append((event["type"], status))
         call.notify()
 
