@@ -82,8 +82,10 @@ async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
     assert wer(texts["short"], " ".join(heard)) <= 0.2, heard  # the caller, as the endpoint transcribed them
     assert "response.started" in kinds
     # The answer's audio came back at the stream's rate (from its start: the caller hangs up a second after the audio
-    # pauses, which at three times real time can come before the end).
-    assert_spoken(engines, bytes(outbound), "".join(REPLY_WORDS), rate, partial=True)
+    # pauses, which at three times real time can come before the end). A loaded machine may hear the question as two
+    # turns, each answered: the audio then says the answer once per response, in order.
+    answers = " ".join(["".join(REPLY_WORDS)] * kinds.count("response.started"))
+    assert_spoken(engines, bytes(outbound), answers, rate, partial=True)
 
 
 @pytest.mark.models
