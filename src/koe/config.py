@@ -298,6 +298,7 @@ class ACSSettings(BaseModel):
     routes: list[ACSRoute] = Field(default_factory=list)
     # Let a transport URL pick its mode with ?mode=transcribe|agent|bridge|echo.
     allow_mode_override: bool = True
+    # The language of calls whose transport URL names none with ?language= (ja-JP, zh-CN, auto); None: stt.language.
     language: str | None = None
     partial_results: bool = True
     silence_duration_ms: int = Field(500, ge=100, le=5000)
