@@ -84,22 +84,32 @@ async def test_a_spoken_turn_in_japanese(engines: Engines, language_texts: dict[
 
 
 async def test_voice_lives_multi_language_form_detects_each_utterance(engines: Engines) -> None:
-    async with koe_server(realtime_settings(), engines) as (base, _):
+    """`en,ja,zh` detects the language of each utterance, and with OpenAI's voice name the reply's own text picks
+    the voice that speaks it (the stand-in answers in Japanese, whatever it was asked)."""
+    async with scripted_engines(engines, REPLY) as scripted, koe_server(realtime_settings(), scripted) as (base, _):
         client = await open_client(f"ws{base[4:]}", Dialect.AZURE)
         await client.send(
             "session.update",
             session={
                 "input_audio_transcription": {"model": "azure-speech", "language": "en,ja,zh"},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 400, "create_response": False},
+                "voice": "alloy",
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 400},
             },
         )
         await client.until("session.updated")
         sender = await _speak(client, "zh_weather")
         completed = await client.until("conversation.item.input_audio_transcription.completed")
+        audio = bytearray()
+        while (event := await client.recv())["type"] != "response.done":
+            if event["type"] == "response.audio.delta":
+                audio += base64.b64decode(event["delta"])
         await sender
         await client.ws.close()
     assert completed["languages"] == [{"code": "zh"}]
     assert cer("今天天气怎么样", completed["transcript"]) <= MAX_CER
+    reply = resample(np.frombuffer(bytes(audio), "<i2"), 24000, 16000)
+    heard = await engines.require("stt").transcribe(reply, language="auto")
+    assert heard.language == "ja" and cer("".join(REPLY), heard.text) <= MAX_CER, heard.text
 
 
 @pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.AZURE])
@@ -141,7 +151,7 @@ def test_voice_names_speak_the_sessions_language(engines: Engines) -> None:
     assert japanese is not None
     assert voice(Voice("alloy"), tts, "ja-JP") == (japanese, None)
     assert voice(Voice("alloy"), tts, None) == (tts.default_voice, None)
-    assert voice(Voice("alloy"), tts, "auto") == (tts.default_voice, None)
+    assert voice(Voice("alloy"), tts, "auto") == (None, None)  # each reply's text picks its voice
     assert voice(Voice("ja-JP-NanamiNeural", "azure-standard"), tts, "en")[0] == japanese
     # A multilingual Azure voice speaks the session's language, as on Azure.
     assert voice(Voice("en-US-Ava:DragonHDLatestNeural", "azure-standard"), tts, "ja")[0] == japanese

@@ -91,7 +91,10 @@ def voice(
     names speak the session's language, Azure's the nearest voice of theirs), and a warning when it had to guess."""
     if tts is None:
         return None, None
-    choice = choose_voice(tts, requested.name, None if language == AUTO else language)
+    detects = language is not None and language.lower() == AUTO
+    if detects and requested.name.strip().lower() in (*OPENAI_VOICES, ""):
+        return None, None  # no voice of its own: each reply's text picks the voice of its language (planning)
+    choice = choose_voice(tts, requested.name, None if detects else language)
     note = choice.note
     if note is None and not choice.exact and choice.requested.lower() not in OPENAI_VOICES and choice.requested:
         note = f"voice {choice.requested!r} is not installed here; {choice.voice!r} speaks for it"
