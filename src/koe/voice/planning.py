@@ -2,9 +2,9 @@
 
 Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through its
 `VoiceContext`) as it is at that moment, transcripts included, picks the voice (the one asked for, else the voice of the
-session's language; a session that detects its language and named no voice lets the reply's first clause pick it by its
-script), the tools and the token limit, and writes the system prompt. The prompt keeps the newest turns that fit the
-session's `prompt_chars`.
+session's language; a session that named no voice, and detects its language or names none, lets the reply's first clause
+pick it by its script), the tools and the token limit, and writes the system prompt. The prompt keeps the newest turns
+that fit the session's `prompt_chars`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def plan_response(
         max_output_tokens=opts.max_output_tokens or config.max_output_tokens,
         output_audio=output_audio and tts is not None,
         voice=voice,
-        voice_by_text=tts is not None and detects and not requested,
+        voice_by_text=tts is not None and not requested and (config.language is None or detects),
         output_rate=config.output_rate,
         in_conversation=opts.in_conversation,
         metadata=opts.metadata,

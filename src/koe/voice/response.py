@@ -145,8 +145,8 @@ class ResponsePlan:
     voice: str
     output_rate: int
     voice_by_text: bool = False
-    """The session detects its language and named no voice: the first clause's script picks the reply's voice
-    (Japanese or Chinese characters: the voice of that language), else `voice` speaks."""
+    """The session named no voice, and detects its language or names none: the first clause's script picks the
+    reply's voice (Japanese or Chinese characters: the voice of that language), else `voice` speaks."""
     in_conversation: bool = True
     metadata: dict[str, str] | None = None
     cache_key: str | None = None

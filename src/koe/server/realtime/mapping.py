@@ -92,8 +92,8 @@ def voice(
     if tts is None:
         return None, None
     detects = language is not None and language.lower() == AUTO
-    if detects and requested.name.strip().lower() in (*OPENAI_VOICES, ""):
-        return None, None  # no voice of its own: each reply's text picks the voice of its language (planning)
+    if (language is None or detects) and requested.name.strip().lower() in (*OPENAI_VOICES, ""):
+        return None, None  # no voice and no language named: each reply's text picks its voice (koe.voice.planning)
     choice = choose_voice(tts, requested.name, None if detects else language)
     note = choice.note
     if note is None and not choice.exact and choice.requested.lower() not in OPENAI_VOICES and choice.requested:
