@@ -67,10 +67,19 @@ async def test_zh_tw_results_are_traditional(engines: Engines, language_texts: d
 
 
 @pytest.mark.models
-@pytest.mark.parametrize(("clip", "code"), [("ja_weather", "ja"), ("zh_booking", "zh"), ("short_16k", "en")])
-async def test_auto_reports_the_language_detected(engines: Engines, clip: str, code: str) -> None:
-    """Japanese, Chinese and English told apart with no language named, each result saying which it heard."""
-    finals = await _transcribe(engines, "auto", clip)
+@pytest.mark.parametrize(
+    ("tag", "clip", "code"),
+    [
+        ("auto", "ja_weather", "ja"),
+        ("auto", "zh_booking", "zh"),
+        ("auto", "short_16k", "en"),
+        ("ja,zh", "zh_help", "zh"),
+    ],
+)
+async def test_auto_reports_the_language_detected(engines: Engines, tag: str, clip: str, code: str) -> None:
+    """Japanese, Chinese and English told apart with no one language named (`auto`, or a list of several), each
+    result saying which it heard."""
+    finals = await _transcribe(engines, tag, clip)
     assert finals
     assert {final["language"] for final in finals} == {code}
 

@@ -33,7 +33,7 @@ from koe.audio.pcm import ENGINE_RATE
 from koe.config import SoraSettings
 from koe.engines.base import EngineUnavailable
 from koe.engines.registry import Engines
-from koe.languages import AUTO
+from koe.languages import AUTO, client_language
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.calls.events import call_event
@@ -126,10 +126,11 @@ class _SpeechStream:
         self._samples = 0
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=WALL_CLOCK_PACKETS)
         self._starts: dict[str, int] = {}
-        self._detects = request.language_code.strip().lower() == AUTO
+        language = client_language(request.language_code)  # check() refused what it cannot read
+        self._detects = language is not None and language.lower() == AUTO
         config = SessionConfig(
             mode="transcribe",
-            language=request.language_code,
+            language=language,
             turn_detection=TurnDetection(type="server_vad", silence_duration_ms=service.settings.silence_duration_ms),
             partial_results=service.settings.partial_results,
             echo_cancellation=False,  # nothing is played back to a Sora connection
