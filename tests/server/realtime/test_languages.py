@@ -112,6 +112,51 @@ async def test_voice_lives_multi_language_form_detects_each_utterance(engines: E
     assert heard.language == "ja" and cer("".join(REPLY), heard.text) <= MAX_CER, heard.text
 
 
+STORY_JA = (
+    "昔々、海の近くの小さな村に、一匹の竜が住んでいました。"
+    "竜は毎朝、港の上を飛んで、漁に出る舟を数えていました。"
+    "村の子どもたちは浜から手を振り、竜は温かい煙で答えました。"
+    "ある冬、海が凍って、舟は何週間も港を出られませんでした。"
+)
+
+
+async def test_barge_in_truncates_a_japanese_reply_to_what_was_heard(engines: Engines) -> None:
+    """Interruption works the same in Japanese: the reply stops, and the item keeps the part of the story heard."""
+    pieces = [clause + "。" for clause in STORY_JA.split("。") if clause]
+    async with scripted_engines(engines, pieces) as scripted, koe_server(realtime_settings(), scripted) as (base, _):
+        client = await open_client(f"ws{base[4:]}", Dialect.AZURE)
+        await client.send(
+            "session.update",
+            session={
+                "input_audio_transcription": {"model": "azure-speech", "language": "ja-JP"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 400, "auto_truncate": True},
+            },
+        )
+        await client.until("session.updated")
+
+        async def append(b64: str) -> None:
+            await client.send("input_audio_buffer.append", audio=b64)
+
+        await stream_frames(append, _speech_24k("ja_weather", tail_s=0.6), pace_s=0.0)
+        await client.until("response.audio.delta", 60)
+        await asyncio.sleep(0.6)  # the listener hears a little of the reply
+        interrupting = asyncio.create_task(stream_frames(append, _speech_24k("ja_booking", tail_s=0.6)))
+        done = await client.until("response.done", 60)
+        truncated = await client.until("conversation.item.truncated")
+        await client.send("conversation.item.retrieve", item_id=truncated["item_id"])
+        item = (await client.until("conversation.item.retrieved"))["item"]
+        interrupting.cancel()
+        await client.ws.close()
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    spoken = done["response"]["output"][0]["content"][0]["transcript"]
+    heard = item["content"][0]["transcript"]
+    assert truncated["audio_end_ms"] > 0
+    assert STORY_JA.startswith(spoken) and STORY_JA.startswith(heard), (spoken, heard)
+    assert len(heard) <= len(spoken) < len(STORY_JA)
+    assert " " not in spoken
+
+
 @pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.AZURE])
 async def test_an_unsupported_language_is_an_error_event(engines: Engines, dialect: Dialect) -> None:
     transcription = {"model": "whisper-1", "language": "xx"}
