@@ -139,3 +139,10 @@ def test_config_show_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Error: invalid configuration" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_bad_acs_language_fails_at_start() -> None:
+    assert load_settings(overrides={"acs": {"language": "ja-JP"}}).acs.language == "ja-JP"
+    assert load_settings(overrides={"acs": {"language": "en,ja"}}).acs.language == "en,ja"
+    with pytest.raises(ConfigError, match=r"acs\.language"):
+        load_settings(overrides={"acs": {"language": "xx"}})

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from koe.languages import Language, UnsupportedLanguage, language_name, parse_language, script_language
+from koe.languages import (
+    Language,
+    UnsupportedLanguage,
+    client_language,
+    language_name,
+    parse_language,
+    script_language,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +68,30 @@ def test_names_are_openais() -> None:
 )
 def test_script_language(text: str, expected: str | None) -> None:
     assert script_language(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("  ", None),
+        ("ja-JP", "ja-JP"),
+        (" zh-TW ", "zh-TW"),
+        ("auto", "auto"),
+        ("AUTO", "AUTO"),
+        ("en,zh", "auto"),  # Voice Live's multi-language form: detection per utterance
+        ("en-US, ja-JP", "auto"),
+        ("ja-JP,", "ja-JP"),  # a list of one is that language
+        ("en-US,en-GB", "en-US"),  # one language in two regions
+        ("en,auto", "auto"),
+    ],
+)
+def test_client_language_reads_every_doors_forms(value: str | None, expected: str | None) -> None:
+    assert client_language(value) == expected
+
+
+@pytest.mark.parametrize("value", ["xx-YY", "en,qq", ",", "klingon"])
+def test_client_language_names_what_is_no_language(value: str) -> None:
+    with pytest.raises(UnsupportedLanguage):
+        client_language(value)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from koe.dialects import Dialect, dialect_named
+from koe.languages import client_language
 
 DEFAULT_CONFIG_FILE = Path("koe.toml")
 CONFIG_ENV = "KOE_CONFIG"
@@ -280,6 +281,13 @@ class ACSRoute(BaseModel):
     mode: ACSMode = "transcribe"
 
 
+def _language_tag(value: str | None) -> str | None:
+    """A language setting read as the doors read one (`koe.languages.client_language`), so a bad one fails at start."""
+    if value is not None:
+        client_language(value)
+    return value
+
+
 class ACSSettings(BaseModel):
     """The ACS door (`koe.server.acs.door`): media streaming WebSocket, Call Automation webhooks, modes."""
 
@@ -298,7 +306,8 @@ class ACSSettings(BaseModel):
     routes: list[ACSRoute] = Field(default_factory=list)
     # Let a transport URL pick its mode with ?mode=transcribe|agent|bridge|echo.
     allow_mode_override: bool = True
-    language: str | None = None
+    # The language of calls whose transport URL names none with ?language= (ja-JP, zh-CN, auto); None: stt.language.
+    language: Annotated[str | None, AfterValidator(_language_tag)] = None
     partial_results: bool = True
     silence_duration_ms: int = Field(500, ge=100, le=5000)
     # "feed": silent:true frames go to the VAD like any audio (it needs silence to end turns); "drop": ignored.

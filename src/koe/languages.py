@@ -4,8 +4,9 @@ Clients name languages with BCP-47 tags (`ja-JP`, `zh-CN`, `zh-TW`, `en-US`, `cm
 every request, Call Automation a locale, Realtime an ISO 639-1 code). Whisper knows its own codes (`ja`, `zh`,
 `en`, …), and Chinese comes in two scripts, which Whisper mixes freely: the tag decides which one the caller reads.
 `parse_language()` turns a tag into a `Language` (the tag as given, Whisper's code, and for Chinese the script), or
-raises `UnsupportedLanguage` naming what was wrong. `AUTO` asks for detection per utterance. `script_language()`
-guesses Japanese or Chinese from a text's script, for speech whose language nobody named.
+raises `UnsupportedLanguage` naming what was wrong; `client_language()` is how every door reads the language its
+client named (a tag, `auto`, or Voice Live's comma-separated list). `AUTO` asks for detection per utterance.
+`script_language()` guesses Japanese or Chinese from a text's script, for speech whose language nobody named.
 """
 
 from __future__ import annotations
@@ -87,6 +88,23 @@ def requested_language(tag: str | Language | None) -> Language | None:
     if tag is None or isinstance(tag, Language):
         return tag
     return None if tag.strip().lower() == AUTO else parse_language(tag)
+
+
+def client_language(value: str | None) -> str | None:
+    """The language a door's client named, in its protocol's form, as koe's sessions take it; every door calls this.
+
+    None or "" names none (the configured `stt.language` applies); `auto` asks for detection; a tag or code is
+    checked and kept as given (`ja-JP`: results echo it, the STT maps it). A comma-separated list, Voice Live's
+    multi-language form (`en,zh`, `en-US,ja-JP`), is its one language, or `auto` when it names several: Whisper
+    detects the language of each utterance (among `stt.auto_languages` when that is set). `UnsupportedLanguage`
+    names the first entry that is no language."""
+    if value is None or not value.strip():
+        return None
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        raise UnsupportedLanguage(f"the language list {value!r} names no language")
+    codes = {AUTO if entry.lower() == AUTO else parse_language(entry).code for entry in entries}
+    return entries[0] if len(codes) == 1 else AUTO
 
 
 def _subtags(text: str) -> tuple[str, Script | None, str]:

@@ -8,7 +8,8 @@ so the load generator does not share its event loop or GIL. Two measurements:
   speech about half the time, starts staggered) to `/speech` with the `koe` service. For every final result, the
   latency is the time from sending the packet that holds its `end_ms` (the end of the turn as the voice session
   reports it) to receiving the result. N rises while p95 ≤ 1 s. Measured with the configured STT settings, and
-  with two single-threaded STT workers (with and without partial results).
+  with two single-threaded STT workers (with and without partial results), and in Japanese (`ja-JP`, Kokoro's
+  clips, on multilingual Whisper base) with two workers, beside English.
 - **relay**: the `test` service with the gateway pinned to one core and the generator (`koe.bench._h2load`) on the
   other: N connections at 50 packets/s each; the added latency is packet sent → its result received. N rises while
   p99 ≤ 10 ms and nothing is lost; the result is connections per core.
@@ -25,6 +26,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ import numpy as np
 from koe.audio.opus import OPUS_RATE, OpusEncoder
 from koe.bench._child import Child
 from koe.bench._h2load import run_load
-from koe.bench.fixtures import AUDIO
+from koe.bench.fixtures import AUDIO, LANGUAGE_AUDIO
 from koe.config import Settings
 from koe.protocols.sora import SoraRequest, frame_packet, request_headers
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream
@@ -40,6 +42,8 @@ from koe.sim.sora.source import opus_packets
 
 Progress = Callable[[str], None]
 SPEECH_FILES = ("utterance_48k.wav", "short_16k.wav", "reply_48k_opus.ogg")
+JAPANESE_FILES = ("ja_booking.wav", "ja_away.wav", "ja_train.wav")
+"""Japanese speech (Kokoro, tests/fixtures/audio) for the capacity in Japanese, on the multilingual model."""
 SPEECH_TARGET_P95_S = 1.0
 RELAY_TARGET_P99_MS = 10.0
 PACKET_S = 0.02
@@ -49,9 +53,17 @@ PRIORITY_NICE = -10
 # --- speech capacity ----------------------------------------------------------------------------------------------
 
 
-async def _speech_stream(conn: GatewayConnection, index: int, cycles: int, latencies: list[float]) -> int:
+def _speech_files(language: str) -> list[Path]:
+    if language.lower().startswith("ja"):
+        return [LANGUAGE_AUDIO / name for name in JAPANESE_FILES]
+    return [AUDIO / name for name in SPEECH_FILES]
+
+
+async def _speech_stream(
+    conn: GatewayConnection, index: int, cycles: int, latencies: list[float], language: str = "en-US"
+) -> int:
     rng = random.Random(index)
-    sources = [opus_packets(AUDIO / name, trailing_silence_ms=0) for name in SPEECH_FILES]
+    sources = [opus_packets(path, trailing_silence_ms=0) for path in _speech_files(language)]
     plan: list[bytes] = []
     quiet = OpusEncoder(OPUS_RATE)
     for cycle in range(cycles):
@@ -59,7 +71,7 @@ async def _speech_stream(conn: GatewayConnection, index: int, cycles: int, laten
         plan += speech + quiet.encode(np.zeros(len(speech) * 960, dtype=np.int16))
     offset = rng.randrange(0, 200)  # stagger: up to 4 s of leading silence
     plan = quiet.encode(np.zeros(offset * 960, dtype=np.int16)) + plan
-    request = SoraRequest("bench", "S", f"C{index}", "en-US")
+    request = SoraRequest("bench", "S", f"C{index}", language)
     stream: GatewayStream = await conn.open_stream("/speech", request_headers(request))
     sent_at: list[float] = []
     loop = asyncio.get_running_loop()
@@ -82,10 +94,11 @@ async def _speech_stream(conn: GatewayConnection, index: int, cycles: int, laten
     return finals
 
 
-async def _speech_trial(port: int, connections: int, cycles: int) -> dict[str, Any]:
+async def _speech_trial(port: int, connections: int, cycles: int, language: str = "en-US") -> dict[str, Any]:
     conn = await GatewayConnection.connect(f"http://127.0.0.1:{port}")
     latencies: list[float] = []
-    finals = await asyncio.gather(*(_speech_stream(conn, i, cycles, latencies) for i in range(connections)))
+    streams = (_speech_stream(conn, i, cycles, latencies, language) for i in range(connections))
+    finals = await asyncio.gather(*streams)
     await conn.close()
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("inf")
@@ -105,22 +118,30 @@ def speech_capacity(
     partial_results: bool = True,
     stt_workers: int | None = None,
     stt_threads: int | None = None,
+    language: str = "en-US",
 ) -> dict[str, Any]:
-    """`stt_workers`/`stt_threads` override the child's `[stt]` settings (None: the configured defaults)."""
+    """`stt_workers`/`stt_threads` override the child's `[stt]` settings (None: the configured defaults). `language`
+    is every connection's code: English speaks the shared fixtures (tiny.en), Japanese the Kokoro clips (Whisper
+    base, loaded and warmed at start so the first utterance does not pay for it)."""
     env = {}
     if stt_workers is not None:
         env["KOE_STT__WORKERS"] = str(stt_workers)
     if stt_threads is not None:
         env["KOE_STT__THREADS"] = str(stt_threads)
+    warm = AUDIO / SPEECH_FILES[1]
+    if not language.lower().startswith("en"):
+        # The child's STT default becomes the language, so base loads at start and warms on the language's speech.
+        env["KOE_STT__LANGUAGE"] = language
+        warm = _speech_files(language)[0]
     service = "koe" if partial_results else "koe-final"
-    gateway = Child("sora", service, "{port}", str(AUDIO / SPEECH_FILES[1]), env=env)
+    gateway = Child("sora", service, "{port}", str(warm), env=env)
     trials: list[dict[str, Any]] = []
     try:
         for connections in levels:
-            trial = asyncio.run(_speech_trial(gateway.port, connections, cycles))
+            trial = asyncio.run(_speech_trial(gateway.port, connections, cycles, language))
             trials.append(trial)
             progress(
-                f"speech (partials {partial_results}, stt {env or 'default'}): "
+                f"speech {language} (partials {partial_results}, stt {env or 'default'}): "
                 f"{connections} → p95 {trial['latency_p95_s']} s"
             )
             # Past twice the target it is saturated; nearer, a busy moment on a shared machine may be the cause.
@@ -130,6 +151,7 @@ def speech_capacity(
         gateway.stop()
     passing = [t["connections"] for t in trials if t["latency_p95_s"] <= SPEECH_TARGET_P95_S]
     return {
+        "language": language,
         "partial_results": partial_results,
         "stt": {"workers": stt_workers, "threads": stt_threads} if env else "configured defaults",
         "max_connections_p95_le_1s": max(passing, default=0),
@@ -243,6 +265,8 @@ def run_sora_bench(
     # connections than one two-threaded worker (the default, which is faster for a single stream).
     speech_two_workers = speech_capacity(progress, levels, cycles, stt_workers=2, stt_threads=1)
     speech_final_only = speech_capacity(progress, levels, cycles, partial_results=False, stt_workers=2, stt_threads=1)
+    # Japanese beside English, in the configuration that carries the most English connections.
+    speech_japanese = speech_capacity(progress, levels, cycles, stt_workers=2, stt_threads=1, language="ja-JP")
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -257,6 +281,7 @@ def run_sora_bench(
         "speech": speech,
         "speech_stt_two_workers": speech_two_workers,
         "speech_final_only_stt_two_workers": speech_final_only,
+        "speech_japanese_stt_two_workers": speech_japanese,
         "relay": relay,
         "listener_comparison": listeners,
     }

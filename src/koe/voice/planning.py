@@ -1,13 +1,17 @@
 """Combining a session's settings with one response's overrides into a `ResponsePlan`.
 
-Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through
-its `VoiceContext`) as it is at that moment, transcripts included, picks the voice, the tools and the token limit,
-and writes the system prompt. The prompt keeps the newest turns that fit the session's `prompt_chars`.
+Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through its
+`VoiceContext`) as it is at that moment, transcripts included, picks the voice (the one asked for, else the voice of the
+session's language; a session that named no voice, and detects its language or names none, lets the reply's first clause
+pick it by its script), the tools and the token limit, and writes the system prompt. The prompt keeps the newest turns
+that fit the session's `prompt_chars`.
 """
 
 from __future__ import annotations
 
 from koe.engines.base import ChatMessage
+from koe.engines.voice_names import choose_voice
+from koe.languages import AUTO
 from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions
 from koe.voice.conversation import Item, chat_messages, new_id
@@ -33,9 +37,11 @@ def plan_response(
         messages.append(ChatMessage("user", pending_user_text))
     messages = newest_within(messages, context.limits.prompt_chars)
     tts = context.engines.tts
-    voice = opts.voice or config.voice or (tts.default_voice if tts is not None else "")
-    if tts is not None and not tts.has_voice(voice):
-        voice = tts.default_voice
+    requested = opts.voice or config.voice
+    detects = config.language is not None and config.language.strip().lower() == AUTO
+    # No voice named: the voice of the session's language (Kokoro for Japanese, Piper for English).
+    spoken_in = None if detects else config.language
+    voice = choose_voice(tts, requested, spoken_in).voice if tts is not None else requested or ""
     output_audio = opts.output_audio if opts.output_audio is not None else config.output_audio
     return ResponsePlan(
         response_id=new_id("resp"),
@@ -45,6 +51,7 @@ def plan_response(
         max_output_tokens=opts.max_output_tokens or config.max_output_tokens,
         output_audio=output_audio and tts is not None,
         voice=voice,
+        voice_by_text=tts is not None and not requested and (config.language is None or detects),
         output_rate=config.output_rate,
         in_conversation=opts.in_conversation,
         metadata=opts.metadata,

@@ -38,6 +38,7 @@ from koe.engines.base import (
     ToolSpec,
 )
 from koe.engines.pool import EngineBusy
+from koe.languages import script_language
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
 from koe.voice.errors import FailureReason, ResponseFailed
@@ -143,6 +144,9 @@ class ResponsePlan:
     output_audio: bool
     voice: str
     output_rate: int
+    voice_by_text: bool = False
+    """The session named no voice, and detects its language or names none: the first clause's script picks the
+    reply's voice (Japanese or Chinese characters: the voice of that language), else `voice` speaks."""
     in_conversation: bool = True
     metadata: dict[str, str] | None = None
     cache_key: str | None = None
@@ -293,16 +297,19 @@ class ResponseRun:
         assert self._tts is not None
         plan = self.plan
         resampler: Resampler | None = None
+        voice = plan.voice
         while (clause := await clauses.get()) is not None:
             if self.first_clause_at is None:
                 self.first_clause_at = asyncio.get_running_loop().time()
+                written = script_language(clause) if plan.voice_by_text else None
+                voice = (self._tts.voice_for(written) if written else None) or voice
             part = self._open_message("audio")
             spoken = _speakable(clause)
             delta = spaced(part.text[-1] if part.text else "", clause)
             part.text.append(delta)
             self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, delta, audio=True))
             clause_ms = 0.0
-            async for chunk in self._tts.synthesize(spoken, plan.voice):
+            async for chunk in self._tts.synthesize(spoken, voice):
                 if resampler is None or resampler.src_rate != chunk.rate:
                     resampler = Resampler(chunk.rate, plan.output_rate)
                 pcm = resampler.process(chunk.pcm)

@@ -70,6 +70,7 @@ def every_event(events: ServerEvents) -> list[dict[str, Any]]:
         events.input_audio_buffer_timeout_triggered(audio_start_ms=0, audio_end_ms=5000, item_id="item_u"),
         events.input_audio_transcription_delta(item_id="item_u", delta="Hi"),
         events.input_audio_transcription_completed(item_id="item_u", transcript="Hi", audio_seconds=1.4),
+        events.input_audio_transcription_completed(item_id="item_j", transcript="はい", audio_seconds=1, language="ja"),
         events.input_audio_transcription_failed(item_id="item_u", error=RealtimeError("STT failed", code="stt")),
         events.conversation_item_created(USER_AUDIO, previous_item_id=None),
         # Images exist in GA and Azure, not in the beta types (see test_azure_image_item).

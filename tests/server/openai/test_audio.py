@@ -19,11 +19,12 @@ from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.audio.resample import resample
 from koe.engines.registry import Engines
 from koe.server.openai._speech_encode import speech_encoder
-from tests.conftest import AUDIO, load_wav
+from tests.conftest import AUDIO, LANGUAGE_AUDIO, load_wav
 from tests.engines.test_tts_kokoro import CHINESE, JAPANESE, needs_chinese_styles
 from tests.multilingual import cer, hear
 from tests.server.acs.support import koe_server
 from tests.server.openai.support import API_KEY, api_settings, client
+from tests.wer import cer as character_error_rate
 from tests.wer import wer
 
 SPOKEN = "The nearest pharmacy opens at nine tomorrow morning."
@@ -245,6 +246,27 @@ async def test_models_lists_the_installed_engines_and_voices(base_url: str, engi
             await api.models.retrieve("gpt-9")
         with pytest.raises(openai.AuthenticationError):
             await client(base_url, api_key="wrong").models.list()
+
+
+async def test_transcriptions_in_japanese_detected_and_refused(base_url: str, language_texts: dict[str, str]) -> None:
+    clip = LANGUAGE_AUDIO / "ja_train.wav"
+    async with client(base_url) as api:
+        named = await api.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"), language="ja")
+        detected = await api.audio.transcriptions.create(
+            model="whisper-1", file=clip.open("rb"), language="auto", response_format="verbose_json"
+        )
+        with pytest.raises(openai.BadRequestError) as refused:
+            await api.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"), language="xx")
+        after = await api.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"), language="ja-JP")
+    assert character_error_rate(language_texts["ja_train"], named.text) <= 0.15, named.text
+    assert detected.language == "japanese"
+    assert character_error_rate(language_texts["ja_train"], detected.text) <= 0.25, detected.text  # timed decoding
+    assert refused.value.status_code == 400
+    body = refused.value.body
+    assert isinstance(body, dict)
+    assert (body["type"], body["param"], body["code"]) == ("invalid_request_error", "language", "unsupported_language")
+    assert "'xx'" in body["message"]
+    assert after.text == named.text  # the server keeps serving
 
 
 async def test_bad_uploads_get_openai_errors_and_the_server_keeps_serving(

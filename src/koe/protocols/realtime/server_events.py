@@ -236,9 +236,17 @@ class ServerEvents:
         ]
 
     def input_audio_transcription_completed(
-        self, *, item_id: str, transcript: str, audio_seconds: float, content_index: int = 0
+        self,
+        *,
+        item_id: str,
+        transcript: str,
+        audio_seconds: float,
+        content_index: int = 0,
+        language: str | None = None,
     ) -> list[Event]:
-        """`usage` is required by the openai types; koe reports the transcribed audio's duration."""
+        """`usage` is required by the openai types; koe reports the transcribed audio's duration. `language` (the
+        code transcribed in, or detected) goes in OpenAI's `languages: [{"code"}]`, the list of languages detected."""
+        extra: dict[str, Any] = {"languages": [{"code": language}]} if language else {}
         return [
             self._event(
                 "conversation.item.input_audio_transcription.completed",
@@ -246,6 +254,7 @@ class ServerEvents:
                 content_index=content_index,
                 transcript=transcript,
                 usage={"type": "duration", "seconds": float(audio_seconds)},
+                **extra,
             )
         ]
 

@@ -8,7 +8,9 @@ The same door also serves its own port when `acs.media_port` is set (`koe.server
 Each connection: `match(path)` picks the route's mode, `refusal(request)` applies the server's access rule
 (`koe.server.auth`: keys, or ACS's JWT when configured) before the upgrade (a 401/403 JSON denial), then
 `serve(socket, mode, call_path)` runs the call on an accepted `koe.server.acs.socket.MediaSocket`: every frame goes
-through `koe.protocols.acs.InboundStream`.
+through `koe.protocols.acs.InboundStream`. The call's language is the transport URL's `?language=` (a BCP-47 tag
+such as `ja-JP`, or `auto`, which Call Automation's `transportUrl` carries), else `acs.language`; one koe cannot hear
+closes the socket at once with 1008 and `unsupported_language: …`, before any audio is read.
 Malformed frames are logged, counted and skipped; protocol violations close the socket with a code and reason.
 Audio goes to the call's mode pipeline (`koe.server.acs.modes.base`): transcribe, agent, bridge or echo. Results are
 published to the call registry (`koe.server.calls.registry`) and, when configured, a webhook. Outbound frames go through
@@ -51,6 +53,7 @@ from koe.server.acs.writer import OutboundWriter
 from koe.server.auth import WWW_AUTHENTICATE, AccessRequest, Allowed, Kind, admit, presented_key
 from koe.server.calls.registry import CallRegistry
 from koe.server.calls.webhooks import WebhookSender
+from koe.server.language import UnsupportedLanguage, session_language
 from koe.server.lifetime import EndReason, SessionClock
 from koe.server.limits import Admission, Ticket, session_lifetime_s, session_limits
 from koe.server.metrics import METRICS
@@ -151,6 +154,15 @@ class AcsDoor:
         call_id = headers.get("x-ms-call-connection-id") or call_path.strip("/").split("/")[0] or str(uuid.uuid4())
         correlation_id = headers.get("x-ms-call-correlation-id", "")
         with bind(call_id=call_id):
+            named = socket.query.get("language") or acs.language
+            try:
+                language = session_language(named, self.engines.stt if mode in TRANSCRIBING else None)
+            except UnsupportedLanguage as exc:
+                # Refused before any audio is read, in ACS's terms: a close with the reason (1008, a broken rule).
+                self.counters["rejected"] += 1
+                log.warning("refused an ACS media connection: %s", exc)
+                await _close_soon(socket, CloseCode.POLICY_VIOLATION, _reason(f"{UNSUPPORTED_LANGUAGE}: {exc}"))
+                return
             ticket = self.admission.admit("acs", key=_key(socket, self.settings), transcribes=mode in TRANSCRIBING)
             if not isinstance(ticket, Ticket):
                 # Overload is refused in ACS's terms: the socket closes at once with 1013 (try again later).
@@ -158,14 +170,16 @@ class AcsDoor:
                 await _close_soon(socket, CloseCode.TRY_AGAIN_LATER, _reason(ticket.message))
                 return
             with ticket:
-                await self._serve_call(socket, mode, call_id, correlation_id)
+                await self._serve_call(socket, mode, call_id, correlation_id, language)
 
-    async def _serve_call(self, socket: MediaSocket, mode: ACSMode, call_id: str, correlation_id: str) -> None:
+    async def _serve_call(
+        self, socket: MediaSocket, mode: ACSMode, call_id: str, correlation_id: str, language: str | None
+    ) -> None:
         self.counters["connections"] += 1
         self.connections[call_id] = self.connections.get(call_id, 0) + 1
         self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
         try:
-            await _Connection(self, socket, call_id, mode).run()
+            await _Connection(self, socket, call_id, mode, language).run()
         finally:
             self.connections[call_id] -= 1
             if not self.connections[call_id]:
@@ -191,11 +205,12 @@ class AcsDoor:
 
 
 class _Connection:
-    def __init__(self, door: AcsDoor, socket: MediaSocket, call_id: str, mode: ACSMode) -> None:
+    def __init__(self, door: AcsDoor, socket: MediaSocket, call_id: str, mode: ACSMode, language: str | None) -> None:
         self.door = door
         self.socket = socket
         self.call_id = call_id
         self.mode = mode
+        self.language = language
         self.stream = InboundStream(require_metadata_first=door.settings.acs.require_metadata_first)
         self.writer: OutboundWriter | None = None
         self.pipeline: Pipeline | None = None
@@ -306,6 +321,7 @@ class _Connection:
             writer=self.writer,
             publish=lambda event: self.door.publish(self.call_id, event),
             limits=session_limits(self.door.settings),
+            language=self.language,
         )
         self.pipeline = MODES[self.mode](context)
         await self.pipeline.start()
@@ -325,6 +341,8 @@ class _Connection:
             log.warning("skipped a malformed ACS frame (%d so far): %s", count, exc)
 
 
+UNSUPPORTED_LANGUAGE = "unsupported_language"
+"""The close reason's first word when a call names a language koe cannot hear."""
 TRANSCRIBING: frozenset[str] = frozenset({"transcribe", "agent"})
 """The modes that use the STT engine, and so count against `stt.max_streams`."""
 MAX_CLOSE_REASON_BYTES = 123

@@ -35,6 +35,7 @@ from koe.engines.base import STT, TTS, SpeechChunk
 from koe.engines.registry import Engines
 from koe.engines.voice_names import OPENAI_VOICES, azure_voice, choose_voice
 from koe.languages import script_language
+from koe.server.language import UnsupportedLanguage, session_language
 from koe.server.metrics import METRICS
 from koe.server.openai._common import ApiError, Handler, invalid, json_body, number
 from koe.server.openai._speech_encode import CONTENT_TYPES, SPEECH_RATE, Tempo, available_formats, speech_encoder
@@ -75,10 +76,14 @@ def transcriptions(settings: Settings, engines: Engines) -> Handler:
             raise invalid("timestamp_granularities[] takes 'word' and 'segment'", param="timestamp_granularities")
         if granularities and fmt != "verbose_json":
             raise invalid("timestamp_granularities needs response_format verbose_json", param="response_format")
+        try:
+            language = session_language(_field(form, "language") or None, stt)
+        except UnsupportedLanguage as exc:
+            raise invalid(str(exc), param="language", code="unsupported_language") from exc
         pcm = await _decode(data, upload.filename or "the uploaded file")
         transcript = await stt.transcribe(
             pcm,
-            language=_field(form, "language") or None,
+            language=language,
             prompt=_field(form, "prompt") or None,
             words=fmt in TIMED_FORMATS,
         )

@@ -54,7 +54,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "file": {"type": "string", "contentMediaType": "application/octet-stream", "description": "Any audio"},
             "model": {"type": "string", "description": "Any name: koe has one Whisper model"},
-            "language": {"type": "string"},
+            "language": {
+                "type": "string",
+                "description": "ISO 639-1 or BCP-47 (ja, ja-JP, zh-TW), or auto; one koe cannot hear is a 400 with "
+                "code unsupported_language",
+            },
             "prompt": {"type": "string"},
             "response_format": {"enum": list(FORMATS), "default": "json"},
             "temperature": {"type": "number"},

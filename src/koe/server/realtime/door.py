@@ -116,7 +116,7 @@ class RealtimeConnection:
         self.config = rt.SessionConfig(model=handshake.model or "koe", input_audio_echo_cancellation=echo)
         if handshake.intent == "transcription":
             self.config = rt.apply_session_update(self.config, rt.SessionPatch({"type": "transcription"}))
-        mapped = engine_config(self.config, engines.tts)
+        mapped = engine_config(self.config, engines.tts, engines.stt, self.dialect)
         self.observed = METRICS.session("realtime")
         self.session = Session(
             engines,
@@ -276,8 +276,10 @@ class RealtimeConnection:
     async def _update(
         self, patch: rt.SessionPatch, warnings: tuple[rt.RealtimeWarning, ...], transcription: bool
     ) -> None:
-        self.config = rt.apply_session_update(self.config, patch)
-        mapped = engine_config(self.config, self.engines.tts)
+        config = rt.apply_session_update(self.config, patch)
+        # A language koe cannot hear is refused with an `error` event; the session keeps its settings.
+        mapped = engine_config(config, self.engines.tts, self.engines.stt, self.dialect)
+        self.config = config
         self.session.update(mapped.config)
         self._sync_renderer()
         for warning in (*warnings, *mapped.warnings):
@@ -295,7 +297,8 @@ class RealtimeConnection:
             self.session.create_item(engine_item(item, self.config.input_audio_format, self.config.output_audio_format))
         if overrides.commit:
             self.session.commit()
-        options, warnings = response_options(overrides, settings, self.engines.tts, self.config.input_audio_format)
+        fmt, language = self.config.input_audio_format, self.session.config.language
+        options, warnings = response_options(overrides, settings, self.engines.tts, fmt, language)
         for warning in (*event.warnings, *warnings):
             await self.send(self.events.warning(warning))
         self._requests += 1

@@ -1,10 +1,12 @@
 """Translating between the Realtime protocol's model and the voice engine's: session settings, response overrides,
 conversation items (both ways) and the engine's errors. Pure functions; the Realtime door calls them.
 
-`engine_config()` is where Realtime settings meet koe's engines: a voice that is not an installed Piper voice falls
-back to the default (with a warning on the Azure dialect), semantic VAD variants map onto koe's semantic end of
-utterance, and the output format sets the rate koe synthesizes at. `realtime_error()` is the one place the engine's
-errors (`koe.voice.errors`) become OpenAI's codes and wording (spec §6).
+`engine_config()` is where Realtime settings meet koe's engines: the input transcription's `language` (a tag, or
+Voice Live's `en,zh` list) is the session's, checked against the STT (`koe.server.language`; an `invalid_value`
+error otherwise); the voice is `choose_voice()`'s for that language (OpenAI's names and Azure's `ja-JP-NanamiNeural`
+alike; a warning on the Azure dialect names the local voice that speaks for an Azure one), semantic VAD variants
+map onto koe's semantic end of utterance, and the output format sets the rate koe synthesizes at. `realtime_error()`
+is the one place the engine's errors (`koe.voice.errors`) become OpenAI's codes and wording (spec §6).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import assert_never
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.audio.resample import resample
-from koe.engines.base import TTS, ToolSpec
+from koe.engines.base import STT, TTS, ToolSpec
+from koe.engines.voice_names import OPENAI_VOICES, choose_voice
+from koe.languages import AUTO
 from koe.protocols import realtime as rt
 from koe.protocols.realtime import errors as codes
 from koe.protocols.realtime.formats import AudioFormat, decode_audio, encode_audio
+from koe.server.language import UnsupportedLanguage, session_language
 from koe.voice import config as vc
 from koe.voice import errors as ve
 from koe.voice.conversation import Item, Part
@@ -79,28 +84,63 @@ def max_tokens(value: rt.session.MaxTokens | None) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def voice(requested: rt.Voice, tts: TTS | None) -> tuple[str | None, rt.RealtimeWarning | None]:
-    """The Piper voice for a requested Realtime voice, and a warning when it had to fall back."""
+def voice(
+    requested: rt.Voice, tts: TTS | None, language: str | None = None
+) -> tuple[str | None, rt.RealtimeWarning | None]:
+    """The installed voice for a requested Realtime voice in a session of `language` (`choose_voice`: OpenAI's
+    names speak the session's language, Azure's the nearest voice of theirs), and a warning when it had to guess."""
     if tts is None:
         return None, None
-    if tts.has_voice(requested.name):
-        return requested.name, None
-    warning = rt.RealtimeWarning(
-        f"voice {requested.name!r} is not installed here; using {tts.default_voice!r} "
-        f"(installed voices: {', '.join(tts.voices())})",
-        param="session.voice",
+    detects = language is not None and language.lower() == AUTO
+    if (language is None or detects) and requested.name.strip().lower() in (*OPENAI_VOICES, ""):
+        return None, None  # no voice and no language named: each reply's text picks its voice (koe.voice.planning)
+    choice = choose_voice(tts, requested.name, None if detects else language)
+    note = choice.note
+    if note is None and not choice.exact and choice.requested.lower() not in OPENAI_VOICES and choice.requested:
+        note = f"voice {choice.requested!r} is not installed here; {choice.voice!r} speaks for it"
+    if note is None:
+        return choice.voice, None
+    return choice.voice, rt.RealtimeWarning(
+        f"{note} (installed voices: {', '.join(tts.voices())})", param="session.voice"
     )
-    return None, warning
 
 
-def engine_config(config: rt.SessionConfig, tts: TTS | None) -> Mapped:
-    chosen, warning = voice(config.voice, tts)
+def language(config: rt.SessionConfig, stt: STT | None, dialect: rt.Dialect = rt.Dialect.GA) -> str | None:
+    """The session's transcription language (`koe.server.language`): the input transcription's `language` (a tag, a
+    code, or Voice Live's `en,zh` list), else GA's `languages` list; an `invalid_value` error for one koe cannot
+    hear. None: the configured `stt.language`."""
+    transcription = config.input_audio_transcription
+    if transcription is None:
+        return None
+    named = transcription.language
+    listed = transcription.options.get("languages")
+    if not named and isinstance(listed, list) and all(isinstance(entry, str) for entry in listed):
+        named = ",".join(str(entry) for entry in listed)
+    try:
+        return session_language(named, stt)
+    except UnsupportedLanguage as exc:
+        raise rt.RealtimeError(str(exc), code=codes.INVALID_VALUE, param=LANGUAGE_PARAMS[dialect]) from exc
+
+
+LANGUAGE_PARAMS = {
+    rt.Dialect.GA: "session.audio.input.transcription.language",
+    rt.Dialect.BETA: "session.input_audio_transcription.language",
+    rt.Dialect.AZURE: "session.input_audio_transcription.language",
+}
+
+
+def engine_config(
+    config: rt.SessionConfig, tts: TTS | None, stt: STT | None = None, dialect: rt.Dialect = rt.Dialect.GA
+) -> Mapped:
+    """The engine's settings for a Realtime session; `rt.RealtimeError` for a language koe cannot hear."""
+    spoken = language(config, stt, dialect)
+    chosen, warning = voice(config.voice, tts, spoken)
     transcription = config.input_audio_transcription
     echo = config.input_audio_echo_cancellation
     mapped = vc.SessionConfig(
         mode="transcribe" if config.type == "transcription" else "converse",
         turn_detection=turn_detection(config.turn_detection),
-        language=transcription.language if transcription and transcription.language else None,
+        language=spoken,
         transcription=transcription is not None,
         transcription_prompt=transcription.prompt if transcription else None,
         noise_suppression=config.input_audio_noise_reduction is not None,
@@ -120,10 +160,15 @@ def engine_config(config: rt.SessionConfig, tts: TTS | None) -> Mapped:
 
 
 def response_options(
-    overrides: rt.ResponseOverrides, settings: rt.SessionConfig, tts: TTS | None, input_fmt: AudioFormat
+    overrides: rt.ResponseOverrides,
+    settings: rt.SessionConfig,
+    tts: TTS | None,
+    input_fmt: AudioFormat,
+    language: str | None = None,
 ) -> tuple[vc.ResponseOptions, tuple[rt.RealtimeWarning, ...]]:
-    """Engine options for one `response.create`; `settings` is `overrides.settings(session config)`."""
-    chosen, warning = voice(settings.voice, tts)
+    """Engine options for one `response.create`; `settings` is `overrides.settings(session config)`, `language`
+    the session's (for the voice)."""
+    chosen, warning = voice(settings.voice, tts, language)
     input_ids: tuple[str, ...] | None = None
     extra: list[Item] = []
     if overrides.input is not None:

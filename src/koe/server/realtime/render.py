@@ -107,7 +107,7 @@ class Renderer:
                 out = e.input_audio_transcription_delta(item_id=event.item_id, delta=event.text)
             self._streamed.discard(event.item_id)
             return out + e.input_audio_transcription_completed(
-                item_id=event.item_id, transcript=event.text, audio_seconds=event.duration_s
+                item_id=event.item_id, transcript=event.text, audio_seconds=event.duration_s, language=event.language
             )
         if isinstance(event, ev.TranscriptFailed):
             if not self.transcription:

@@ -13,8 +13,9 @@ injects the silent packet while Sora is idle, hands packets to the service, and 
 newline-terminated JSON object per DATA frame while the body is still arriving.
 
 Deliberate differences from the reference gateway (spec §2.8): a missing language code, or one the installed STT
-model does not support, is a `400` with a JSON `reason` (not a `500`); every error object ends in a newline and is
-written once; empty packets are skipped; a malformed packet, an oversize length or a truncated packet ends that
+model does not support, is a `400` with a JSON `reason` (not a `500`; for the language, the reason starts with Suzu's
+error name `UNSUPPORTED-LANGUAGE-CODE`, and it comes before any audio is read); every error object ends in a newline
+and is written once; empty packets are skipped; a malformed packet, an oversize length or a truncated packet ends that
 stream only, with an error object. Past a limit of `koe.server.limits` (`limits.sora_sessions`, or
 `stt.max_streams` for the `koe` service) a new request gets a `503` with the JSON body, and a stream ends with an
 error object after `limits.session_lifetime_s`.

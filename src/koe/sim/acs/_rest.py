@@ -12,6 +12,7 @@ import base64
 import binascii
 from collections.abc import Coroutine
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import orjson
@@ -131,7 +132,7 @@ def build_app(emulator: CallAutomationEmulator) -> Starlette:
         if call.state != "ringing":
             raise _RestError(400, "8532", "Call is already answered or ended.")
         call.rest.append("answer")
-        media = _media_options(body.get("mediaStreamingOptions"))
+        media = _media_options(body.get("mediaStreamingOptions"), body.get("transcriptionOptions"))
         emulator.answer(call, callback, _opt_str(body, "operationContext"), media)
         return JSONResponse(call.properties(), status_code=200)
 
@@ -154,7 +155,10 @@ def build_app(emulator: CallAutomationEmulator) -> Starlette:
         call = emulator.outbound_call(caller, presented)
         call.rest.append(op)
         emulator.answer(
-            call, callback, _opt_str(body, "operationContext"), _media_options(body.get("mediaStreamingOptions"))
+            call,
+            callback,
+            _opt_str(body, "operationContext"),
+            _media_options(body.get("mediaStreamingOptions"), body.get("transcriptionOptions")),
         )
         return JSONResponse(call.properties(), status_code=status)
 
@@ -269,7 +273,9 @@ def _speaker(item: Any) -> Speaker:
     return Speaker(_required_str(item, "raw_id"), pcm.copy(), RING_RATE, start)
 
 
-def _media_options(options: Any) -> MediaConfig | None:
+def _media_options(options: Any, transcription: Any = None) -> MediaConfig | None:
+    """`mediaStreamingOptions` as the emulator streams it; `transcriptionOptions.locale` is passed on to koe as the
+    media URL's `?language=` (koe, not the platform, transcribes here), unless the URL names a language itself."""
 
     if options is None:
         return None
@@ -289,13 +295,30 @@ def _media_options(options: Any) -> MediaConfig | None:
     if content != "audio":
         raise _RestError(400, "BadRequest", f"unsupported contentType {content!r}")
     return MediaConfig(
-        transport_url=url,
+        transport_url=_with_locale(url, transcription),
         rate=AUDIO_FORMATS[audio_format],
         mixed=channels == "mixed",
         bidirectional=bool(options.get("enableBidirectional")),
         dtmf=bool(options.get("enableDtmfTones")),
         start=bool(options.get("startMediaStreaming")),
     )
+
+
+def _with_locale(url: str, transcription: Any) -> str:
+    if transcription is None:
+        return url
+    if not isinstance(transcription, dict):
+        raise _RestError(400, "BadRequest", "transcriptionOptions must be an object")
+    locale = transcription.get("locale")
+    if locale is None:
+        return url
+    if not isinstance(locale, str) or not locale.strip():
+        raise _RestError(400, "BadRequest", "transcriptionOptions.locale must be a locale such as 'ja-JP'")
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "language" for name, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("language", locale.strip())])))
 
 
 def _check_hmac(request: Request, body: bytes, access_key: str) -> None:

@@ -34,6 +34,9 @@ class ModeContext:
     publish: Callable[[dict[str, Any]], None]
     limits: Limits = field(default_factory=Limits)
     """The bounds of an engine mode's voice session (`koe.server.limits.session_limits`)."""
+    language: str | None = None
+    """The call's language (`?language=` on the transport URL, else `acs.language`; checked by the door): a tag,
+    `auto`, or None for `stt.language`."""
 
 
 class Pipeline(Protocol):

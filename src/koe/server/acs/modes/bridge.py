@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from koe.audio.mix import mix
 from koe.audio.resample import Resampler
+from koe.languages import AUTO
 from koe.protocols.acs import AudioData, DtmfData
 from koe.protocols.realtime import client as rt
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
@@ -70,7 +71,9 @@ class BridgePipeline:
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ModeUnavailable(f"cannot reach the bridge endpoint {self.bridge.url}: {exc}") from exc
+        language = self.context.language
         session = rt.ClientSession(
+            language=None if language is None or language.lower() == AUTO else language,
             silence_duration_ms=self.context.settings.acs.silence_duration_ms,
             instructions=self.bridge.instructions,
             voice=self.bridge.voice,

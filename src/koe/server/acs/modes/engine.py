@@ -62,7 +62,7 @@ class _EnginePipeline:
         turns = TurnDetection(type="server_vad", silence_duration_ms=acs.silence_duration_ms)
         return SessionConfig(
             mode="transcribe",
-            language=acs.language,
+            language=self.context.language,
             turn_detection=turns,
             partial_results=acs.partial_results,
             echo_cancellation=False,

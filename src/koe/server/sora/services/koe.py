@@ -1,7 +1,10 @@
 """The Sora door's `koe` service: each connection's Opus is decoded and transcribed by a voice `Session`.
 
 `KoeService(settings, engines, metrics)` is what `POST /speech` uses when `sora.service = "koe"`. `check()` refuses
-(400) a language the installed STT model does not support; `open()` starts one transcribe-mode `Session` per
+a language the installed STT model does not hear (`koe.server.language`) before any audio is read: a 400, as for a
+missing code, whose JSON `reason` starts with Suzu's `UNSUPPORTED-LANGUAGE-CODE`. The header's BCP-47 code
+(`ja-JP`, `zh-TW`) is the session's language, and every result carries it; with `auto`, each final result carries
+the language detected (Whisper's code, `ja`). `open()` starts one transcribe-mode `Session` per
 connection. Packets are decoded by libopus straight to 16 kHz (the engine rate, so no separate resampling step), and
 the session's VAD and streaming STT turn them into results:
 
@@ -30,9 +33,11 @@ from koe.audio.pcm import ENGINE_RATE
 from koe.config import SoraSettings
 from koe.engines.base import EngineUnavailable
 from koe.engines.registry import Engines
+from koe.languages import AUTO, client_language
 from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.calls.events import call_event
+from koe.server.language import UnsupportedLanguage, session_language
 from koe.server.metrics import METRICS
 from koe.server.sora.metrics import SoraMetrics
 from koe.server.sora.services.base import ResultSink, ServiceStream
@@ -42,6 +47,8 @@ from koe.voice.session import Session
 
 log = logging.getLogger("koe.sora")
 
+UNSUPPORTED_LANGUAGE_CODE = "UNSUPPORTED-LANGUAGE-CODE"
+"""Suzu's error name for a language its service cannot transcribe (spec §2.8), first in the refusal's reason."""
 BACKLOG_CHECK_S = 0.1
 PAUSE_DEPTH = 2
 """STT jobs waiting (not running) at which partial results pause."""
@@ -68,11 +75,10 @@ class KoeService:
             raise EngineUnavailable("no engines are loaded")
         stt = self.engines.require("stt")
         self.engines.require("vad")
-        if not stt.supports_language(request.language_code):
-            return (
-                f"language not supported: {request.language_code} "
-                f"(the installed STT model {stt.name} cannot transcribe it)"
-            )
+        try:
+            session_language(request.language_code, stt)
+        except UnsupportedLanguage as exc:
+            return f"{UNSUPPORTED_LANGUAGE_CODE}: {exc}"
         return None
 
     def open(self, request: SoraRequest, sink: ResultSink) -> ServiceStream:
@@ -120,9 +126,11 @@ class _SpeechStream:
         self._samples = 0
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=WALL_CLOCK_PACKETS)
         self._starts: dict[str, int] = {}
+        language = client_language(request.language_code)  # check() refused what it cannot read
+        self._detects = language is not None and language.lower() == AUTO
         config = SessionConfig(
             mode="transcribe",
-            language=request.language_code,
+            language=language,
             turn_detection=TurnDetection(type="server_vad", silence_duration_ms=service.settings.silence_duration_ms),
             partial_results=service.settings.partial_results,
             echo_cancellation=False,  # nothing is played back to a Sora connection
@@ -176,7 +184,7 @@ class _SpeechStream:
                 elif isinstance(event, ev.TranscriptCompleted):
                     self._starts.pop(event.item_id, None)
                     self._latency(event.audio_end_ms)
-                    language = request.language_code
+                    language = event.language if self._detects else request.language_code
                     self._emit(event.item_id, True, event.text, event.audio_start_ms, event.audio_end_ms, language)
                 elif isinstance(event, ev.TranscriptFailed):
                     self._service.metrics.stream_error("transcript")
@@ -191,7 +199,7 @@ class _SpeechStream:
             self._sink.fail(f"ENGINE-ERROR: {exc}", "engine")
 
     def _publish(self, event: ev.Event) -> None:
-        item = call_event(event, self._request.language_code)
+        item = call_event(event, None if self._detects else self._request.language_code)
         if item is not None:
             self._sink.publish(item)
 
