@@ -10,9 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from koe.audio.pcm import Pcm
 from koe.engines.registry import Engines
+
+# Property tests check what the parsers guarantee, never how fast inputs come: no deadline and no timing health
+# check, which a loaded CI machine fails (one input drawn in 1.7 s under load). Tests that set their own keep them.
+settings.register_profile("koe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("koe")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -47,6 +47,12 @@ ENGLISH = ("utterance", "short", "reply")
         (" Where Where Where Where Where Where", True, " Where"),
         # a full restart before the bound, after a sentence end
         (" I need a taxi to the airport. I need a taxi", False, " I need a taxi to the airport."),
+        # a sentence that opens like the first again, then strays (a 2 s Piper reply, tiny.en): the padded call
+        (
+            " The capital of Francis, Paris. Paris. The capital of France.",
+            False,
+            " The capital of Francis, Paris. Paris.",
+        ),
         # real speech that repeats itself stays
         (" bye bye bye", False, " bye bye bye"),
         (" the cat and the cat", False, " the cat and the cat"),

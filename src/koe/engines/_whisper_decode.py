@@ -270,15 +270,19 @@ def _units(text: str) -> list[tuple[str, int, int]]:
 
 def _restart(text: str, capped: bool) -> str:
     """`text` cut where it starts over from its own beginning. At the output bound any restart counts (the decoder
-    was looping); before it, only one of `RESTART_MIN_UNITS` or more units that follows a sentence end."""
+    was looping); before it, only one of `RESTART_MIN_UNITS` or more units that follows a sentence end. A sentence
+    that opens with the text's first `RESTART_MIN_UNITS` units again is a restart too, even where it then strays
+    ("… Paris. Paris. The capital of France." after "The capital of France is Paris", heard in a 2 s reply)."""
     units = _units(text)
     keys = [unit[0] for unit in units]
+    opening = keys[:RESTART_MIN_UNITS]
     for index in range(1 if capped else RESTART_MIN_UNITS, len(keys)):
         tail = len(keys) - index
-        if keys[index:] != keys[:tail]:
-            continue
         after_sentence = any(char in SENTENCE_END for char in text[units[index - 1][2] : units[index][1]])
-        if capped or (tail >= RESTART_MIN_UNITS and after_sentence):
+        if keys[index:] == keys[:tail]:
+            if capped or (tail >= RESTART_MIN_UNITS and after_sentence):
+                return text[: units[index][1]].rstrip()
+        elif after_sentence and index >= RESTART_MIN_UNITS and keys[index : index + len(opening)] == opening:
             return text[: units[index][1]].rstrip()
     return text
 

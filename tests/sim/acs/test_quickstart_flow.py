@@ -58,7 +58,7 @@ async def test_the_quickstart_flow_against_the_emulator_and_koe_over_tls(
     engines: Engines, texts: dict[str, str], tmp_path: Path
 ) -> None:
     tls = ensure_local_tls(tmp_path / "tls")[0]
-    emulator = CallAutomationEmulator()
+    emulator = CallAutomationEmulator(delivery_timeout_s=30.0)  # Event Grid's wait: the app may be slow on CI
     await emulator.start(tls_dir=tmp_path / "tls")  # the same local CA as koe's: one SSL_CERT_FILE trusts both
     settings = load_settings(overrides={"server": {"api_keys": ["koe-key"]}})
     short, rate = load_wav("short_16k.wav")

@@ -54,10 +54,15 @@ RETRY_S = 0.5
 
 class CallAutomationEmulator:
     def __init__(
-        self, access_key: str | None = None, resource_id: str | None = None, trust: Sequence[Path] = ()
+        self,
+        access_key: str | None = None,
+        resource_id: str | None = None,
+        trust: Sequence[Path] = (),
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
     ) -> None:
         """`trust`: CA files to trust, besides the system's and the emulator's own, when calling the application
-        (webhooks, callbacks, media)."""
+        (webhooks, callbacks, media). `delivery_timeout_s`: how long a webhook or callback may take to be answered
+        (Event Grid waits up to 30 s)."""
         if access_key is not None:
             access_key_bytes(access_key)  # a ValueError saying what a key must be
         self.access_key = access_key or base64.b64encode(secrets.token_bytes(32)).decode()
@@ -71,7 +76,8 @@ class CallAutomationEmulator:
         self.errors: list[str] = []
         self._server: Any = None
         self.trust = list(trust)
-        self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S, verify=client_context(*self.trust))
+        self.delivery_timeout_s = delivery_timeout_s
+        self._http = httpx.AsyncClient(timeout=delivery_timeout_s, verify=client_context(*self.trust))
         self._tasks = TaskSet(log, "Call Automation emulator task")
         self.outbound_script: CallScript | None = None
         """What the callee says on calls the app creates or connects (default: one second of silence)."""
@@ -88,7 +94,7 @@ class CallAutomationEmulator:
         if tls is not None:  # the application may serve TLS from the same local CA (koe serve --tls does)
             await self._http.aclose()
             context = client_context(tls.ca_cert, *self.trust)
-            self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S, verify=context)
+            self._http = httpx.AsyncClient(timeout=self.delivery_timeout_s, verify=context)
         self._server, bound = await serve_rest(self, host, port, tls)
         self.endpoint = f"{'https' if tls else 'http'}://{host}:{bound}/"
         return self.endpoint
@@ -341,7 +347,8 @@ class CallAutomationEmulator:
                 response = await self._http.post(target, json=[event], headers={"Authorization": f"Bearer {token}"})
                 status = response.status_code
             except httpx.HTTPError as exc:
-                why = str(exc) or f"{type(exc).__name__} after {DELIVERY_TIMEOUT_S:g} s"  # timeouts have no message
+                timeout = f"{type(exc).__name__} after {self.delivery_timeout_s:g} s"  # a timeout has no message
+                why = str(exc) or timeout
                 self.errors.append(f"callback {kind} to {target} failed: {why}")
         call.callbacks.append((event["type"], status))
         call.notify()
