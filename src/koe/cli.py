@@ -368,6 +368,15 @@ def _register_cluster() -> None:
 _register_cluster()
 
 
+def _register_remote() -> None:
+    from koe.bench.remote import bench_remote
+
+    bench.add_command(bench_remote)
+
+
+_register_remote()
+
+
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 

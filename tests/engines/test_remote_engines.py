@@ -7,19 +7,22 @@ errors the doors map."""
 from __future__ import annotations
 
 import asyncio
+import wave
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from koe.audio.resample import resample
+from koe.config import Settings
 from koe.engines.base import EngineError, EngineUnavailable
-from koe.engines.registry import Engines
+from koe.engines.registry import Engines, load_engines
 from koe.engines.stt_remote import RemoteSTT
 from koe.engines.tts_remote import PCM_RATE, RemoteTTS
-from tests.conftest import load_wav
+from tests.conftest import LANGUAGE_AUDIO, load_wav
 from tests.engines.remote_support import MODEL_KEY, dead_url, door_engines, model_node
-from tests.wer import wer
+from tests.wer import cer, wer
 
 VOICES = {"en": "en_US-joe-medium", "ja": "jf_alpha"}
 
@@ -28,6 +31,11 @@ VOICES = {"en": "en_US-joe-medium", "ja": "jf_alpha"}
 async def base_url(engines: Engines) -> AsyncIterator[str]:
     async with model_node(engines) as base:
         yield base
+
+
+def load_wav_file(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as handle:
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").copy(), handle.getframerate()
 
 
 def _speech_16k(name: str) -> np.ndarray:
@@ -40,13 +48,39 @@ async def test_a_transcription_goes_through_the_model_node(base_url: str, texts:
     try:
         result = await stt.transcribe(_speech_16k("short_16k.wav"))
         assert wer(texts["short"], result.text) <= 0.1, result.text
-        assert result.language == "en"  # verbose_json's "english", back to Whisper's code
-        assert 2.0 < result.duration_s < 6.0 and result.segments and result.elapsed_s > 0
-        timed = await stt.transcribe(_speech_16k("short_16k.wav"), words=True)
-        assert len(timed.words) >= 8 and timed.words[0].end_s <= timed.words[-1].end_s
+        assert result.language == "en" and 2.0 < result.duration_s < 6.0 and result.elapsed_s > 0
+        timed = await stt.transcribe(_speech_16k("short_16k.wav"), words=True)  # verbose_json, with timings
+        assert len(timed.words) >= 8 and timed.words[0].end_s <= timed.words[-1].end_s and timed.segments
         assert await stt.check() is None
     finally:
         await stt.aclose()
+
+
+async def test_auto_comes_back_with_the_language_heard(language_texts: dict[str, str]) -> None:
+    # A request without a language is detected, as OpenAI's are, on a koe model node with stt.language = "auto".
+    detecting = load_engines(Settings(stt={"language": "auto"}), ["stt"])
+    pcm, rate = load_wav_file(LANGUAGE_AUDIO / "ja_booking.wav")
+    try:
+        async with model_node(detecting) as base:
+            stt = RemoteSTT(base, "whisper-1", api_key=MODEL_KEY, language="auto")
+            result = await stt.transcribe(resample(pcm, rate, 16000))
+            await stt.aclose()
+    finally:
+        for pool in detecting.pools():
+            pool.shutdown()
+    assert result.language == "ja"  # verbose_json's "japanese", back to Whisper's code
+    assert cer(language_texts["ja_booking"], result.text) <= 0.3, result.text
+
+
+async def test_chinese_comes_back_in_the_script_asked_for(base_url: str) -> None:
+    # The wire carries only "zh": traditional characters for zh-TW are made here, whatever the server wrote.
+    stt = RemoteSTT(base_url, "whisper-1", api_key=MODEL_KEY)
+    try:
+        pcm, rate = load_wav_file(LANGUAGE_AUDIO / "zh_booking.wav")
+        taiwan = await stt.transcribe(resample(pcm, rate, 16000), language="zh-TW")
+    finally:
+        await stt.aclose()
+    assert taiwan.language == "zh" and taiwan.text and not set(taiwan.text) & set("这车个们")
 
 
 async def test_remote_stt_errors_name_the_endpoint_and_what_to_do(base_url: str) -> None:

@@ -2,8 +2,9 @@
 
 Works with koe's own endpoint (a koe node with its doors off, docs/cluster.md), Speaches, OpenAI and Azure OpenAI
 (an `*.azure.com` base URL is sent the `api-key` header). Each segment goes up as a 16 kHz WAV in a multipart form
-with `model`, the language's ISO 639-1 code (what OpenAI takes), the prompt, and `response_format: verbose_json`,
-whose `language`, `duration` and `segments` (and `words`, when word timings are asked for) fill the `Transcript`.
+with `model`, the language's ISO 639-1 code (what OpenAI takes) and the prompt, as `response_format: json`; as
+`verbose_json` when its figures are needed (the language detected for `auto`; `words` and `segments` when word
+timings are asked for), since verbose_json costs a timestamped decoding on koe's endpoint and Whisper's own.
 Chinese comes back in the script the request's tag names, converted here as the embedded Whisper does, since the
 wire carries only the code. Failures map as every remote backend's do (`koe.engines._remote`): refused connection
 `EngineUnavailable`, no answer within `stt.timeout_s` `EngineTimeout`, an error status `EngineError` with the
@@ -67,7 +68,10 @@ class RemoteSTT:
             wanted = requested_language(self.language if language is None else language)
         except UnsupportedLanguage as exc:
             raise EngineError(str(exc)) from exc
-        form: dict[str, Any] = {"model": self.model, "response_format": "verbose_json"}
+        # verbose_json only when its figures are needed: the language detected for `auto`, or word timings. koe's
+        # own endpoint (like Whisper's reference) decodes verbose_json with timestamps, at about 5x the cost.
+        verbose = wanted is None or words
+        form: dict[str, Any] = {"model": self.model, "response_format": "verbose_json" if verbose else "json"}
         if wanted is not None:
             form["language"] = wanted.code
         if prompt:
@@ -83,7 +87,7 @@ class RemoteSTT:
                 error = await status_error("STT", self._url, response)
                 problem = str(error) if response.status_code >= 500 else None  # a 4xx refuses this request only
                 raise error
-            transcript = _transcript(response.content, self._url)
+            transcript = _transcript(response.content, self._url, wanted.code if wanted is not None else "en")
         except httpx.HTTPError as exc:
             error = failure("STT", self._url, exc, "stt.timeout_s", self.timeout_s)
             problem = str(error)
@@ -102,8 +106,8 @@ class RemoteSTT:
         await self._client.aclose()
 
 
-def _transcript(body: bytes, url: str) -> Transcript:
-    """A `Transcript` from a verbose_json body (a plain `json` one, `{"text"}`, is taken too)."""
+def _transcript(body: bytes, url: str, asked: str) -> Transcript:
+    """A `Transcript` from a verbose_json or a plain `json` body (`{"text"}`: then in the language `asked`)."""
     try:
         data = orjson.loads(body)
         text = str(data["text"]).strip()
@@ -139,7 +143,7 @@ def _transcript(body: bytes, url: str) -> Transcript:
         text,
         words=words,
         segments=segments,
-        language=_CODES.get(name, name or "en"),
+        language=_CODES.get(name, name or asked),
         duration_s=float(data.get("duration") or 0.0),
     )
 
