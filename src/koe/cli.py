@@ -64,6 +64,14 @@ def main() -> None:
     help="Serve TLS on every listener, with the local CA's certificate (koe tls init) unless server.tls_cert_file "
     "and server.tls_key_file name others.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the ports (SO_REUSEPORT), each with its own models and, without cluster.redis_url, its "
+    "own calls (docs/cluster.md, Workers).",
+)
 def serve(
     config_file: Path | None,
     host: str | None,
@@ -71,11 +79,16 @@ def serve(
     public: bool | None,
     log_level: str | None,
     tls: bool | None,
+    workers: int,
 ) -> None:
     """Load the engines and serve every door on one port."""
     given = {"host": host, "port": port, "public": public, "log_level": log_level, "tls": tls}
     server = {k: v for k, v in given.items() if v}
     settings = _settings(config_file, {"server": server} if server else None)
+    if workers > 1:
+        from koe.server.workers import run_workers
+
+        sys.exit(run_workers(settings, workers, progress=_progress))
     from koe.server.run import run_server
 
     sys.exit(run_server(settings, progress=_progress))
