@@ -5,6 +5,7 @@ them all, and a port another program holds stops koe before any worker starts. T
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
+from koe.bench._redis import RedisServer
 from koe.config import load_settings
 from koe.net.inprocess import free_port
+from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.server.workers import _worker_settings
 
 WORKERS = 2
@@ -143,6 +147,48 @@ def test_a_port_in_use_stops_koe_before_any_worker_starts(tmp_path: Path) -> Non
     err = (tmp_path / "serve.log").read_text()
     assert master.returncode == 1 and not _workers(tmp_path)
     assert f"cannot listen on 127.0.0.1:{port} (server.port)" in err and "another program" in err
+
+
+def test_with_redis_every_worker_shows_every_workers_calls(ports: tuple[int, int, int], tmp_path: Path) -> None:
+    redis = RedisServer()
+    redis.start()
+    port, sora_port, media_port = ports
+    env = {**_environment(port, sora_port, media_port), "KOE_CLUSTER__REDIS_URL": redis.url}
+    master = _serve({**env, "KOE_CLUSTER__NODE_ID": "door"}, tmp_path)
+    try:
+        workers = _wait_until_served(master, tmp_path, ports)
+        asyncio.run(_one_call_seen_by_every_worker(port, media_port, workers))
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(STOP_TIMEOUT_S) == 0
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
+        redis.close()
+
+
+async def _one_call_seen_by_every_worker(port: int, media_port: int, workers: set[int]) -> None:
+    """An ACS call on whichever worker the media port gives it to, listed by /v1/calls on each worker (new
+    connections until both have answered: the kernel spreads them over the workers)."""
+    call_id = "call-through-a-worker"
+    url = f"ws://127.0.0.1:{media_port}/acs/media?mode=echo"
+    async with ws_connect(url, additional_headers={"x-ms-call-connection-id": call_id}) as media:
+        await media.send(encode(AudioMetadata(call_id, 16000)))
+        await media.send(encode(AudioData(bytes(640), iso_timestamp(time.time()))))
+        answered: set[int] = set()
+        nodes: set[str] = set()
+        deadline = time.monotonic() + 20
+        while answered != workers:
+            assert time.monotonic() < deadline, (answered, nodes)
+            async with httpx.AsyncClient(timeout=10) as client:  # a new connection: either worker, for both
+                health = (await client.get(f"http://127.0.0.1:{port}/healthz")).json()
+                calls = (await client.get(f"http://127.0.0.1:{port}/v1/calls")).json()["calls"]
+            live = {call["id"]: call for call in calls}
+            if call_id in live:  # through Redis the other worker may take a moment
+                answered.add(health["pid"])
+                nodes.add(live[call_id]["node"])
+            await asyncio.sleep(0.05)
+    assert nodes <= {"door-w0", "door-w1"} and len(nodes) == 1  # held by one worker, named after it
 
 
 def test_each_worker_is_a_cluster_node_of_its_own() -> None:

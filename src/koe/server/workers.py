@@ -70,6 +70,11 @@ def run_workers(settings: Settings, count: int, progress: Callable[[str], None])
             for worker in workers:
                 worker.start()
             progress(f"{count} workers on port {shared.server.port}: pids {', '.join(str(w.pid) for w in workers)}")
+            if shared.cluster.redis_url is None:
+                progress(
+                    "without cluster.redis_url each worker has its own calls (/v1/calls, their events, Call "
+                    "Automation's media/stop and hangup) and its own limits: see docs/cluster.md, Workers"
+                )
             failed = _watch(workers, lambda: stopping, progress)
         finally:
             _stop(workers)
