@@ -62,7 +62,7 @@ def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_por
     config = Config()
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
     if reuse_port:
-        from koe.server.workers import shared_socket
+        from koe.net.reuseport import shared_socket
 
         # Hypercorn takes a socket made here by its descriptor (and owns it from then on).
         config.bind = [f"fd://{shared_socket(settings.server.host, settings.server.port).detach()}"]

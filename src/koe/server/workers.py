@@ -27,26 +27,11 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 
 from koe.config import Settings
+from koe.net.reuseport import shared_socket
 
 STOP_WAIT_S = 30.0
 """How long the workers get to close their calls after SIGTERM before they are killed."""
 POLL_S = 0.2
-
-
-def shared_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port with `SO_REUSEPORT` (and `SO_REUSEADDR`), not yet listening."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def run_workers(settings: Settings, count: int, progress: Callable[[str], None]) -> int:
