@@ -185,6 +185,7 @@ def _load_stt(settings: Settings, engines: Engines) -> STT:
         auto_languages=tuple(s.auto_languages),
         fast_path=s.fast_path,
         cache_dir=s.cache_dir,
+        batch_size=s.batch_size,
     )
 
 
