@@ -339,12 +339,32 @@ def bench_speech(config_file: Path | None, runs: int, clips: int | None, out: Pa
 @CONFIG_OPTION
 @click.option("--quick", is_flag=True, help="A smoke run: two small levels of each measurement.")
 @click.option("--priority", is_flag=True, help="Run at raised priority (root), so other work distorts less.")
+@click.option("--levels", default=None, help="Connections per speech trial, comma-separated (default 4,8,…,24).")
+@click.option("--cycles", type=int, default=None, help="Utterances per connection in each speech trial (default 3).")
+@click.option("--speech-only", is_flag=True, help="Only the speech runs (no relay or listener runs).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/sora.json"))
-def bench_sora(config_file: Path | None, quick: bool, priority: bool, out: Path) -> None:
+def bench_sora(
+    config_file: Path | None,
+    quick: bool,
+    priority: bool,
+    levels: str | None,
+    cycles: int | None,
+    speech_only: bool,
+    out: Path,
+) -> None:
     """Sora door capacity: real-time transcribed connections, and test-service connections per core."""
     from koe.bench.sora import run_sora_bench
 
-    result = run_sora_bench(_settings(config_file), progress=_progress, quick=quick, priority=priority)
+    counts = tuple(int(level) for level in levels.split(",")) if levels else None
+    result = run_sora_bench(
+        _settings(config_file),
+        progress=_progress,
+        quick=quick,
+        priority=priority,
+        levels=counts,
+        cycles=cycles,
+        speech_only=speech_only,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")

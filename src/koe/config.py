@@ -105,8 +105,9 @@ class STTSettings(BaseModel):
     # Segments up to 28 s skip Whisper's 30 s padding (about 5x faster, same transcripts); off: always padded.
     fast_path: bool = True
     # Segments of several streams waiting at once are decoded together, up to this many (CTranslate2 batches; no
-    # segment waits for a batch to fill). 1: each alone.
-    batch_size: int = Field(8, ge=1, le=64)
+    # segment waits for a batch to fill). 1, the default: each alone. 8 took a third less CPU for 16 segments
+    # waiting at once on 2 cores; what it does to latency under load is not measured yet (docs/cluster.md).
+    batch_size: int = Field(1, ge=1, le=64)
     # Where split model weights are joined. None: $KOE_CACHE_DIR, else $XDG_CACHE_HOME/koe, else ~/.cache/koe.
     cache_dir: Path | None = None
     # Transcriptions one session may have waiting; past it only that session is refused (koe.engines.pool).
