@@ -1,5 +1,6 @@
 """Transcriptions of several streams decoded together (`stt.batch_size`, `koe.engines._whisper_batch`): segments
-that wait at once share one CTranslate2 call and each still comes back as its own transcript within the WER margin;
+that wait at once share one CTranslate2 call and each still comes back as its own transcript within the WER margin,
+and only segments of about the same length share one;
 English and Japanese waiting at once go to their own models; a segment that starts alone is decoded alone; a caller
 that gives up before its turn leaves nothing behind."""
 
@@ -14,11 +15,13 @@ import pytest
 
 from koe.audio.pcm import Pcm
 from koe.audio.resample import resample
+from koe.engines._whisper_batch import MAX_LENGTH_RATIO
 from koe.engines.stt_whisper import WhisperSTT
 from tests.conftest import LANGUAGE_AUDIO, load_wav
 from tests.wer import cer, wer
 
-CLIPS = ("short_16k.wav", "utterance_16k.wav", "reply_16k.wav", "short_22k.wav")
+CLIPS = ("short_16k.wav", "short_22k.wav", "short_48k.wav", "short_16k.wav")
+"""One sentence at three rates: segments of about the same length, which share batches (see MAX_LENGTH_RATIO)."""
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,15 @@ async def test_segments_waiting_together_share_a_batch(stt: WhisperSTT, texts: d
     # The first job decodes its segment alone or with those already waiting; the rest wait, and go together.
     assert sum(size * count for size, count in grown.items()) == len(CLIPS)
     assert max(size for size, count in grown.items() if count) >= 3, grown
+
+
+async def test_a_much_longer_segment_gets_a_batch_of_its_own(stt: WhisperSTT, texts: dict[str, str]) -> None:
+    before = stt.batches.get(1, 0)
+    long, short = _clip("utterance_16k.wav"), _clip("short_16k.wav")
+    assert long.size > short.size * MAX_LENGTH_RATIO
+    results = await asyncio.gather(stt.transcribe(long), stt.transcribe(short))
+    assert stt.batches.get(1, 0) == before + 2  # padding the short one to the long one's length would cost more
+    assert wer(texts["utterance"], results[0].text) <= 0.15 and wer(texts["short"], results[1].text) <= 0.15
 
 
 async def test_languages_waiting_together_go_to_their_own_models(
