@@ -1,13 +1,12 @@
 """Transcriptions of several streams decoded together (`stt.batch_size`): call `Batcher.transcribe()`.
 
 CTranslate2 encodes and decodes a batch of segments in one call for less than the sum of their calls (measured on
-2 cores, tiny.en int8, 16 fixture utterances or prefixes of them waiting at once: 0.57x to 0.67x the CPU time). No request waits for
-a batch to fill: each one joins the pending list and submits a job to the STT pool as before, and whichever job
-starts first takes every pending segment that can share its batch (same model, no prompt), up to `batch_size`,
-decodes them together and hands each its transcript. The jobs whose segments were taken find nothing left and end
-at once. So with one stream nothing changes, and under load a segment is decoded no later than its own job would
-have, and usually sooner. The pool's fair queue still orders the jobs (koe.engines.pool): a batch starts when the
-first one's turn comes, and takes the rest in the order they arrived.
+2 cores, tiny.en int8, 16 fixture utterances or prefixes of them waiting at once: 0.57x to 0.67x the CPU time). No
+request waits for a batch to fill: each one joins the pending list and submits a job to the STT pool as before, and
+whichever job starts first takes every pending segment that can share its batch (the same model, no prompt, a length
+within `MAX_LENGTH_RATIO` of the oldest one's), up to `batch_size`, decodes them together and hands each its
+transcript. The jobs whose segments were taken find nothing left and end at once. So with one stream nothing
+changes, and under load a batch starts when the pool's fair queue (koe.engines.pool) gives its first job a turn.
 """
 
 from __future__ import annotations
