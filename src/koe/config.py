@@ -81,7 +81,8 @@ class STTSettings(BaseModel):
     model_path: Path | None = None
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
-    # Parallel transcriptions. Each one uses `threads` CPU threads.
+    # Parallel transcriptions. Each one uses `threads` CPU threads. With backend "remote": transcriptions in flight
+    # to the server at once (partial transcripts skip while they are all busy).
     workers: int = Field(1, ge=1)
     beam_size: int = Field(1, ge=1)
     # The language of requests that name none: "en" (tiny.en, the fastest), "auto" (the multilingual model detects

@@ -112,3 +112,36 @@ class RemoteHealth:
         if response.status_code >= 500:
             return f"the {what} endpoint {url} answered a probe with {response.status_code}"
         return None  # any other answer, even a 404, comes from a server that is up
+
+
+class InFlight:
+    """A remote backend's `Pool` view: at most `workers` requests in flight to the server, the rest waiting here.
+
+    It bounds what one node asks of a model server, and it lets the best-effort work that reads a pool's load
+    (partial transcripts skip while `active >= workers` or anything waits) see the remote's load as it sees a local
+    pool's. Nothing is refused here: the server refuses (429) when its own queue is full.
+    """
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = workers
+        self.depth = 0
+        self.active = 0
+        self.completed = 0
+        self._slots = asyncio.Semaphore(workers)
+
+    async def __aenter__(self) -> None:
+        self.depth += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.depth -= 1
+        self.active += 1
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.active -= 1
+        self.completed += 1
+        self._slots.release()
+
+    def shutdown(self) -> None:
+        """Nothing to stop: requests in flight end with their callers."""

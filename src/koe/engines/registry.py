@@ -164,6 +164,7 @@ def _load_stt(settings: Settings, engines: Engines) -> STT:
             api_key=s.api_key.get_secret_value() if s.api_key else None,
             language=s.language,
             timeout_s=s.timeout_s,
+            workers=s.workers,
         )
         engines.remote_checks["stt"] = remote.check
         return remote

@@ -8,7 +8,8 @@ timings are asked for), since verbose_json costs a timestamped decoding on koe's
 Chinese comes back in the script the request's tag names, converted here as the embedded Whisper does, since the
 wire carries only the code. Failures map as every remote backend's do (`koe.engines._remote`): refused connection
 `EngineUnavailable`, no answer within `stt.timeout_s` `EngineTimeout`, an error status `EngineError` with the
-server's message. Nothing queues here (`pool` is None): the server queues, and refuses with a status when full.
+server's message. At most `stt.workers` requests are in flight at once (`pool`, an `InFlight`), so partial
+transcripts skip while the server is busy with this node's finals, as they do on a local pool.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import orjson
 from koe.audio.files import wav_bytes
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines._chinese import to_script
-from koe.engines._remote import RemoteHealth, failure, remote_client, status_error
+from koe.engines._remote import InFlight, RemoteHealth, failure, remote_client, status_error
 from koe.engines.base import EngineError, Pool, Segment, Transcript, Word
 from koe.languages import WHISPER_LANGUAGES, Language, UnsupportedLanguage, requested_language
 
@@ -40,6 +41,7 @@ class RemoteSTT:
         api_key: str | None = None,
         language: str = "en",
         timeout_s: float = 30.0,
+        workers: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -47,8 +49,9 @@ class RemoteSTT:
         self.language = language
         self.timeout_s = timeout_s
         self.name = f"remote:{model}@{self.base_url}"
-        self.pool: Pool | None = None
-        """None: transcriptions queue at the remote server, not here."""
+        self._in_flight = InFlight("stt", workers)
+        self.pool: Pool | None = self._in_flight
+        """At most `workers` (`stt.workers`) transcriptions in flight to the server; partial transcripts read it."""
         self._url = f"{self.base_url}/audio/transcriptions"
         self._client = remote_client(self.base_url, api_key, timeout_s, transport=transport)
         self._health = RemoteHealth("STT", self._client, self.base_url)
@@ -82,7 +85,8 @@ class RemoteSTT:
         started = time.perf_counter()
         problem: str | None = None
         try:
-            response = await self._client.post(self._url, data=form, files=files)
+            async with self._in_flight:
+                response = await self._client.post(self._url, data=form, files=files)
             if response.status_code >= 400:
                 error = await status_error("STT", self._url, response)
                 problem = str(error) if response.status_code >= 500 else None  # a 4xx refuses this request only
