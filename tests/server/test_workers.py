@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,9 +51,9 @@ def _environment(port: int, sora_port: int, media_port: int) -> dict[str, str]:
     return env
 
 
-def _serve(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+def _serve(env: dict[str, str], cwd: Path, *flags: str) -> subprocess.Popen[str]:
     """`koe serve --workers 2` in a session of its own, its messages in cwd/serve.log."""
-    command = [sys.executable, "-m", "koe", "serve", "--workers", str(WORKERS)]
+    command = [sys.executable, "-m", "koe", "serve", "--workers", str(WORKERS), *flags]
     with (cwd / "serve.log").open("w") as log:
         return subprocess.Popen(command, env=env, cwd=cwd, stderr=log, text=True, start_new_session=True)
 
@@ -131,6 +132,30 @@ def test_workers_share_every_port_and_stop_together(ports: tuple[int, int, int],
         assert master.wait(STOP_TIMEOUT_S) == 0
         for pid in workers:
             assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
+
+
+def test_tls_workers_serve_the_one_certificate_made_before_they_start(
+    ports: tuple[int, int, int], tmp_path: Path
+) -> None:
+    # The local CA is made by `koe serve` itself, once: workers making it at once would each sign their own.
+    env = {**_environment(*ports), "XDG_DATA_HOME": str(tmp_path / "data")}
+    master = _serve(env, tmp_path, "--tls")
+    try:
+        workers = _wait_until_served(master, tmp_path, ports)
+        ca = tmp_path / "data" / "koe" / "tls" / "ca.pem"
+        answered = set()
+        for _ in range(60):
+            with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=10) as client:
+                answered.add(client.get(f"https://127.0.0.1:{ports[0]}/healthz").json()["pid"])
+            if answered == workers:
+                break
+        assert answered == workers
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(STOP_TIMEOUT_S) == 0
     finally:
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)

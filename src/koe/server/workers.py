@@ -36,6 +36,13 @@ POLL_S = 0.2
 
 def run_workers(settings: Settings, count: int, progress: Callable[[str], None]) -> int:
     """Serve with `count` worker processes until SIGTERM or SIGINT; the exit status for `koe serve`."""
+    from koe.server.tls import TlsSetupError, effective_tls
+
+    try:  # the local CA and certificate, made here once when missing: workers making them at once would race
+        settings = effective_tls(settings).settings
+    except (TlsSetupError, OSError) as exc:
+        progress(f"cannot serve TLS: {exc}")
+        return 1
     with _reserved_ports(settings, progress) as shared:
         if shared is None:
             return 1
