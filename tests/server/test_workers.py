@@ -216,6 +216,14 @@ async def _one_call_seen_by_every_worker(port: int, media_port: int, workers: se
     assert nodes <= {"door-w0", "door-w1"} and len(nodes) == 1  # held by one worker, named after it
 
 
+def test_public_without_keys_stops_koe_before_any_worker_starts(tmp_path: Path) -> None:
+    master = _serve(_environment(free_port(), free_port(), free_port()), tmp_path, "--public")
+    master.wait(60)
+    said = (tmp_path / "serve.log").read_text()
+    assert master.returncode == 1 and not _workers(tmp_path)
+    assert "refusing to start with --public: no API keys are configured" in said
+
+
 def test_each_worker_is_a_cluster_node_of_its_own() -> None:
     settings = load_settings(overrides={"cluster": {"redis_url": "redis://127.0.0.1:6379/0", "node_id": "door-a"}})
     assert [_worker_settings(settings, i).cluster.node_id for i in range(2)] == ["door-a-w0", "door-a-w1"]

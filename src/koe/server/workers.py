@@ -43,6 +43,14 @@ def run_workers(settings: Settings, count: int, progress: Callable[[str], None])
     except (TlsSetupError, OSError) as exc:
         progress(f"cannot serve TLS: {exc}")
         return 1
+    if settings.server.public:  # the host it listens on is decided here, where the ports are checked
+        from koe.server.public import prepare_public
+
+        settings, refusals = prepare_public(settings)
+        for reason in refusals:
+            progress(f"refusing to start with --public: {reason}")
+        if refusals:
+            return 1
     with _reserved_ports(settings, progress) as shared:
         if shared is None:
             return 1
@@ -102,6 +110,8 @@ def _reserved_ports(settings: Settings, progress: Callable[[str], None]) -> Iter
     wanted = {"server.port": (server.host, server.port)}
     if sora.enabled:
         wanted["sora.port"] = (sora.host, sora.port)
+        if sora.exporter_port is not None:
+            wanted["sora.exporter_port"] = (sora.host, sora.exporter_port)
     if acs.enabled and acs.media_port:
         wanted["acs.media_port"] = (acs.media_host or server.host, acs.media_port)
     held: list[socket.socket] = []
@@ -119,7 +129,12 @@ def _reserved_ports(settings: Settings, progress: Callable[[str], None]) -> Iter
         yield settings.model_copy(
             update={
                 "server": server.model_copy(update={"port": ports["server.port"]}),
-                "sora": sora.model_copy(update={"port": ports.get("sora.port", sora.port)}),
+                "sora": sora.model_copy(
+                    update={
+                        "port": ports.get("sora.port", sora.port),
+                        "exporter_port": ports.get("sora.exporter_port", sora.exporter_port),
+                    }
+                ),
                 "acs": acs.model_copy(update={"media_port": ports.get("acs.media_port", acs.media_port)}),
             }
         )
