@@ -76,6 +76,7 @@ def test_compose_has_redis_two_doors_sharing_it_and_a_model_node(compose: dict[s
             assert environment[f"KOE_{kind}__BASE_URL"] == f"http://model:{MAIN_PORT}/v1"
             assert environment[f"KOE_{kind}__API_KEY"] == "test-key"
         assert door["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert door["depends_on"]["model"]["condition"] == "service_healthy"  # the remote TTS asks it for its voices
         targets = {port["target"] for port in door["ports"]}
         assert targets == {MAIN_PORT, SORA_PORT}
         published |= {port["published"] for port in door["ports"]}
