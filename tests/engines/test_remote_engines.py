@@ -138,6 +138,18 @@ async def test_speech_streams_from_the_model_node(base_url: str, engines: Engine
     assert wer(text, heard) <= 0.3, heard
 
 
+async def test_voices_of_a_server_down_at_start_are_learned_at_a_health_check(base_url: str) -> None:
+    # As a door node that started before its model node: only the configured voices, until /healthz finds it up.
+    tts = RemoteTTS(base_url, "tts-1", default_voice="en_US-joe-medium", voices=VOICES, api_key=MODEL_KEY)
+    assert tts.voices() == sorted(VOICES.values())
+    try:
+        assert await tts.check() is None
+        chinese = tts.voice_for("zh")  # none configured: one of the server's own
+        assert "zf_xiaoxiao" in tts.voices() and chinese is not None and tts.voice_info(chinese).language == "zh"
+    finally:
+        await tts.aclose()
+
+
 async def test_remote_tts_errors_come_before_any_audio(base_url: str) -> None:
     tts = RemoteTTS(base_url, "tts-1", default_voice="en_US-joe-medium", voices=VOICES, api_key=MODEL_KEY)
     with pytest.raises(EngineError, match=r"TTS endpoint .* answered 400: unknown voice 'nobody'"):

@@ -5,13 +5,15 @@ Works with koe's own endpoint (a koe node with its doors off, docs/cluster.md), 
 Each clause is asked for as `response_format: "pcm"` (raw 24 kHz s16le, as OpenAI defines it) and handed on as
 the bytes arrive, so a reply's first audio waits for the server's first clause, not its last. The voices are the
 configured ones (`tts.voice` and `tts.voices`, whose keys give each one's language), plus, when the server is koe,
-the voices its `GET /models` lists (`koe_kind: "voice"` with `koe_language`), learned once at start. Failures map
+the voices its `GET /models` lists (`koe_kind: "voice"` with `koe_language`), learned at start, or at the first
+health check (/healthz) that finds the server up. Failures map
 as every remote backend's do (`koe.engines._remote`); an error status is raised before any audio, so a door can
 still answer it in its protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -49,21 +51,31 @@ class RemoteTTS:
         self._by_language = {_code(language): voice for language, voice in voices.items()}
         self._languages = {voice: language for language, voice in self._by_language.items()}
         self._languages.setdefault(default_voice, "en")  # a default voice no language names
+        self._learned = False
+        """Whether the server answered `GET /models` (koe's lists its voices there)."""
         self._url = f"{self.base_url}/audio/speech"
         self._client = remote_client(self.base_url, api_key, timeout_s, accept="audio/pcm", transport=transport)
         self._health = RemoteHealth("TTS", self._client, self.base_url)
 
     def learn_voices(self, api_key: str | None = None) -> int:
-        """Add the voices a koe server lists in `GET /models`; how many it listed (0: none, or not koe, or down)."""
+        """Add the voices a koe server lists in `GET /models`; how many it listed (0: none, or not koe, or down).
+        Synchronous, for start-up; a server that was down then is asked again by `check()`."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
             response = httpx.get(f"{self.base_url}/models", headers=headers, timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError:
+            return 0
+        return self._learned_from(response)
+
+    def _learned_from(self, response: httpx.Response) -> int:
+        try:
             models = response.json().get("data") or [] if response.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             return 0
         listed = [m for m in models if isinstance(m, dict) and m.get("koe_kind") == "voice"]
         for model in listed:
             self._languages.setdefault(str(model["id"]), str(model.get("koe_language") or "en"))
+        self._learned = self._learned or response.status_code == 200
         return len(listed)
 
     def voices(self) -> list[str]:
@@ -107,8 +119,13 @@ class RemoteTTS:
                 self._health.record(problem)
 
     async def check(self) -> str | None:
-        """Why the endpoint cannot speak now (from the last request, or a probe), or None; for /healthz."""
-        return await self._health.check()
+        """Why the endpoint cannot speak now (from the last request, or a probe), or None; for /healthz. The
+        voices of a server that was down at start are learned here, once it answers."""
+        problem = await self._health.check()
+        if problem is None and not self._learned:
+            with contextlib.suppress(httpx.HTTPError):
+                self._learned_from(await self._client.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT_S))
+        return problem
 
     async def aclose(self) -> None:
         await self._client.aclose()
