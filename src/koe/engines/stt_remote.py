@@ -67,6 +67,8 @@ class RemoteSTT:
     async def transcribe(
         self, pcm: Pcm, *, language: str | Language | None = None, prompt: str | None = None, words: bool = False
     ) -> Transcript:
+        if pcm.size == 0:
+            raise EngineError("cannot transcribe an empty audio segment")
         try:
             wanted = requested_language(self.language if language is None else language)
         except UnsupportedLanguage as exc:
@@ -82,25 +84,32 @@ class RemoteSTT:
         if words:
             form["timestamp_granularities[]"] = ["word", "segment"]
         files = {"file": ("segment.wav", wav_bytes(pcm, ENGINE_RATE), "audio/wav")}
-        started = time.perf_counter()
-        problem: str | None = None
-        try:
-            async with self._in_flight:
-                response = await self._client.post(self._url, data=form, files=files)
-            if response.status_code >= 400:
-                error = await status_error("STT", self._url, response)
-                problem = str(error) if response.status_code >= 500 else None  # a 4xx refuses this request only
-                raise error
-            transcript = _transcript(response.content, self._url, wanted.code if wanted is not None else "en")
-        except httpx.HTTPError as exc:
-            error = failure("STT", self._url, exc, "stt.timeout_s", self.timeout_s)
-            problem = str(error)
-            raise error from exc
-        finally:
-            self._health.record(problem)
-        elapsed = time.perf_counter() - started
+        async with self._in_flight:
+            started = time.perf_counter()
+            transcript = await self._post(form, files, wanted.code if wanted is not None else "en")
+            elapsed = time.perf_counter() - started
         duration = transcript.duration_s or pcm.size / ENGINE_RATE
         return _in_script(replace(transcript, duration_s=duration, elapsed_s=elapsed), wanted)
+
+    async def _post(self, form: dict[str, Any], files: dict[str, Any], asked: str) -> Transcript:
+        """One request, its outcome recorded for `check()` (a request cancelled before it has one records none)."""
+        try:
+            response = await self._client.post(self._url, data=form, files=files)
+        except httpx.HTTPError as exc:
+            error = failure("STT", self._url, exc, "stt.timeout_s", self.timeout_s)
+            self._health.record(str(error))
+            raise error from exc
+        if response.status_code >= 400:
+            error = await status_error("STT", self._url, response)
+            self._health.record(str(error) if response.status_code >= 500 else None)  # a 4xx refuses this one only
+            raise error
+        try:
+            transcript = _transcript(response.content, self._url, asked)
+        except EngineError as exc:  # a server that answers, but not with a transcription
+            self._health.record(str(exc))
+            raise
+        self._health.record(None)
+        return transcript
 
     async def check(self) -> str | None:
         """Why the endpoint cannot transcribe now (from the last request, or a probe), or None; for /healthz."""
