@@ -1,11 +1,13 @@
 """A door node whose STT and TTS are a koe model node (docs/cluster.md, "Model servers apart"): a Realtime
-transcription goes through the remote STT, /v1/audio/speech through the remote TTS, and with the model node down
+transcription goes through the remote STT, /v1/audio/speech through the remote TTS, a spoken Realtime reply takes
+its words (remote LLM) and its voice from the model node, and with the model node down
 each door answers in its own protocol (Realtime `conversation.item.input_audio_transcription.failed` on a socket
 that stays open; the REST API 503 with OpenAI's error body), and /healthz says which engine is not ready."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,10 +22,10 @@ from websockets.exceptions import InvalidStatus
 
 from koe.audio.resample import resample
 from koe.config import load_settings
-from koe.engines.registry import Engines
+from koe.engines.registry import Engines, load_engines
 from tests.engines.remote_support import MODEL_KEY, dead_url, door_engines, model_node, remote_overrides
 from tests.server.acs.support import koe_server
-from tests.server.realtime.support import API_KEY, speech_24k, stream_frames
+from tests.server.realtime.support import API_KEY, assert_spoken, speech_24k, stream_frames
 from tests.wer import wer
 
 TRANSCRIBE_ONLY = {
@@ -107,6 +109,37 @@ async def test_speech_on_the_door_node_comes_from_the_model_node(model_url: str,
         voices = {m.id for m in (await api.models.list()).data}
         assert "jf_alpha" in voices  # learned from the model node
         await api.close()
+
+
+async def test_a_spoken_reply_takes_its_words_and_voice_from_the_model_node(model_url: str, engines: Engines) -> None:
+    # Every model remote: the LLM writes the reply on the model node and its voice comes from there too.
+    door = await asyncio.to_thread(door_engines, model_url, engines)
+    llm = {"backend": "remote", "base_url": model_url, "api_key": MODEL_KEY, "max_tokens": 24, "temperature": 0.0}
+    door.llm = load_engines(load_settings(overrides={"llm": llm}), ["llm"]).llm
+    assert door.llm is not None and door.llm.name.startswith("openai-compatible:")
+    async with (
+        koe_server(_door_settings(model_url), door) as (base, _app),
+        ws_connect(f"ws{base[4:]}/v1/realtime?model=gpt-realtime", additional_headers={"api-key": API_KEY}) as ws,
+    ):
+        await _recv_until(ws, {"session.created"})
+        question = {"type": "input_text", "text": "What is the capital of France?"}
+        item = {"type": "message", "role": "user", "content": [question]}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["audio"]}}))
+        audio = bytearray()
+        transcript = ""
+        while True:
+            event = await _recv_until(
+                ws, {"response.output_audio.delta", "response.output_audio_transcript.done", "response.done"}, 60
+            )
+            if event["type"] == "response.output_audio.delta":
+                audio.extend(base64.b64decode(event["delta"]))
+            elif event["type"] == "response.output_audio_transcript.done":
+                transcript = event["transcript"]
+            else:
+                break
+    assert event["response"]["status"] in ("completed", "incomplete"), event["response"]
+    assert_spoken(engines, bytes(audio), transcript)  # the audio says the reply's words
 
 
 async def test_the_model_node_down_is_each_doors_own_error(engines: Engines) -> None:
