@@ -163,6 +163,22 @@ async def test_remote_tts_errors_come_before_any_audio(base_url: str) -> None:
     await down.aclose()
 
 
+async def test_a_model_node_without_the_engine_is_unavailable_as_a_local_one_would_be() -> None:
+    # Its 503 (engine_unavailable) is the door's EngineUnavailable, which each door maps as it maps its own.
+    async with model_node(Engines()) as base:
+        tts = RemoteTTS(base, "tts-1", default_voice="en_US-joe-medium", voices=VOICES, api_key=MODEL_KEY)
+        stt = RemoteSTT(base, "whisper-1", api_key=MODEL_KEY)
+        try:
+            with pytest.raises(EngineUnavailable, match=r"TTS endpoint .* answered 503: the tts engine is unavailable"):
+                _ = [chunk async for chunk in tts.synthesize("Hello.")]
+            with pytest.raises(EngineUnavailable, match=r"STT endpoint .* answered 503: the stt engine is unavailable"):
+                await stt.transcribe(np.zeros(1600, np.int16))
+            assert "answered 503" in (await stt.check() or "")
+        finally:
+            await tts.aclose()
+            await stt.aclose()
+
+
 async def test_the_registry_loads_remote_engines_and_healthz_checks_them(base_url: str, engines: Engines) -> None:
     door = await asyncio.to_thread(door_engines, base_url, engines)
     assert isinstance(door.stt, RemoteSTT) and isinstance(door.tts, RemoteTTS)

@@ -17,6 +17,7 @@ import time
 import httpx
 
 from koe.engines.base import EngineError, EngineTimeout, EngineUnavailable
+from koe.engines.pool import EngineBusy
 
 MAX_ERROR_BODY = 4096
 HEALTH_TTL_S = 10.0
@@ -67,9 +68,13 @@ def error_text(raw: bytes) -> str:
 
 
 async def status_error(what: str, url: str, response: httpx.Response) -> EngineError:
-    """The engine error for an error status, with the server's own message (the body is read, up to a bound)."""
+    """The engine error for an error status, with the server's own message (the body is read, up to a bound): a
+    server whose queue is full (429) is `EngineBusy`, one whose engine is missing (503) `EngineUnavailable`, one
+    that timed out itself (504) `EngineTimeout`, as koe's own REST API answers them; anything else `EngineError`."""
     raw = (await response.aread())[:MAX_ERROR_BODY]
-    return EngineError(f"{what} endpoint {url} answered {response.status_code}: {error_text(raw)}")
+    message = f"{what} endpoint {url} answered {response.status_code}: {error_text(raw)}"
+    kind = {429: EngineBusy, 503: EngineUnavailable, 504: EngineTimeout}.get(response.status_code, EngineError)
+    return kind(message)
 
 
 class RemoteHealth:

@@ -99,7 +99,8 @@ def endpoint(settings: Settings, handler: Handler, route: str, body: Body | None
 
 
 async def _drain(request: Request) -> None:
-    """Read and drop the body, up to `MAX_REFUSED_BODY_BYTES` (beyond it the client sees the connection close)."""
+    """Read and drop the body of a refused request, up to `MAX_REFUSED_BODY_BYTES` (beyond it the client sees the
+    connection close). Handlers read their bodies before anything can fail (koe.server.openai.audio)."""
     drained = 0
     with contextlib.suppress(ClientDisconnect):
         async for chunk in request.stream():
