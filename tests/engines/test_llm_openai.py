@@ -11,7 +11,7 @@ import socket
 import openai
 import pytest
 
-from koe.engines import llm_openai
+from koe.engines import _remote
 from koe.engines.base import (
     ChatMessage,
     ChatRequest,
@@ -162,7 +162,7 @@ async def test_health_comes_from_the_last_outcome_or_a_cached_probe(monkeypatch:
         assert "answered 500" in (await llm.check() or "")
         # Once the outcome is old, a probe decides again: a server that hangs fails it in PROBE_TIMEOUT_S.
         server.stalled = True
-        monkeypatch.setattr(llm_openai, "HEALTH_TTL_S", 0.0)
+        monkeypatch.setattr(_remote, "HEALTH_TTL_S", 0.0)
         probed = await asyncio.wait_for(llm.check(), 10)
         assert probed is not None and "did not answer a probe" in probed
         await llm.aclose()

@@ -119,10 +119,11 @@ def speech_capacity(
     stt_workers: int | None = None,
     stt_threads: int | None = None,
     language: str = "en-US",
+    stt_batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """`stt_workers`/`stt_threads` override the child's `[stt]` settings (None: the configured defaults). `language`
-    is every connection's code: English speaks the shared fixtures (tiny.en), Japanese the Kokoro clips (Whisper
-    base, loaded and warmed at start so the first utterance does not pay for it)."""
+    """`stt_workers`/`stt_threads`/`stt_batch_size` override the child's `[stt]` settings (None: the configured
+    defaults). `language` is every connection's code: English speaks the shared fixtures (tiny.en), Japanese the
+    Kokoro clips (Whisper base, loaded and warmed at start so the first utterance does not pay for it)."""
     env = {}
     if stt_workers is not None:
         env["KOE_STT__WORKERS"] = str(stt_workers)
@@ -133,16 +134,22 @@ def speech_capacity(
         # The child's STT default becomes the language, so base loads at start and warms on the language's speech.
         env["KOE_STT__LANGUAGE"] = language
         warm = _speech_files(language)[0]
+    if stt_batch_size is not None:
+        env["KOE_STT__BATCH_SIZE"] = str(stt_batch_size)
     service = "koe" if partial_results else "koe-final"
     gateway = Child("sora", service, "{port}", str(warm), env=env)
     trials: list[dict[str, Any]] = []
     try:
         for connections in levels:
+            cpu_before = gateway.cpu_s()
             trial = asyncio.run(_speech_trial(gateway.port, connections, cycles, language))
+            # CPU per final result: what a busy shared machine distorts far less than latency.
+            used = gateway.cpu_s() - cpu_before
+            trial["gateway_cpu_s_per_final"] = round(used / max(trial["final_results"], 1), 3)
             trials.append(trial)
             progress(
                 f"speech {language} (partials {partial_results}, stt {env or 'default'}): "
-                f"{connections} → p95 {trial['latency_p95_s']} s"
+                f"{connections} → p95 {trial['latency_p95_s']} s, {trial['gateway_cpu_s_per_final']} s CPU per final"
             )
             # Past twice the target it is saturated; nearer, a busy moment on a shared machine may be the cause.
             if trial["latency_p95_s"] > 2 * SPEECH_TARGET_P95_S:
@@ -153,7 +160,9 @@ def speech_capacity(
     return {
         "language": language,
         "partial_results": partial_results,
-        "stt": {"workers": stt_workers, "threads": stt_threads} if env else "configured defaults",
+        "stt": {"workers": stt_workers, "threads": stt_threads, "batch_size": stt_batch_size}
+        if env
+        else "configured defaults",
         "max_connections_p95_le_1s": max(passing, default=0),
         "target": 16,
         "trials": trials,
@@ -248,19 +257,32 @@ def listener_cost(progress: Progress, connections: int, seconds: float) -> dict[
 
 
 def run_sora_bench(
-    settings: Settings, progress: Progress, quick: bool = False, priority: bool = False
+    settings: Settings,
+    progress: Progress,
+    quick: bool = False,
+    priority: bool = False,
+    levels: tuple[int, ...] | None = None,
+    cycles: int | None = None,
+    speech_only: bool = False,
 ) -> dict[str, Any]:
     """`priority` raises the bench's scheduling priority (and its children's), so other work on a shared machine
-    distorts the latencies less; the result records whether it was used."""
+    distorts the latencies less; the result records whether it was used. `levels` (connections per speech trial)
+    and `cycles` (utterances per connection) size the speech runs; `speech_only` leaves the relay and listener
+    runs out."""
     del settings  # the child gateways use the defaults, so results compare across machines
     if priority:
         os.setpriority(os.PRIO_PROCESS, 0, PRIORITY_NICE)  # children inherit it
     load_before = os.getloadavg()
-    listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
-    relay = relay_capacity(progress, (50, 100) if quick else (400, 600, 800, 1000, 1200, 1500, 1800), 3 if quick else 8)
-    levels = (2,) if quick else (4, 8, 12, 16, 20, 24)
-    cycles = 1 if quick else 3
+    listeners = relay = None
+    if not speech_only:
+        listeners = listener_cost(progress, 50 if quick else 200, 3 if quick else 8)
+        relays = (50, 100) if quick else (400, 600, 800, 1000, 1200, 1500, 1800)
+        relay = relay_capacity(progress, relays, 3 if quick else 8)
+    levels = levels or ((2,) if quick else (4, 8, 12, 16, 20, 24))
+    cycles = cycles or (1 if quick else 3)
     speech = speech_capacity(progress, levels, cycles)
+    # The same with transcriptions batched across streams (stt.batch_size = 8): what batching adds.
+    speech_batched = speech_capacity(progress, levels, cycles, stt_batch_size=8)
     # Two single-threaded STT workers transcribe two streams' utterances at once: on 2 cores that carries more
     # connections than one two-threaded worker (the default, which is faster for a single stream).
     speech_two_workers = speech_capacity(progress, levels, cycles, stt_workers=2, stt_threads=1)
@@ -279,9 +301,10 @@ def run_sora_bench(
             "raised_priority": priority,
         },
         "speech": speech,
+        "speech_batched": speech_batched,
         "speech_stt_two_workers": speech_two_workers,
         "speech_final_only_stt_two_workers": speech_final_only,
         "speech_japanese_stt_two_workers": speech_japanese,
-        "relay": relay,
-        "listener_comparison": listeners,
+        **({"relay": relay, "listener_comparison": listeners} if not speech_only else {}),
+        "settings": {"levels": list(levels), "cycles": cycles, "quick": quick, "speech_only": speech_only},
     }

@@ -100,9 +100,9 @@ class WhisperDecoder:
     ) -> Decoded:
         """Transcribe 16 kHz float audio in language `code` (None: detect it, among `allowed` when given). `padded`
         forces the padded call (the benchmarks compare the two)."""
-        fast_ok = self.fast_path and not (words or padded) and _frames(audio.size) + PAD_FRAMES <= WINDOW_FRAMES
+        fast_ok = self.fast_eligible(audio.size, words=words, padded=padded)
         if fast_ok:
-            decoded = self._fast(audio, code, prompt, allowed)
+            decoded = self._fast([audio], [code], prompt, allowed)[0]
             if decoded is not None:
                 self.counts.fast += 1
                 return decoded
@@ -111,35 +111,77 @@ class WhisperDecoder:
             self.counts.padded += 1
         return self._padded(audio, code, prompt, words, allowed, "fallback" if fast_ok else "padded")
 
+    def fast_eligible(self, samples: int, *, words: bool = False, padded: bool = False) -> bool:
+        """Whether a segment of `samples` takes the fast path (it may still fall back to the padded call)."""
+        return self.fast_path and not (words or padded) and _frames(samples) + PAD_FRAMES <= WINDOW_FRAMES
+
+    def decode_many(
+        self,
+        audios: list[npt.NDArray[np.float32]],
+        codes: list[str | None],
+        *,
+        allowed: frozenset[str] | None = None,
+    ) -> list[Decoded]:
+        """Several segments (each `fast_eligible`, none with a prompt) decoded together, as `decode()` would each:
+        one encoder and one decoder call for all of them, since CTranslate2 takes batches; a segment the fast path
+        gives up on then gets the padded call of its own."""
+        found: list[Decoded] = []
+        for audio, code, decoded in zip(audios, codes, self._fast(audios, codes, None, allowed), strict=True):
+            if decoded is not None:
+                self.counts.fast += 1
+                found.append(decoded)
+            else:
+                self.counts.fallback += 1
+                found.append(self._padded(audio, code, None, False, allowed, "fallback"))
+        return found
+
     def _fast(
-        self, audio: npt.NDArray[np.float32], code: str | None, prompt: str | None, allowed: frozenset[str] | None
-    ) -> Decoded | None:
+        self,
+        audios: list[npt.NDArray[np.float32]],
+        codes: list[str | None],
+        prompt: str | None,
+        allowed: frozenset[str] | None,
+    ) -> list[Decoded | None]:
+        """The fast path for a batch: each segment's own frames, zeros to the longest one's plus `PAD_FRAMES` (more
+        zeros only bring a window nearer the padded call's), then each output judged on its own bound."""
         import ctranslate2
 
-        features = self.model.feature_extractor(audio)
-        frames = min(features.shape[1], _frames(audio.size))
-        padded = np.zeros((features.shape[0], frames + PAD_FRAMES), dtype=np.float32)
-        padded[:, :frames] = features[:, :frames]
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
-        if code is None:
-            code = self._detect(encoded, allowed)
-        tokenizer = self._tokenizer(code)
-        start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        if prompt:
-            start = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:], *start]
-        budget = int(audio.size / ENGINE_RATE * TOKENS_PER_S) + EXTRA_TOKENS
-        result = self.model.model.generate(
+        features = [self.model.feature_extractor(audio) for audio in audios]
+        frames = [min(f.shape[1], _frames(audio.size)) for f, audio in zip(features, audios, strict=True)]
+        batch = np.zeros((len(audios), features[0].shape[0], max(frames) + PAD_FRAMES), dtype=np.float32)
+        for index, (feature, count) in enumerate(zip(features, frames, strict=True)):
+            batch[index, :, :count] = feature[:, :count]
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
+        if any(code is None for code in codes):
+            detected = self._detect(encoded, allowed)
+            known = [code or found for code, found in zip(codes, detected, strict=True)]
+        else:
+            known = [code for code in codes if code is not None]
+        tokenizers = [self._tokenizer(code) for code in known]
+        starts = [[*tokenizer.sot_sequence, tokenizer.no_timestamps] for tokenizer in tokenizers]
+        if prompt:  # a single segment's (batches have none, so every start has the same length)
+            tokenizer = tokenizers[0]
+            starts = [[tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:], *starts[0]]]
+        budgets = [int(audio.size / ENGINE_RATE * TOKENS_PER_S) + EXTRA_TOKENS for audio in audios]
+        results = self.model.model.generate(
             encoded,
-            [start],
+            starts,
             beam_size=self.beam_size,
             # CTranslate2 4.8 stops Whisper at max_length // 2 new tokens; asking for twice the budget and cutting
-            # to it below holds either way.
-            max_length=2 * budget,
+            # to it below holds either way. A batch runs to its longest budget; each output is cut to its own.
+            max_length=2 * max(budgets),
             suppress_blank=True,
-            suppress_tokens=self._suppressed(tokenizer),
+            suppress_tokens=self._suppressed(tokenizers[0]),  # the model's, whatever the language
             return_no_speech_prob=True,
             return_scores=True,
-        )[0]
+        )
+        return [
+            self._judged(result, tokenizer, code, budget)
+            for result, tokenizer, code, budget in zip(results, tokenizers, known, budgets, strict=True)
+        ]
+
+    def _judged(self, result: Any, tokenizer: Any, code: str, budget: int) -> Decoded | None:
+        """One fast-path output as a transcript, or None when only the padded call can tell (see the module)."""
         generated = list(result.sequences_ids[0])
         tokens = [token for token in generated if token < tokenizer.eot][:budget]
         # CTranslate2's score is the log-probability over the length (length_penalty 1); faster-whisper's average
@@ -205,15 +247,11 @@ class WhisperDecoder:
         # faster-whisper keeps each segment's leading space
         return Decoded("".join(texts).strip(), str(info.language), path, tuple(kept), tuple(found))
 
-    def _detect(self, encoded: Any, allowed: frozenset[str] | None) -> str:
-        """The most probable language of an encoded segment, among `allowed` when given."""
+    def _detect(self, encoded: Any, allowed: frozenset[str] | None) -> list[str]:
+        """The most probable language of each encoded segment, among `allowed` when given."""
         if not self.multilingual:
-            return "en"
-        for token, _probability in self.model.model.detect_language(encoded)[0]:
-            code = str(token)[2:-2]  # "<|ja|>"
-            if code in WHISPER_LANGUAGES and (not allowed or code in allowed):
-                return code
-        return "en"
+            return ["en"] * encoded.shape[0]
+        return [_likeliest(ranked, allowed) for ranked in self.model.model.detect_language(encoded)]
 
     def _detect_padded(self, audio: npt.NDArray[np.float32], allowed: frozenset[str]) -> str:
         _code, _probability, ranked = self.model.detect_language(audio)
@@ -242,6 +280,14 @@ class WhisperDecoder:
             }
         )
         return found
+
+
+def _likeliest(ranked: list[tuple[str, float]], allowed: frozenset[str] | None) -> str:
+    for token, _probability in ranked:
+        code = str(token)[2:-2]  # "<|ja|>"
+        if code in WHISPER_LANGUAGES and (not allowed or code in allowed):
+            return code
+    return "en"
 
 
 def _frames(samples: int) -> int:

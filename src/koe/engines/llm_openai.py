@@ -5,26 +5,23 @@ Ollama, vLLM, the llama.cpp server and koe's own endpoint. Server-sent events ar
 fragments are assembled per `index` and emitted whole. A failure says which endpoint failed and how: refused
 connection (`EngineUnavailable`), no answer within `llm.timeout_s` (`EngineTimeout`), an error status with the
 server's own message, or a stream that ended without `[DONE]`. `check()` tells /healthz whether the endpoint
-serves: from the last request's outcome, or a cheap probe at most every `HEALTH_TTL_S`.
+serves: from the last request's outcome, or a cheap probe at most every `HEALTH_TTL_S` (`koe.engines._remote`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from koe.engines._remote import RemoteHealth, error_text, failure, remote_client, status_error
 from koe.engines.base import (
     ChatMessage,
     ChatRequest,
     EngineError,
-    EngineTimeout,
-    EngineUnavailable,
     Finished,
     FinishReason,
     LLMEvent,
@@ -32,11 +29,6 @@ from koe.engines.base import (
     TextDelta,
     ToolCall,
 )
-
-MAX_ERROR_BODY = 4096
-HEALTH_TTL_S = 10.0
-"""How long a request's outcome (or a probe's) stands for the endpoint's health before /healthz probes again."""
-PROBE_TIMEOUT_S = 2.0
 
 
 class SSEParser:
@@ -103,21 +95,11 @@ class OpenAICompatibleLLM:
         self.name = f"openai-compatible:{model}@{self.base_url}"
         self.load_s = 0.0
         self.timeout_s = timeout_s
-        self._outcome: tuple[float, str | None] | None = None
-        """(monotonic time, problem or None) of the last request or probe, for `check()`."""
-        self._probing = asyncio.Lock()
         self.pool: Pool | None = None
         """None: requests queue at the remote server, not here."""
-        headers = {"Accept": "text/event-stream"}
-        azure = httpx.URL(self.base_url).host.endswith(".azure.com")
-        if api_key:
-            headers.update({"api-key": api_key} if azure else {"Authorization": f"Bearer {api_key}"})
         self._params = {"api-version": api_version} if api_version else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            transport=transport,
-        )
+        self._client = remote_client(self.base_url, api_key, timeout_s, accept="text/event-stream", transport=transport)
+        self._health = RemoteHealth("LLM", self._client, self.base_url, self._params)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -158,60 +140,24 @@ class OpenAICompatibleLLM:
             async with self._client.stream("POST", url, json=self.body(request), params=self._params) as response:
                 answered = True
                 if response.status_code >= 400:
-                    raw = (await response.aread())[:MAX_ERROR_BODY]
-                    message = f"LLM endpoint {url} answered {response.status_code}: {_error_text(raw)}"
                     refused = response.status_code < 500
-                    raise EngineError(message)
+                    raise await status_error("LLM", url, response)
                 async for event in self._events(response):
                     yield event
-        except httpx.ConnectError as exc:
-            problem = f"cannot reach the LLM endpoint {url}: {exc}; is the server running?"
-            raise EngineUnavailable(problem) from exc
-        except httpx.TimeoutException as exc:
-            problem = f"the LLM endpoint {url} did not answer within {self.timeout_s:g} s (llm.timeout_s): {exc!r}"
-            raise EngineTimeout(problem) from exc
-        except httpx.HTTPError as exc:  # the connection dropped mid-stream, or the response was not HTTP
-            problem = f"the connection to the LLM endpoint {url} failed mid-stream: {exc!r}"
-            raise EngineError(problem) from exc
+        except httpx.HTTPError as exc:
+            error = failure("LLM", url, exc, "llm.timeout_s", self.timeout_s)
+            problem = str(error)
+            raise error from exc
         except EngineError as exc:  # an error status, or a stream that is not the chat-completions format
             problem = None if refused else str(exc)
             raise
         finally:
             if answered or problem is not None:  # a stream closed before any answer says nothing either way
-                self._record(problem)
+                self._health.record(problem)
 
     async def check(self) -> str | None:
-        """The last request's outcome when it is recent, else a probe (`GET {base_url}/models`, which every
-        OpenAI-compatible server answers), made by one caller at a time and kept for `HEALTH_TTL_S`."""
-        if (known := self._recent()) is not None:
-            return known[1]
-        async with self._probing:
-            if (known := self._recent()) is not None:  # another caller probed while this one waited
-                return known[1]
-            problem = await self._probe()
-            self._record(problem)
-            return problem
-
-    def _recent(self) -> tuple[float, str | None] | None:
-        outcome = self._outcome
-        return outcome if outcome is not None and time.monotonic() - outcome[0] < HEALTH_TTL_S else None
-
-    def _record(self, problem: str | None) -> None:
-        self._outcome = (time.monotonic(), problem)
-
-    async def _probe(self) -> str | None:
-        url = f"{self.base_url}/models"
-        try:
-            response = await self._client.get(url, params=self._params, timeout=PROBE_TIMEOUT_S)
-        except httpx.ConnectError as exc:
-            return f"cannot reach the LLM endpoint {url}: {exc}; is the server running?"
-        except httpx.TimeoutException:
-            return f"the LLM endpoint {url} did not answer a probe within {PROBE_TIMEOUT_S:g} s: it is stalled"
-        except httpx.HTTPError as exc:
-            return f"the LLM endpoint {url} failed a probe: {exc!r}"
-        if response.status_code >= 500:
-            return f"the LLM endpoint {url} answered a probe with {response.status_code}"
-        return None  # any other answer, even a 404, comes from a server that is up
+        """The last request's outcome when it is recent, else a probe (`GET {base_url}/models`), kept a while."""
+        return await self._health.check()
 
     async def warm(self, request: ChatRequest) -> None:
         """Nothing to do: a remote server keeps (or does not keep) its own prompt cache."""
@@ -238,7 +184,7 @@ class OpenAICompatibleLLM:
                 except ValueError as exc:
                     raise EngineError(f"the LLM endpoint sent an event that is not JSON: {data[:200]!r}") from exc
                 if "error" in chunk:
-                    raise EngineError(f"the LLM endpoint reported an error: {_error_text(data.encode())}")
+                    raise EngineError(f"the LLM endpoint reported an error: {error_text(data.encode())}")
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or ():
@@ -267,14 +213,3 @@ def _complete(calls: dict[int, _PartialCall]) -> list[ToolCall]:
         ToolCall(call.call_id or f"call_{index}", call.name, "".join(call.arguments) or "{}")
         for index, call in sorted(calls.items())
     ]
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        data = json.loads(raw)
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        return str(error)
-    except ValueError:
-        return raw.decode("utf-8", "replace").strip() or "(empty body)"

@@ -9,7 +9,7 @@ missing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
@@ -44,6 +44,8 @@ class Engines:
     tts: TTS | None = None
     llm: LLM | None = None
     status: dict[str, EngineStatus] = field(default_factory=dict)
+    remote_checks: dict[str, Callable[[], Awaitable[str | None]]] = field(default_factory=dict)
+    """The health check of each remote STT or TTS (`stt_remote`, `tts_remote`), by kind; the LLM declares its own."""
 
     @overload
     def require(self, kind: Literal["vad"]) -> VAD: ...
@@ -75,11 +77,14 @@ class Engines:
         return [pool for pool in found if pool is not None]
 
     async def check(self) -> dict[str, str]:
-        """Why a loaded engine cannot serve right now, by kind (a remote LLM that is down or stalled); cheap, as
-        each backend's `check()` is."""
+        """Why a loaded engine cannot serve right now, by kind (a remote LLM, STT or TTS that is down or stalled);
+        cheap, as each backend's `check()` is."""
         problems: dict[str, str] = {}
         if self.llm is not None and (problem := await self.llm.check()) is not None:
             problems["llm"] = problem
+        for kind, check in self.remote_checks.items():
+            if (problem := await check()) is not None:
+                problems[kind] = problem
         return problems
 
     def health(self, problems: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -107,8 +112,8 @@ def load_engines(
     say = progress or (lambda _msg: None)
     loaders: dict[EngineKind, Callable[[], Any]] = {
         "vad": lambda: _load_vad(settings),
-        "stt": lambda: _shared_fairly(_load_stt(settings), settings.stt.session_queue_limit),
-        "tts": lambda: _shared_fairly(_load_tts(settings), settings.tts.session_queue_limit),
+        "stt": lambda: _shared_fairly(_load_stt(settings, engines), settings.stt.session_queue_limit),
+        "tts": lambda: _shared_fairly(_load_tts(settings, engines), settings.tts.session_queue_limit),
         "llm": lambda: _shared_fairly(_load_llm(settings), settings.llm.session_queue_limit),
     }
     for kind in kinds:
@@ -148,10 +153,23 @@ def _load_vad(settings: Settings) -> VAD:
     return SileroVAD.load(settings.vad.model_path, threads=settings.vad.threads)
 
 
-def _load_stt(settings: Settings) -> STT:
+def _load_stt(settings: Settings, engines: Engines) -> STT:
+    s = settings.stt
+    if s.backend == "remote":
+        from koe.engines.stt_remote import RemoteSTT
+
+        remote = RemoteSTT(
+            s.base_url,
+            s.model,
+            api_key=s.api_key.get_secret_value() if s.api_key else None,
+            language=s.language,
+            timeout_s=s.timeout_s,
+            workers=s.workers,
+        )
+        engines.remote_checks["stt"] = remote.check
+        return remote
     from koe.engines.stt_whisper import WhisperSTT
 
-    s = settings.stt
     return WhisperSTT.load(
         s.model_path,
         compute_type=s.compute_type,
@@ -168,13 +186,24 @@ def _load_stt(settings: Settings) -> STT:
         auto_languages=tuple(s.auto_languages),
         fast_path=s.fast_path,
         cache_dir=s.cache_dir,
+        batch_size=s.batch_size,
     )
 
 
-def _load_tts(settings: Settings) -> TTS:
+def _load_tts(settings: Settings, engines: Engines) -> TTS:
+    s = settings.tts
+    if s.backend == "remote":
+        from koe.engines.tts_remote import RemoteTTS
+
+        key = s.api_key.get_secret_value() if s.api_key else None
+        remote = RemoteTTS(
+            s.base_url, s.model, default_voice=s.voice, voices=s.voices, api_key=key, timeout_s=s.timeout_s
+        )
+        remote.learn_voices(key)  # a koe model node's voices; a server that is down now is asked nothing more
+        engines.remote_checks["tts"] = remote.check
+        return remote
     from koe.engines.tts_router import TTSRouter
 
-    s = settings.tts
     return TTSRouter.load(
         s.voice,
         voices=s.voices,

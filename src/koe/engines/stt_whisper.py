@@ -25,9 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, pcm_to_float
 from koe.engines._chinese import to_script
+from koe.engines._whisper_batch import Batcher
 from koe.engines._whisper_decode import DecodeCounts, Decoded, WhisperDecoder
 from koe.engines._whisper_models import (
     english_model_dir,
@@ -69,9 +71,13 @@ class WhisperSTT:
         multilingual: _Multilingual | None,
         chinese_script: Script = "Hans",
         auto_languages: frozenset[str] = frozenset(),
+        batch_size: int = 1,
     ) -> None:
         self._primary = primary
         self.pool = pool
+        self._batcher = (
+            Batcher(pool, self._group_decoder, batch_size, auto_languages or None) if batch_size > 1 else None
+        )
         self.default = default
         """The language of requests that name none; None: detect it."""
         self._multilingual = None if primary.multilingual else multilingual
@@ -102,6 +108,7 @@ class WhisperSTT:
         auto_languages: tuple[str, ...] = (),
         fast_path: bool = True,
         cache_dir: Path | None = None,
+        batch_size: int = 1,
     ) -> WhisperSTT:
         started = time.perf_counter()
         try:
@@ -121,6 +128,7 @@ class WhisperSTT:
             multilingual=second,
             chinese_script=chinese_script,
             auto_languages=allowed,
+            batch_size=batch_size,
         )
         needed = not primary.multilingual and (preload_multilingual or default is None or default.code != "en")
         if needed and second is None:
@@ -153,7 +161,37 @@ class WhisperSTT:
     async def transcribe(
         self, pcm: Pcm, *, language: str | Language | None = None, prompt: str | None = None, words: bool = False
     ) -> Transcript:
+        if self._batcher is not None and not prompt and self._primary.fast_eligible(pcm.size, words=words):
+            return await self._transcribe_batched(pcm, language)
         return await self.pool.run(self.transcribe_sync, pcm, language=language, prompt=prompt, words=words)
+
+    async def _transcribe_batched(self, pcm: Pcm, language: str | Language | None) -> Transcript:
+        """A segment that may share a batch with other streams' (`koe.engines._whisper_batch`)."""
+        assert self._batcher is not None
+        asked = self._checked(pcm, language)
+        primary = self._primary.multilingual or (asked is not None and asked.code == "en")
+        decoded, elapsed = await self._batcher.transcribe(
+            _engine_audio(pcm), asked.code if asked is not None else None, "primary" if primary else "multilingual"
+        )
+        return self._written(decoded, asked, pcm.size / ENGINE_RATE, elapsed)
+
+    def _checked(self, pcm: Pcm, language: str | Language | None) -> Language | None:
+        """The language asked for (None: detect it); `EngineError` for empty audio or a language not supported."""
+        if pcm.size == 0:
+            raise EngineError("cannot transcribe an empty audio segment")
+        try:
+            asked = self.default if language is None else requested_language(language)
+        except UnsupportedLanguage as exc:
+            raise EngineError(str(exc)) from exc
+        if not self.supports_language(asked or "auto"):
+            raise EngineError(self._unsupported(asked.tag if asked is not None else "auto"))
+        return asked
+
+    def _group_decoder(self, group: str) -> WhisperDecoder:
+        if group == "primary":
+            return self._primary
+        assert self._multilingual is not None  # supports_language() said so
+        return self._multilingual.decoder()
 
     def transcribe_sync(
         self,
@@ -166,18 +204,9 @@ class WhisperSTT:
     ) -> Transcript:
         """Blocking transcription of 16 kHz PCM16; for the CLI and benchmarks. Servers use `transcribe()`.
         `padded` takes Whisper's padded 30 s call even where the fast path would do (the benchmarks compare them)."""
-        if pcm.size == 0:
-            raise EngineError("cannot transcribe an empty audio segment")
-        try:
-            asked = self.default if language is None else requested_language(language)
-        except UnsupportedLanguage as exc:
-            raise EngineError(str(exc)) from exc
-        if not self.supports_language(asked or "auto"):
-            raise EngineError(self._unsupported(asked.tag if asked is not None else "auto"))
+        asked = self._checked(pcm, language)
         decoder = self._decoder_for(asked)
-        audio = pcm_to_float(pcm)
-        if audio.size < MIN_SEGMENT_SAMPLES:
-            audio = np.concatenate((audio, np.zeros(MIN_SEGMENT_SAMPLES - audio.size, dtype=np.float32)))
+        audio = _engine_audio(pcm)
         started = time.perf_counter()
         decoded = decoder.decode(
             audio,
@@ -226,6 +255,11 @@ class WhisperSTT:
                 "model, and stt.multilingual is off); turn it on or configure a multilingual model"
             )
         return f"language {tag!r} is not supported by the multilingual Whisper model"
+
+    @property
+    def batches(self) -> dict[int, int]:
+        """How many batches of each size were decoded together (`stt.batch_size`; empty when 1)."""
+        return dict(self._batcher.batches) if self._batcher is not None else {}
 
     @property
     def counts(self) -> DecodeCounts:
@@ -309,6 +343,14 @@ def _load_decoder(path: Path, options: _Options, beam_size: int) -> WhisperDecod
     return WhisperDecoder(
         model, path, beam_size, options.fast_path, languages=model_languages(path) or frozenset({"en"})
     )
+
+
+def _engine_audio(pcm: Pcm) -> npt.NDArray[np.float32]:
+    """Float audio for Whisper, silence-padded to `MIN_SEGMENT_SAMPLES`."""
+    audio = pcm_to_float(pcm)
+    if audio.size < MIN_SEGMENT_SAMPLES:
+        audio = np.concatenate((audio, np.zeros(MIN_SEGMENT_SAMPLES - audio.size, dtype=np.float32)))
+    return audio
 
 
 def _model_name(path: Path) -> str:

@@ -66,8 +66,12 @@ async def start_listener(
     *,
     ssl: ssl_module.SSLContext | None = None,
     http1_refusal: Response | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
-    """Listen on host:port; returns the started `asyncio.Server` (its sockets tell the port when `port=0`)."""
+    """Listen on host:port; returns the started `asyncio.Server` (its sockets tell the port when `port=0`).
+    `reuse_port`: share the port with other processes (`SO_REUSEPORT`: `koe serve --workers`)."""
     refusal = http1_refusal or Response(400, b'{"message":"Bad Request"}\n')
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(route, refusal), host, port, ssl=ssl, backlog=1024)
+    return await loop.create_server(
+        lambda: _Connection(route, refusal), host, port, ssl=ssl, backlog=1024, reuse_port=reuse_port or None
+    )

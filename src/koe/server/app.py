@@ -7,6 +7,7 @@ that is down or stalled is not), and the depth of each inference queue.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
             "status": "ok" if all(s.loaded for s in engines.status.values()) and not problems else "degraded",
             "version": __version__,
             "uptime_s": round(time.time() - started, 1),
+            "pid": os.getpid(),  # which process answered: `koe serve --workers N` runs N
             **engines.health(problems),
         }
         if (cluster := calls.status()) is not None:
@@ -57,7 +59,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     door_routes = [
         *calls_routes(calls, settings),
         *acs_routes(acs),
-        *realtime_routes(settings, engines, admission),
+        *(realtime_routes(settings, engines, admission) if settings.realtime.enabled else []),
         *page_routes(settings, engines),  # the voice console at / and the call monitor at /calls
         *openai_routes(settings, engines),
         *metrics_routes(settings, engines),

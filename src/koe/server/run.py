@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("koe.server")
 
 
-def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
+def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_port: bool = False) -> int:
+    """Serve until SIGINT or SIGTERM; the exit status. `reuse_port`: one of `koe serve --workers` (every listener
+    shares its port with the other workers, `koe.server.workers`)."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -59,6 +61,11 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
     app = create_app(settings, engines)
     config = Config()
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
+    if reuse_port:
+        from koe.net.reuseport import shared_socket
+
+        # Hypercorn takes a socket made here by its descriptor (and owns it from then on).
+        config.bind = [f"fd://{shared_socket(settings.server.host, settings.server.port).detach()}"]
     if settings.server.tls_cert_file is not None and settings.server.tls_key_file is not None:
         # Hypercorn offers h2 and http/1.1 by ALPN; WebSockets go over HTTP/1.1 (or RFC 8441 over h2).
         config.certfile, config.keyfile = str(settings.server.tls_cert_file), str(settings.server.tls_key_file)
@@ -74,9 +81,9 @@ def run_server(settings: Settings, progress: Callable[[str], None]) -> int:
             loop.add_signal_handler(sig, stop.set)
         scheme = "https" if settings.server.tls_cert_file is not None else "http"
         progress(f"serving on {scheme}://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
-        sora = await _start_sora(settings, engines, app.state.calls, progress, app.state.admission)
+        sora = await _start_sora(settings, engines, app.state.calls, progress, app.state.admission, reuse_port)
         app.state.sora = sora  # the main /metrics includes the Sora door's counters
-        acs_media = await start_acs_media(settings, app.state.acs, progress)
+        acs_media = await start_acs_media(settings, app.state.acs, progress, reuse_port=reuse_port)
         try:
             await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Starlette is ASGI 3
         finally:
@@ -118,7 +125,12 @@ def access_summary(settings: Settings) -> list[str]:
 
 
 async def _start_sora(
-    settings: Settings, engines: Any, calls: Any, progress: Callable[[str], None], admission: Any = None
+    settings: Settings,
+    engines: Any,
+    calls: Any,
+    progress: Callable[[str], None],
+    admission: Any = None,
+    reuse_port: bool = False,
 ) -> Any:
     """The Sora door listens on its own HTTP/2 port (see `koe.server.sora.gateway` for why)."""
     if not settings.sora.enabled:
@@ -127,7 +139,7 @@ async def _start_sora(
     from koe.server.sora.gateway import SoraGateway
 
     gateway = SoraGateway(settings.sora, engines, calls, access=settings, admission=admission)
-    await gateway.start()
+    await gateway.start(reuse_port=reuse_port)
     s = settings.sora
     scheme = "https" if s.https else "http"
     framing = "20-byte header" if s.audio_streaming_header else "raw"
@@ -139,7 +151,7 @@ async def _start_sora(
 
 
 async def start_acs_media(
-    settings: Settings, door: AcsDoor | None, progress: Callable[[str], None]
+    settings: Settings, door: AcsDoor | None, progress: Callable[[str], None], *, reuse_port: bool = False
 ) -> AcsMediaListener | None:
     """The ACS media door's own listener (picows) on `acs.media_port`, when set; see `koe.server.acs.listener`."""
     acs = settings.acs
@@ -150,7 +162,7 @@ async def start_acs_media(
 
     host = acs.media_host or settings.server.host
     context = media_port_context(settings)
-    listener = await AcsMediaListener.start(door, host, acs.media_port, ssl=context)
+    listener = await AcsMediaListener.start(door, host, acs.media_port, ssl=context, reuse_port=reuse_port)
     scheme = "wss" if context is not None else "ws"
     progress(f"ACS media listener on {scheme}://{host}:{listener.port}{acs.media_path} (picows)")
     return listener

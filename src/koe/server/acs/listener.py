@@ -72,14 +72,15 @@ class AcsMediaListener:
 
     @classmethod
     async def start(
-        cls, door: AcsDoor, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None
+        cls, door: AcsDoor, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None, reuse_port: bool = False
     ) -> AcsMediaListener:
-        """Listen on host:port; with `ssl`, every connection is TLS (`wss://`), else plain (`ws://`)."""
+        """Listen on host:port; with `ssl`, every connection is TLS (`wss://`), else plain (`ws://`); `reuse_port`
+        shares the port with other workers (`SO_REUSEPORT`)."""
         listener = cls(door)
         listener.tls = ssl is not None
         loop = asyncio.get_running_loop()
         listener._server = await aiofastnet.create_server(
-            loop, lambda: _Handshake(listener), host, port, backlog=1024, ssl=ssl
+            loop, lambda: _Handshake(listener), host, port, backlog=1024, ssl=ssl, reuse_port=reuse_port or None
         )
         listener.port = listener._server.sockets[0].getsockname()[1]
         return listener

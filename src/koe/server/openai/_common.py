@@ -9,11 +9,12 @@ is 400.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from koe.config import Settings
@@ -26,6 +27,10 @@ from koe.server.metrics import METRICS
 log = logging.getLogger("koe.api")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+MAX_REFUSED_BODY_BYTES = 2 * 1024 * 1024
+"""How much of a refused request's body koe reads before answering: a client still sending its upload when koe
+answers and closes would see a broken connection instead of the refusal (a remote STT uploads whole segments)."""
 
 
 class ApiError(Exception):
@@ -77,6 +82,8 @@ def endpoint(settings: Settings, handler: Handler, route: str, body: Body | None
     async def guarded(request: Request) -> Response:
         try:
             refused = refusal(request.scope, settings, Kind.API, body)
+            if refused is not None:
+                await _drain(request)
             response = refused if refused is not None else await handler(request)
         except ApiError as exc:
             response = exc.response()
@@ -89,6 +96,17 @@ def endpoint(settings: Settings, handler: Handler, route: str, body: Body | None
         return response
 
     return guarded
+
+
+async def _drain(request: Request) -> None:
+    """Read and drop the body of a refused request, up to `MAX_REFUSED_BODY_BYTES` (beyond it the client sees the
+    connection close). Handlers read their bodies before anything can fail (koe.server.openai.audio)."""
+    drained = 0
+    with contextlib.suppress(ClientDisconnect):
+        async for chunk in request.stream():
+            drained += len(chunk)
+            if drained > MAX_REFUSED_BODY_BYTES:
+                return
 
 
 async def json_body(request: Request) -> dict[str, Any]:

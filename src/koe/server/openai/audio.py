@@ -58,8 +58,8 @@ def transcriptions(settings: Settings, engines: Engines) -> Handler:
     limit = int(settings.api.max_upload_mb * BYTES_PER_MB)
 
     async def handler(request: Request) -> Response:
+        form = await _form(request, limit)  # first: a client still uploading would not see an error sent before
         stt: STT = engines.require("stt")
-        form = await _form(request, limit)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid("attach the audio as the multipart field 'file'", param="file")

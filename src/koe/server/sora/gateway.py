@@ -121,7 +121,8 @@ class SoraGateway:
     def _count_malformed(self) -> None:
         self.metrics.malformed_packets += 1
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Listen on `sora.port` (and the exporter's); `reuse_port` shares them with other workers."""
         s = self.settings
         context = None
         if s.https:
@@ -130,11 +131,13 @@ class SoraGateway:
             cacert = str(s.tls_verify_cacert_path) if s.tls_verify_cacert_path else None
             context = tls_context(str(s.tls_fullchain_file), str(s.tls_privkey_file), cacert)
         refusal = Response(400, http_error_body("Bad Request", "the audio paths need HTTP/2"))
-        server = await start_listener(self.route, s.host, s.port, ssl=context, http1_refusal=refusal)
+        server = await start_listener(
+            self.route, s.host, s.port, ssl=context, http1_refusal=refusal, reuse_port=reuse_port
+        )
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
         if s.exporter_port is not None:
-            exporter = await start_listener(self._exporter_route, s.host, s.exporter_port)
+            exporter = await start_listener(self._exporter_route, s.host, s.exporter_port, reuse_port=reuse_port)
             self._servers.append(exporter)
             self.exporter_port = exporter.sockets[0].getsockname()[1]
 
