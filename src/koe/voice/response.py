@@ -49,6 +49,9 @@ AUDIO_CHUNK_MS = 200
 FIRST_CLAUSE_CHARS = 12
 FIRST_CLAUSE_MAX_CHARS = 28
 """The first clause is cut at a word boundary past this length even without punctuation: it gates first audio."""
+SYNTH_AHEAD_MS = 2000
+"""How much synthesized audio may wait to be sent: TTS works on the next clause while the current one plays, so
+paced audio has no gap between clauses, and a barge-in wastes little synthesis."""
 CLAUSE_CHARS = 40
 MAX_CLAUSE_CHARS = 160
 """A clause's minimum lengths count a Japanese or Chinese character as two, since each takes about twice as long
@@ -162,6 +165,28 @@ class _Open:
     clauses: list[tuple[str, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Say:
+    """A clause starts: its transcript delta leaves right before its first audio."""
+
+    part: _Open
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Sound:
+    part: _Open
+    pcm: Pcm
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """A clause's audio has all been queued: the item records how long it was."""
+
+    part: _Open
+    clause: str
+
+
 class ResponseRun:
     def __init__(
         self,
@@ -186,9 +211,13 @@ class ResponseRun:
         self.first_audio_at: float | None = None
         """Loop times (seconds) of this run's milestones, for `ResponseTiming`."""
         self._spoke = asyncio.Event()
-        self.pace: Callable[[], Awaitable[None]] | None = None
-        """Awaited before each audio chunk goes out: the session keeps the listener's buffer short with it, so an
-        interruption finds little audio already sent. None (a held, speculative run) sends as fast as it can."""
+        self._queued_ms = 0.0
+        """Audio synthesized and not sent yet."""
+        self._room = asyncio.Event()
+        self.pace: Callable[[float], Awaitable[None]] | None = None
+        """Awaited with each audio chunk's length (ms) before it goes out: the session keeps the listener's buffer
+        short with it, so an interruption finds little audio already sent. A held, speculative run is paced too
+        (`Speculation` holds only a lead's worth). None sends as fast as TTS can (no door does that)."""
 
     @property
     def response_id(self) -> str:
@@ -290,33 +319,71 @@ class ResponseRun:
             self._spoke.set()  # even if TTS failed or produced nothing: never leave the LLM reader waiting
 
     async def _speak_clauses(self, clauses: asyncio.Queue[str | None]) -> None:
+        """Synthesize clause after clause into an outbox that `_send_outbox` empties at the listener's pace: TTS
+        works on the next clause while this one plays (no gap between clauses), at most `SYNTH_AHEAD_MS` ahead."""
         assert self._tts is not None
         plan = self.plan
         resampler: Resampler | None = None
-        while (clause := await clauses.get()) is not None:
-            if self.first_clause_at is None:
-                self.first_clause_at = asyncio.get_running_loop().time()
-            part = self._open_message("audio")
-            spoken = _speakable(clause)
-            delta = spaced(part.text[-1] if part.text else "", clause)
-            part.text.append(delta)
-            self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, delta, audio=True))
-            clause_ms = 0.0
-            async for chunk in self._tts.synthesize(spoken, plan.voice):
-                if resampler is None or resampler.src_rate != chunk.rate:
-                    resampler = Resampler(chunk.rate, plan.output_rate)
-                pcm = resampler.process(chunk.pcm)
-                clause_ms += await self._send_audio(part, pcm)
-            part.clauses.append((clause, clause_ms))
-        if resampler is not None and self._open is not None:
-            await self._send_audio(self._open, resampler.flush())
+        outbox: asyncio.Queue[_Say | _Sound | _Said | None] = asyncio.Queue()
+        sender = asyncio.ensure_future(self._send_outbox(outbox))
+        previous: tuple[_Open | None, str] = (None, "")
+        try:
+            while (clause := await clauses.get()) is not None:
+                if self.first_clause_at is None:
+                    self.first_clause_at = asyncio.get_running_loop().time()
+                while self._queued_ms >= SYNTH_AHEAD_MS and not sender.done():
+                    self._room.clear()
+                    await self._room.wait()
+                part = self._open_message("audio")
+                delta = spaced(previous[1] if previous[0] is part else "", clause)
+                previous = (part, clause)
+                outbox.put_nowait(_Say(part, delta))
+                async for chunk in self._tts.synthesize(_speakable(clause), plan.voice):
+                    if resampler is None or resampler.src_rate != chunk.rate:
+                        resampler = Resampler(chunk.rate, plan.output_rate)
+                    self._queue_audio(outbox, part, resampler.process(chunk.pcm))
+                outbox.put_nowait(_Said(part, clause))
+            if resampler is not None and self._open is not None:
+                self._queue_audio(outbox, self._open, resampler.flush())
+            outbox.put_nowait(None)
+            await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    def _queue_audio(self, outbox: asyncio.Queue[_Say | _Sound | _Said | None], part: _Open, pcm: Pcm) -> None:
+        if pcm.size:
+            self._queued_ms += pcm.size * 1000.0 / self.plan.output_rate
+            outbox.put_nowait(_Sound(part, pcm))
+
+    async def _send_outbox(self, outbox: asyncio.Queue[_Say | _Sound | _Said | None]) -> None:
+        clause_ms = 0.0
+        while (out := await outbox.get()) is not None:
+            part = out.part
+            if isinstance(out, _Say):
+                part.text.append(out.delta)
+                self._emit(
+                    ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, out.delta, audio=True)
+                )
+                clause_ms = 0.0
+            elif isinstance(out, _Sound):
+                sent = await self._send_audio(part, out.pcm)
+                clause_ms += sent
+                self._queued_ms -= sent
+                if self._queued_ms < SYNTH_AHEAD_MS:
+                    self._room.set()
+            else:
+                part.clauses.append((out.clause, clause_ms))
+        self._room.set()
 
     async def _send_audio(self, part: _Open, pcm: Pcm) -> float:
         step = samples_for_ms(self.plan.output_rate, AUDIO_CHUNK_MS)
         for start in range(0, pcm.size, step):
             piece = pcm[start : start + step]
             if self.pace is not None:
-                await self.pace()
+                await self.pace(piece.size * 1000.0 / self.plan.output_rate)
             if self.first_audio_at is None:
                 self.first_audio_at = asyncio.get_running_loop().time()
                 self._spoke.set()

@@ -35,7 +35,7 @@ from koe.voice.errors import CommitTooShort, InvalidItem, LimitExceeded
 from koe.voice.input import Signal
 from koe.voice.participant import Participant, Participants
 from koe.voice.planning import plan_response
-from koe.voice.playback import PlaybackClock
+from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 from koe.voice.replies import Replies
 from koe.voice.speculation import Speculation
 from koe.voice.transcripts import Transcripts
@@ -231,7 +231,7 @@ class Session:
             and not who.pending_barge_in
         )
         audio = who.input.peek().copy()
-        who.speculation = Speculation(audio, respond, self.transcripts.stt, self.replies.prepare)
+        who.speculation = Speculation(audio, respond, self.transcripts.stt, self.replies.prepare, OUTPUT_LEAD_MS)
         self._context.spawn(who.speculation.run())
 
     def _discard(self, who: Participant) -> None:
