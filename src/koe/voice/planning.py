@@ -1,8 +1,9 @@
 """Combining a session's settings with one response's overrides into a `ResponsePlan`.
 
 Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through
-its `VoiceContext`) as it is at that moment, transcripts included, picks the voice, the tools and the token limit,
-and writes the system prompt. The prompt keeps the newest turns that fit the session's `prompt_chars`.
+its `VoiceContext`) as it is at that moment, transcripts included, picks the voice, the tools and the token limits
+(the client's cap, and koe's own spoken-turn cap unless the client's is shorter), and writes the system prompt. The
+prompt keeps the newest turns that fit the session's `prompt_chars`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ def plan_response(
     if tts is not None and not tts.has_voice(voice):
         voice = tts.default_voice
     output_audio = opts.output_audio if opts.output_audio is not None else config.output_audio
+    client_cap = opts.max_output_tokens or config.max_output_tokens
+    turn_tokens = context.turn_tokens
+    if client_cap is not None and turn_tokens is not None and client_cap <= turn_tokens:
+        turn_tokens = None  # the client's own, shorter cap decides (and ends the reply `incomplete`)
     return ResponsePlan(
         response_id=new_id("resp"),
         messages=messages,
         tools=tuple(tools),
         temperature=opts.temperature if opts.temperature is not None else config.temperature,
-        max_output_tokens=opts.max_output_tokens or config.max_output_tokens,
+        max_output_tokens=client_cap,
         output_audio=output_audio and tts is not None,
         voice=voice,
         output_rate=config.output_rate,
@@ -51,6 +56,7 @@ def plan_response(
         cache_key=context.id,
         tool_choice=choice if tools else "auto",
         request_id=opts.request_id,
+        turn_tokens=turn_tokens,
     )
 
 

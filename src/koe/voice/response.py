@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -41,6 +41,7 @@ from koe.engines.pool import EngineBusy
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
 from koe.voice.errors import FailureReason, ResponseFailed
+from koe.voice.turn_cap import TurnCap
 
 log = logging.getLogger("koe.voice")
 
@@ -143,6 +144,7 @@ class ResponsePlan:
     tools: tuple[ToolSpec, ...]
     temperature: float | None
     max_output_tokens: int | None
+    """The client's cap: a reply that reaches it ends `incomplete` (`max_output_tokens`)."""
     output_audio: bool
     voice: str
     output_rate: int
@@ -151,6 +153,8 @@ class ResponsePlan:
     cache_key: str | None = None
     tool_choice: str = "auto"
     request_id: str | None = None
+    turn_tokens: int | None = None
+    """koe's own spoken-turn cap (`TurnCap`): past it the reply ends at the next sentence end, `completed`."""
 
 
 @dataclass
@@ -277,40 +281,57 @@ class ResponseRun:
 
     async def _generate_text(self, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None) -> Finished:
         splitter = ClauseSplitter()
+        cap = TurnCap(self.plan.turn_tokens)
         finished = Finished("stop")
         loop = asyncio.get_running_loop()
         self.llm_started_at = loop.time()
-        async for event in self._llm.stream(request):
-            if self.first_token_at is None and not isinstance(event, Finished):
-                self.first_token_at = loop.time()
-            if isinstance(event, TextDelta):
-                if clauses is None:
-                    part = self._open_message("text")
-                    part.text.append(event.text)
-                    self._emit(
-                        ev.ResponseTextDelta(
-                            self.response_id, part.item.id, part.output_index, 0, event.text, audio=False
-                        )
-                    )
+        deltas = 0
+        stream = self._llm.stream(request)
+        try:
+            async for event in stream:
+                if self.first_token_at is None and not isinstance(event, Finished):
+                    self.first_token_at = loop.time()
+                if isinstance(event, TextDelta):
+                    deltas += 1
+                    await self._say(cap.feed(event.text), splitter, clauses)
+                    if cap.ended:  # koe's own cap: the reply ends with this sentence, complete
+                        finished = Finished("stop", 0, deltas)
+                        self._usage_out = deltas
+                        break
+                elif isinstance(event, ToolCall):
+                    if clauses is not None:
+                        for clause in splitter.flush():
+                            await clauses.put(clause)
+                    self._function_call(event)
                 else:
-                    for clause in splitter.feed(event.text):
-                        await clauses.put(clause)
-                        if not self._spoke.is_set():
-                            # The first clause decides when the listener hears anything: while TTS works on it,
-                            # stop reading the LLM (which then pauses) so the two do not share the CPU.
-                            await self._spoke.wait()
-            elif isinstance(event, ToolCall):
-                if clauses is not None:
-                    for clause in splitter.flush():
-                        await clauses.put(clause)
-                self._function_call(event)
-            else:
-                finished = event
-                self._usage_in, self._usage_out = event.prompt_tokens, event.completion_tokens
+                    finished = event
+                    self._usage_in, self._usage_out = event.prompt_tokens, event.completion_tokens
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()  # a reply that ended early frees the LLM at once
+        if finished.reason == "length" and self.plan.max_output_tokens is None:
+            # The LLM stopped at koe's own limit (`llm.max_tokens`), not the client's: end the words as a sentence.
+            await self._say(cap.close(), splitter, clauses)
+            finished = replace(finished, reason="stop")
         if clauses is not None:
             for clause in splitter.flush():
                 await clauses.put(clause)
         return finished
+
+    async def _say(self, text: str, splitter: ClauseSplitter, clauses: asyncio.Queue[str | None] | None) -> None:
+        if not text:
+            return
+        if clauses is None:
+            part = self._open_message("text")
+            part.text.append(text)
+            self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, text, audio=False))
+            return
+        for clause in splitter.feed(text):
+            await clauses.put(clause)
+            if not self._spoke.is_set():
+                # The first clause decides when the listener hears anything: while TTS works on it, stop reading
+                # the LLM (which then pauses) so the two do not share the CPU.
+                await self._spoke.wait()
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
         try:

@@ -39,6 +39,7 @@ from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 from koe.voice.replies import Replies
 from koe.voice.speculation import Speculation
 from koe.voice.transcripts import Transcripts
+from koe.voice.turn_cap import DEFAULT_TURN_TOKENS
 from koe.voice.turns import ReplyInput, Turn, TurnAction, TurnInput
 
 MIN_COMMIT_MS = 100
@@ -69,7 +70,10 @@ class Session:
         session_id: str | None = None,
         observer: Callable[[ev.Event], None] | None = None,
         limits: Limits | None = None,
+        turn_tokens: int | None = DEFAULT_TURN_TOKENS,
     ) -> None:
+        """`turn_tokens`: koe's own cap on a reply's length, past which it ends at the next sentence end and is
+        still `completed` (`koe.voice.turn_cap`); None: none but the LLM's own limit."""
         config = config or SessionConfig()
         self.playback = PlaybackClock(clock, keep_reference=config.echo_cancellation)
         """What the listener has heard of the replies (doors ask it whether a reply is playing)."""
@@ -81,6 +85,7 @@ class Session:
             playback=self.playback,
             limits=limits or Limits(),
             observer=observer,
+            turn_tokens=turn_tokens,
         )
         self.id = context.id
         self.engines = engines

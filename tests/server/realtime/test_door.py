@@ -149,10 +149,8 @@ async def test_text_turn_items_and_retrieve(base_url: str) -> None:
     await client.send("response.create", response={"output_modalities": ["text"]})
     done = await client.until("response.done")
     response = done["response"]
-    assert (response["status"], response["status_details"]) in (
-        ("completed", None),
-        ("incomplete", {"type": "incomplete", "reason": "max_output_tokens"}),
-    ), response
+    # No cap of the client's ("inf"): however long the model talks, koe's own cap ends the reply complete.
+    assert (response["status"], response["status_details"]) == ("completed", None), response
     # What the model answers is its own; koe's part is one text item, told the same way by every event that has it.
     [reply] = response["output"]
     assert (reply["type"], reply["role"]) == ("message", "assistant")
@@ -301,6 +299,34 @@ async def test_g711_in_and_out(base_url: str, texts: dict[str, str]) -> None:
     assert len(base64.b64decode(delta["delta"])) > 0  # G.711: one byte per sample at 8 kHz
     sender.cancel()
     await client.ws.close()
+
+
+async def test_koes_spoken_turn_cap_ends_a_long_reply_complete_at_a_sentence_end(engines: Engines) -> None:
+    async with scripted_engines(engines) as scripted, koe_server(realtime_settings(), scripted) as (base, _app):
+        client = await open_client(f"ws{base[4:]}", Dialect.AZURE)
+        await client.send("session.update", session={"max_response_output_tokens": "inf", "modalities": ["text"]})
+        await client.until("session.updated")
+        await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                          "content": [{"type": "input_text", "text": "Tell me a story."}]})  # fmt: skip
+        await client.send("response.create")
+        response = (await client.until("response.done"))["response"]
+        await client.ws.close()
+    assert (response["status"], response["status_details"]) == ("completed", None), response
+    text = response["output"][0]["content"][0]["text"]
+    assert STORY.startswith(text) and text.endswith(".") and text.count(". ") <= 2, text  # a few sentences
+
+
+async def test_a_cap_the_client_set_ends_the_reply_incomplete(base_url: str) -> None:
+    client = await open_client(base_url, Dialect.GA)
+    await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": "Describe Paris in detail."}]})  # fmt: skip
+    await client.send("response.create", response={"output_modalities": ["text"], "max_output_tokens": 2})
+    response = (await client.until("response.done"))["response"]
+    await client.ws.close()
+    assert (response["status"], response["status_details"]) == (
+        "incomplete",
+        {"type": "incomplete", "reason": "max_output_tokens"},
+    ), response
 
 
 async def test_barge_in_stops_audio_and_truncates_to_what_was_heard(engines: Engines) -> None:
