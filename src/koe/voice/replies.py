@@ -47,7 +47,16 @@ class Replies:
         self.input(ReplyInput.CREATE_REPLACING if replace_active else ReplyInput.CREATE)
 
     def adopt(self, speculation: Speculation) -> None:
+        if self._adoptable is not None and self._adoptable is not speculation:
+            self._adoptable.discard()  # a held reply waits for its release: one never taken must be stopped
         self._adoptable = speculation
+
+    def close(self) -> None:
+        """The session ends: cancel the running response and stop any held one nobody will take."""
+        self.cancel("client_cancelled")
+        if self._adoptable is not None:
+            self._adoptable.discard()
+            self._adoptable = None
 
     def input(self, event: ReplyInput) -> None:
         for action in self._machine.feed(event):

@@ -347,7 +347,7 @@ class Session:
         if self._closed and not self._context.busy:
             return
         self._closed = True
-        self.replies.cancel("client_cancelled")
+        self.replies.close()
         for who in self._participants:
             self._discard(who)
         await self._context.cancel_tasks()
