@@ -32,6 +32,7 @@ from koe.voice._context import VoiceContext
 from koe.voice.config import Limits, ResponseOptions, SessionConfig
 from koe.voice.conversation import Conversation, ConversationError, Item, item_chars, new_id
 from koe.voice.errors import CommitTooShort, InvalidItem, LimitExceeded
+from koe.voice.incremental import Heard
 from koe.voice.input import Signal
 from koe.voice.participant import Participant, Participants
 from koe.voice.planning import plan_response
@@ -189,6 +190,7 @@ class Session:
         td = self.config.turn_detection
         if action is TurnAction.SPEECH_STARTED:
             source.item_id = new_id("item")
+            self._heard(who).reset()
             who.turn_start_ms = source.start_turn_at(signal.at_ms, td.prefix_padding_ms if td else 0)
             who.partial_text, who.partial_at_ms = "", who.turn_start_ms
             self._context.emit(ev.SpeechStarted(source.participant, source.item_id, who.turn_start_ms))
@@ -201,6 +203,8 @@ class Session:
         elif action is TurnAction.SPECULATE:
             self._speculate(who)
         elif action is TurnAction.DISCARD_SPECULATION:
+            if who.speculation is not None:  # the caller went on: what the pause heard need not be heard again
+                self._heard(who).keep(who.speculation)
             self._discard(who)
         elif action is TurnAction.SPEECH_STOPPED:
             end_ms = source.detector.last_voice_ms if signal.input is TurnInput.TURN_END else signal.at_ms
@@ -208,11 +212,13 @@ class Session:
                 ev.SpeechStopped(source.participant, source.item_id or "", max(end_ms, who.turn_start_ms))
             )
         elif action is TurnAction.COMMIT:
+            self._heard(who).reset()
             self.transcripts.commit(who)
         elif action is TurnAction.AUTO_RESPOND:
             if self.config.mode == "converse" and td is not None and td.create_response:
                 self.replies.input(ReplyInput.AUTO)
         elif action is TurnAction.CLEAR:
+            self._heard(who).reset()
             self._discard(who)
             source.clear()
             self._context.emit(ev.InputCleared(source.participant))
@@ -236,8 +242,14 @@ class Session:
             and not who.pending_barge_in
         )
         audio = who.input.peek().copy()
-        who.speculation = Speculation(audio, respond, self.transcripts.stt, self.replies.prepare, OUTPUT_LEAD_MS)
+        heard = self._heard(who)
+        who.speculation = Speculation(audio, respond, heard.transcribe, self.replies.prepare, OUTPUT_LEAD_MS)
         self._context.spawn(who.speculation.run())
+
+    def _heard(self, who: Participant) -> Heard:
+        if who.heard is None:
+            who.heard = Heard(self.transcripts.stt)
+        return who.heard
 
     def _discard(self, who: Participant) -> None:
         if who.speculation is not None:
