@@ -8,8 +8,9 @@ ever sent. A held response is paced from its first chunk: it keeps at most `hold
 then waits for its release, and from then on goes at the pace `release()` gives it, so a reply that was ready
 long before the turn ended still reaches the listener at the speed it is played.
 
-A speculation knows nothing of the session: it gets a way to transcribe (`Transcripts.stt`) and a way to start a
-reply to a given text (`Replies.prepare`), and the session's `Participant` keeps it.
+A speculation knows nothing of the session: it gets a way to transcribe (`Heard.transcribe`, which reuses what
+earlier pauses of the turn heard) and a way to start a reply to a given text (`Replies.prepare`), and the session's
+`Participant` keeps it.
 """
 
 from __future__ import annotations
