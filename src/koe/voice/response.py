@@ -322,8 +322,10 @@ class ResponseRun:
         finally:
             if isinstance(stream, AsyncGenerator):
                 await stream.aclose()  # a reply that ended early frees the LLM at once
-        if finished.reason == "length" and self.plan.max_output_tokens is None:
+        forced_call = self.plan.tools and self.plan.tool_choice not in ("auto", "none")
+        if finished.reason == "length" and self.plan.max_output_tokens is None and not forced_call:
             # The LLM stopped at koe's own limit (`llm.max_tokens`), not the client's: end the words as a sentence.
+            # (A forced call cut short stays `incomplete`: nothing of it could be said.)
             await self._say(cap.close(), splitter, clauses)
             finished = replace(finished, reason="stop")
         if clauses is not None:
