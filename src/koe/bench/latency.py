@@ -48,7 +48,7 @@ STAGES = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "
 LEAD_S = 0.6
 FIXTURES = ("utterance", "short", "reply")
 INTERRUPT_AFTER_S = 0.8
-"""A barge-in turn starts speaking this long after the reply's first audio."""
+"""A barge-in turn's speech begins (its first voiced frame) this long after the reply's first audio."""
 
 Progress = Callable[[str], None]
 
@@ -67,6 +67,8 @@ class Turn:
     latency_ms: float | None = None
     breakdown: dict[str, Any] = field(default_factory=dict)
     barge_in_ms: float | None = None
+    reply_sent_before_onset: bool | None = None
+    """A barge-in turn whose reply had been sent in full before the interrupting speech began."""
 
 
 def load_utterances() -> list[Utterance]:
@@ -170,7 +172,8 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
     async with connect(url, additional_headers=headers, max_size=None) as ws:
         client = _Client(ws)
         session = rt.ClientSession(
-            instructions="You are a helpful voice assistant. Answer in one short sentence.",
+            # Replies long enough to be still playing when a barge-in turn speaks over them.
+            instructions="You are a helpful voice assistant. Answer in two or three short sentences.",
             silence_duration_ms=setup.silence_duration_ms,
         )
         await ws.send(rt.session_update(Dialect.AZURE, session))
@@ -199,8 +202,9 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                 turn.latency_ms = (first_audio_at - last_voiced_at) * 1000
                 barge = index % 2 == 1 and index + 1 < turns
                 if barge:
-                    await asyncio.sleep(INTERRUPT_AFTER_S)
-                    pending = client.say(utterances[(index + 1) % len(utterances)])
+                    interrupting = utterances[(index + 1) % len(utterances)]
+                    await asyncio.sleep(max(0.0, INTERRUPT_AFTER_S - interrupting.first_voiced * 0.02))
+                    pending = client.say(interrupting)
                     onset = await pending[0]
                     last_delta = first_audio_at
                 while True:
@@ -214,7 +218,9 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                     elif event["type"] == "response.done" and event["response"]["id"] == response_id:
                         break
                 if barge:
-                    turn.barge_in_ms = max(0.0, (last_delta - onset) * 1000)
+                    # A reply sent in full before the caller spoke had nothing left to stop: no figure, not 0 ms.
+                    turn.barge_in_ms = (last_delta - onset) * 1000 if last_delta > onset else None
+                    turn.reply_sent_before_onset = last_delta <= onset
                 else:
                     await asyncio.sleep(1.0)  # let the reply finish playing before the caller speaks again
                 results.append(turn)
@@ -263,6 +269,7 @@ def _summary(setup: Setup, turns: list[Turn]) -> dict[str, Any]:
         **({"eagerness": setup.eagerness} if setup.turn_detection == "semantic_vad" else {}),
         "response_latency_ms": _percentiles([t.latency_ms for t in turns if t.latency_ms is not None]),
         "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turns if t.barge_in_ms is not None]),
+        "barge_ins_with_nothing_left_to_stop": sum(1 for t in turns if t.reply_sent_before_onset),
         "waterfall_ms": _waterfall(turns),
         "turns": [vars(t) for t in turns],
     }
