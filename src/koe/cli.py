@@ -268,13 +268,24 @@ def bench() -> None:
 @bench.command("latency")
 @CONFIG_OPTION
 @click.option("--url", default=None, help="A running koe (ws://host:port); default: serve koe in-process.")
-@click.option("--turns", type=int, default=12, show_default=True, help="Spoken turns to play.")
+@click.option("--turns", type=int, default=12, show_default=True, help="Spoken turns per configuration.")
+@click.option("--silence", default="200,500", show_default=True, help="silence_duration_ms values, comma-separated.")
+@click.option(
+    "--turn-detection", "turn_detection", default="server_vad,semantic_vad", show_default=True,
+    help="Turn detection types, comma-separated.",
+)  # fmt: skip
+@click.option("--eagerness", type=click.Choice(["low", "medium", "high", "auto"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/latency.json"))
-def bench_latency(config_file: Path | None, url: str | None, turns: int, out: Path) -> None:
-    """Response latency (end of speech to first reply audio) and barge-in latency, at real-time pace."""
+def bench_latency(
+    config_file: Path | None, url: str | None, turns: int, silence: str, turn_detection: str, eagerness: str, out: Path
+) -> None:
+    """Response latency (end of speech to first reply audio) and barge-in latency, at real-time pace, from the
+    client's side, per turn detection and silence_duration_ms, with a per-stage waterfall."""
     from koe.bench.latency import bench_latency as run
 
-    result = asyncio.run(run(_settings(config_file), url, turns, _progress, config_file))
+    silences = tuple(int(value) for value in silence.split(",") if value.strip())
+    kinds = tuple(value.strip() for value in turn_detection.split(",") if value.strip())
+    result = asyncio.run(run(_settings(config_file), url, turns, _progress, config_file, silences, kinds, eagerness))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")

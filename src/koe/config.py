@@ -175,6 +175,10 @@ class LLMSettings(BaseModel):
     )
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(96, ge=1)
+    # koe's own cap on a spoken turn (Realtime and ACS replies): past this many tokens a reply ends at the next
+    # sentence end and is `completed`; None: only max_tokens (also ended as a sentence). A client's own cap
+    # (max_response_output_tokens, GA max_output_tokens) still ends a reply `incomplete`. Keep it below max_tokens.
+    spoken_turn_tokens: int | None = Field(48, ge=1)
     queue_limit: int = Field(64, ge=1)
     session_queue_limit: int = Field(4, ge=1)
 

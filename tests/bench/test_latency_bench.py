@@ -1,8 +1,9 @@
-"""`koe bench latency` end to end, against a koe on loopback: three real-time turns, the second one interrupted."""
+"""`koe bench latency` end to end, against a koe on loopback: three real-time turns per configuration (server and
+semantic VAD, one silence window here), the second one interrupted, each run with its per-stage waterfall."""
 
 from __future__ import annotations
 
-from koe.bench.latency import bench_latency
+from koe.bench.latency import STAGES, bench_latency
 from koe.config import load_settings
 from koe.engines.registry import Engines
 from tests.server.acs.support import koe_server
@@ -12,11 +13,19 @@ async def test_latency_bench_reports_every_turn_its_parts_and_a_barge_in(engines
     settings = load_settings(overrides={"llm": {"temperature": 0.0}})
     progress: list[str] = []
     async with koe_server(settings, engines) as (base, _app):
-        result = await bench_latency(settings, base.replace("http://", "ws://"), 3, progress.append)
-    assert result["response_latency_ms"]["n"] == 3, result["turns"]
-    assert 0 < result["response_latency_ms"]["p50"] < 10_000
-    for part in ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms"):
-        assert result["breakdown_ms"][part]["n"] == 3, part
-    assert result["barge_in_latency_ms"]["n"] == 1
-    assert [turn["barge_in_ms"] is not None for turn in result["turns"]] == [False, True, False]
-    assert len(progress) >= 3
+        url = base.replace("http://", "ws://")
+        result = await bench_latency(settings, url, 3, progress.append, silences_ms=(200,), eagerness="high")
+    assert [(run["turn_detection"], run["silence_duration_ms"]) for run in result["runs"]] == [
+        ("server_vad", 200),
+        ("semantic_vad", 200),
+    ]
+    for run in result["runs"]:
+        assert run["response_latency_ms"]["n"] == 3, run["turns"]
+        assert 0 < run["response_latency_ms"]["p50"] < 10_000
+        for part in (*STAGES, "client_extra_ms"):
+            assert run["waterfall_ms"][part]["n"] == 3, part
+        # The second turn is spoken over; a reply already sent in full by then is reported so, not as 0 ms.
+        barged = [turn["barge_in_ms"] is not None or bool(turn["reply_sent_before_onset"]) for turn in run["turns"]]
+        assert barged == [False, True, False]
+        assert run["barge_in_latency_ms"]["n"] + run["barge_ins_with_nothing_left_to_stop"] == 1
+    assert len(progress) >= 6

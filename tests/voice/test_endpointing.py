@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -20,6 +20,20 @@ from koe.voice.endpointing import end_wait_for, is_only_fillers, looks_finished
         ("So I was thinking, um.", False),
         ("Let me think...", False),
         ("", False),
+        # Questions that end in a pronoun or a preposition are finished; a trailing "and", "so", "but" never is.
+        ("What time is it?", True),
+        ("What is the weather going to be like?", True),
+        ("What is this for?", True),
+        ("How are you?", True),
+        ("I think I love you.", True),
+        ("And?", False),
+        ("I wanted to ask about the weather, and so.", False),
+        ("I'd like to go, but", False),
+        ("The weather is nice, but.", False),
+        ("Tell me about Paris,", False),
+        ("明日の天気は?", True),
+        ("明日の天気は。", True),
+        ("明日の天気は、", False),
     ],
 )
 def test_looks_finished(text: str, finished: bool) -> None:
@@ -54,10 +68,17 @@ def test_semantic_vad_waits_by_what_was_said() -> None:
     assert wait(100) == 2000
 
 
-def test_eagerness_sets_both_waits() -> None:
-    high = end_wait_for(TurnDetection(type="semantic_vad", eagerness="high"), lambda: _Speculation("Done."))
-    low = end_wait_for(TurnDetection(type="semantic_vad", eagerness="low"), lambda: _Speculation("Done."))
-    assert high(0) < low(0)
+def test_a_finished_utterance_ends_after_the_same_silence_as_server_vad() -> None:
+    for eagerness in ("low", "medium", "high", "auto"):
+        td = TurnDetection(type="semantic_vad", silence_duration_ms=200, eagerness=eagerness)  # type: ignore[arg-type]
+        assert end_wait_for(td, lambda: _Speculation("What time is it?"))(0) == 200
+
+
+@pytest.mark.parametrize(("eagerness", "timeout_ms"), [("high", 2000), ("medium", 4000), ("auto", 4000), ("low", 8000)])
+def test_an_unfinished_one_waits_up_to_the_eagerness_timeout(eagerness: str, timeout_ms: int) -> None:
+    td = TurnDetection(type="semantic_vad", silence_duration_ms=200, eagerness=eagerness)  # type: ignore[arg-type]
+    assert end_wait_for(td, lambda: _Speculation("I'd like a table, and"))(0) == timeout_ms
+    assert end_wait_for(replace(td, eou_timeout_ms=1500), lambda: _Speculation("and"))(0) == 1500
 
 
 def test_no_turn_detection_never_ends_a_turn() -> None:

@@ -1,13 +1,18 @@
 """`koe bench latency`: how long a caller waits for koe's spoken reply, and how fast koe stops when interrupted.
 
-It plays fixture utterances at real-time pace into `/voice-live/realtime` (server VAD, `silence_duration_ms=200`),
-as a microphone would: silence, speech, then silence that never stops. For each turn it measures:
+It plays fixture utterances at real-time pace into `/voice-live/realtime`, as a microphone would: silence, speech,
+then silence that never stops, once per configuration: each turn detection (`server_vad`, `semantic_vad`) at each
+`silence_duration_ms` asked for (200 and 500 by default), `turns` turns each. Everything is measured from the
+client's side, as a Voice Live or OpenAI client sees it. For each turn it measures:
 - response latency: from the end of the caller's speech (the last voiced 20 ms frame sent) to the first
   `response.audio.delta` received;
 - its breakdown, from koe's `koe.response.timing` event (`?koe_timings=1`): turn end, STT, LLM first token, TTS
   first audio (they overlap: koe transcribes and starts answering during the pause that ends the turn);
 - barge-in latency, on every other turn: the next utterance starts while the reply plays, and the figure is from
-  that speech's onset (its first voiced frame sent) to the last audio delta received of the interrupted reply.
+  that speech's onset (its first voiced frame sent) to the last audio delta received of the interrupted reply (koe
+  paces every reply from its first chunk, so this is the time koe takes to stop, not the time a burst took).
+Each configuration's `waterfall_ms` gives the per-stage figures (p50, p95) and what the client saw beyond koe's
+own total (`client_extra_ms`: the last frame's way in, the first delta's way out).
 Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs). What it sends goes through
 the Realtime client (`koe.protocols.realtime.client`); events are read as they come, koe's own `koe.response.timing`
 among them.
@@ -37,11 +42,13 @@ RATE = 24000
 FRAME = RATE // 50
 VOICED_DBFS = -45.0
 """A 20 ms frame louder than this counts as speech when finding where an utterance ends."""
-SILENCE_MS = 200
+SILENCE_MS = (200, 500)
+TURN_DETECTIONS = ("server_vad", "semantic_vad")
+STAGES = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
 LEAD_S = 0.6
 FIXTURES = ("utterance", "short", "reply")
 INTERRUPT_AFTER_S = 0.8
-"""A barge-in turn starts speaking this long after the reply's first audio."""
+"""A barge-in turn's speech begins (its first voiced frame) this long after the reply's first audio."""
 
 Progress = Callable[[str], None]
 
@@ -60,6 +67,8 @@ class Turn:
     latency_ms: float | None = None
     breakdown: dict[str, Any] = field(default_factory=dict)
     barge_in_ms: float | None = None
+    reply_sent_before_onset: bool | None = None
+    """A barge-in turn whose reply had been sent in full before the interrupting speech began."""
 
 
 def load_utterances() -> list[Utterance]:
@@ -140,7 +149,22 @@ class _Client:
                 self.held.append((at, event))  # the next turn's reply, already under way
 
 
-async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress: Progress) -> list[Turn]:
+@dataclass(frozen=True)
+class Setup:
+    """One configuration the benchmark plays its turns under."""
+
+    turn_detection: str
+    silence_duration_ms: int
+    eagerness: str = "auto"
+
+    def session_patch(self) -> str:
+        turns: dict[str, Any] = {"type": self.turn_detection, "silence_duration_ms": self.silence_duration_ms}
+        if self.turn_detection == "semantic_vad":
+            turns["eagerness"] = self.eagerness
+        return json.dumps({"type": "session.update", "session": {"turn_detection": turns}})
+
+
+async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int, say_progress: Progress) -> list[Turn]:
     from websockets.asyncio.client import connect
 
     utterances = load_utterances()
@@ -148,12 +172,15 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
     async with connect(url, additional_headers=headers, max_size=None) as ws:
         client = _Client(ws)
         session = rt.ClientSession(
-            instructions="You are a helpful voice assistant. Answer in one short sentence.",
-            silence_duration_ms=SILENCE_MS,
+            # Replies long enough to be still playing when a barge-in turn speaks over them.
+            instructions="You are a helpful voice assistant. Answer in two or three short sentences.",
+            silence_duration_ms=setup.silence_duration_ms,
         )
         await ws.send(rt.session_update(Dialect.AZURE, session))
+        await ws.send(setup.session_patch())
         tasks = [asyncio.create_task(client.mic()), asyncio.create_task(client.ears())]
         try:
+            await client.next_event(("session.updated",))
             await client.next_event(("session.updated",))
             await asyncio.sleep(LEAD_S)
             pending: tuple[asyncio.Future[float], asyncio.Future[float]] | None = None
@@ -175,8 +202,9 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
                 turn.latency_ms = (first_audio_at - last_voiced_at) * 1000
                 barge = index % 2 == 1 and index + 1 < turns
                 if barge:
-                    await asyncio.sleep(INTERRUPT_AFTER_S)
-                    pending = client.say(utterances[(index + 1) % len(utterances)])
+                    interrupting = utterances[(index + 1) % len(utterances)]
+                    await asyncio.sleep(max(0.0, INTERRUPT_AFTER_S - interrupting.first_voiced * 0.02))
+                    pending = client.say(interrupting)
                     onset = await pending[0]
                     last_delta = first_audio_at
                 while True:
@@ -190,12 +218,15 @@ async def _run_turns(url: str, headers: dict[str, str], turns: int, say_progress
                     elif event["type"] == "response.done" and event["response"]["id"] == response_id:
                         break
                 if barge:
-                    turn.barge_in_ms = max(0.0, (last_delta - onset) * 1000)
+                    # A reply sent in full before the caller spoke had nothing left to stop: no figure, not 0 ms.
+                    turn.barge_in_ms = (last_delta - onset) * 1000 if last_delta > onset else None
+                    turn.reply_sent_before_onset = last_delta <= onset
                 else:
                     await asyncio.sleep(1.0)  # let the reply finish playing before the caller speaks again
                 results.append(turn)
                 say_progress(
-                    f"turn {index + 1}/{turns} ({utterance.name}): response {turn.latency_ms:.0f} ms"
+                    f"{setup.turn_detection} {setup.silence_duration_ms} ms, turn {index + 1}/{turns} "
+                    f"({utterance.name}): response {turn.latency_ms:.0f} ms"
                     + (f", barge-in {turn.barge_in_ms:.0f} ms" if turn.barge_in_ms is not None else "")
                 )
         finally:
@@ -217,33 +248,71 @@ async def _local_server(config_file: Path | None, say: Progress) -> AsyncIterato
         child.stop()
 
 
+def _waterfall(turns: list[Turn]) -> dict[str, Any]:
+    """Each stage's p50 and p95 (koe's own report of each reply), and what the client saw beyond koe's total."""
+    stages: dict[str, Any] = {
+        part: _percentiles([t.breakdown[part] for t in turns if t.breakdown.get(part) is not None]) for part in STAGES
+    }
+    extra = [
+        t.latency_ms - t.breakdown["total_ms"]
+        for t in turns
+        if t.latency_ms is not None and t.breakdown.get("total_ms") is not None
+    ]
+    stages["client_extra_ms"] = _percentiles(extra)
+    return stages
+
+
+def _summary(setup: Setup, turns: list[Turn]) -> dict[str, Any]:
+    return {
+        "turn_detection": setup.turn_detection,
+        "silence_duration_ms": setup.silence_duration_ms,
+        **({"eagerness": setup.eagerness} if setup.turn_detection == "semantic_vad" else {}),
+        "response_latency_ms": _percentiles([t.latency_ms for t in turns if t.latency_ms is not None]),
+        "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turns if t.barge_in_ms is not None]),
+        "barge_ins_with_nothing_left_to_stop": sum(1 for t in turns if t.reply_sent_before_onset),
+        "waterfall_ms": _waterfall(turns),
+        "turns": [vars(t) for t in turns],
+    }
+
+
 async def bench_latency(
-    settings: Settings, url: str | None, turns: int, say: Progress, config_file: Path | None = None
+    settings: Settings,
+    url: str | None,
+    turns: int,
+    say: Progress,
+    config_file: Path | None = None,
+    silences_ms: tuple[int, ...] = SILENCE_MS,
+    turn_detections: tuple[str, ...] = TURN_DETECTIONS,
+    eagerness: str = "auto",
 ) -> dict[str, Any]:
     from koe.bench.engines import machine_info
 
     keys = [key.get_secret_value() for key in settings.server.api_keys]
     headers = rt.upgrade_headers(Dialect.AZURE, keys[0] if keys else None)
     path = "/voice-live/realtime?api-version=2026-07-15&model=koe&koe_timings=1"
+    setups = [Setup(td, silence, eagerness) for td in turn_detections for silence in silences_ms]
     started = time.time()
+    runs: list[dict[str, Any]] = []
+
+    async def play(base: str) -> None:
+        for setup in setups:
+            runs.append(_summary(setup, await _run_turns(base + path, headers, setup, turns, say)))
+
     if url is None:
         async with _local_server(config_file, say) as base:
-            turn_results = await _run_turns(base + path, headers, turns, say)
+            await play(base)
     else:
-        turn_results = await _run_turns(url.rstrip("/") + path, headers, turns, say)
-    parts = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
+        await play(url.rstrip("/"))
     return {
         "benchmark": "latency",
         "target": url or "koe serve (a child process)",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": machine_info(),
-        "setup": {"silence_duration_ms": SILENCE_MS, "turns": turns, "fixtures": list(FIXTURES), "pace": "real time"},
-        "targets": {"response_p50_ms": 400, "response_p95_ms": 700, "barge_in_p95_ms": 150},
-        "response_latency_ms": _percentiles([t.latency_ms for t in turn_results if t.latency_ms is not None]),
-        "breakdown_ms": {
-            part: _percentiles([t.breakdown[part] for t in turn_results if t.breakdown.get(part) is not None])
-            for part in parts
+        "setup": {"turns_per_run": turns, "fixtures": list(FIXTURES), "pace": "real time", "door": "voice-live"},
+        "definitions": {
+            "response_latency_ms": "end of the last voiced 20 ms frame sent -> first response.audio.delta received",
+            "barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> last audio delta received",
         },
-        "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turn_results if t.barge_in_ms is not None]),
-        "turns": [vars(t) for t in turn_results],
+        "targets": {"response_p50_ms": 400, "response_p95_ms": 700, "barge_in_p95_ms": 150},
+        "runs": runs,
     }

@@ -71,12 +71,15 @@ class VoiceContext:
         playback: PlaybackClock,
         limits: Limits,
         observer: Callable[[ev.Event], None] | None = None,
+        turn_tokens: int | None = None,
     ) -> None:
         self.id = session_id
         self.engines = engines
         self.config = config
         """The session's settings as they are now (`Session.update()` replaces them)."""
         self.default_instructions = default_instructions
+        self.turn_tokens = turn_tokens
+        """koe's own cap on a reply's length (`koe.voice.turn_cap`); None: only the LLM's own limit."""
         self.limits = limits
         """What the session may keep and send to its LLM."""
         self.conversation = Conversation(limits.conversation_audio_ms)

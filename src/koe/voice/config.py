@@ -71,7 +71,9 @@ class SessionConfig:
     tool_choice: ToolChoice = "auto"
     temperature: float | None = None
     max_output_tokens: int | None = None
-    """None: the configured default; responses stop with status `incomplete` when they reach it."""
+    """The client's cap on a reply's tokens: a reply that reaches it stops `incomplete` (`max_output_tokens`).
+    None ("inf"): no cap of the client's; koe's own spoken-turn cap (`Session(turn_tokens=...)`) ends a long reply at
+    a sentence end, `completed`."""
 
 
 @dataclass(frozen=True, slots=True)

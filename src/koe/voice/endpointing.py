@@ -1,9 +1,13 @@
 """End-of-utterance decisions for semantic turn detection, and filler words.
 
 Plain silence timing ends "I'd like to book a table for…" as soon as the speaker draws breath. Semantic turn
-detection looks at the speculative transcript of the pause: a sentence that is clearly finished ends the turn after
-a short silence, one that is clearly unfinished (no closing punctuation, or a trailing "and", "the", "um") waits up
-to a longer timeout. `end_wait_for()` gives the input pipeline that rule as a function of the silence so far.
+detection decides on the transcript of the pause (the speculation's, made as the pause begins): a sentence that is
+clearly finished ends the turn after the same silence as `server_vad` (`silence_duration_ms`), one that is
+unfinished (no closing punctuation, a trailing comma or "and", "so", "but", "the", "um") waits for more speech up to
+the eagerness timeout OpenAI documents (high 2 s, medium and auto 4 s, low 8 s; Voice Live's
+`end_of_utterance_detection.timeout_ms` when given). While the transcript is not ready only the timeout may end the
+turn; it is ready long before the silence is over (the fast path transcribes a turn in about 70 ms).
+`end_wait_for()` gives the input pipeline that rule as a function of the silence so far.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ from typing import Protocol
 
 from koe.voice.config import TurnDetection
 
-# (wait after a finished sentence, longest wait after an unfinished one), in ms.
-EAGERNESS_WAITS_MS = {"high": (250, 1500), "medium": (400, 3000), "low": (700, 6000)}
-MIN_UNFINISHED_WAIT_MS = 2000
+EAGERNESS_TIMEOUTS_MS = {"high": 2000, "medium": 4000, "auto": 4000, "low": 8000}
+"""The longest wait after an unfinished utterance (OpenAI's documented maximum timeouts; auto is medium)."""
 
 FILLERS = frozenset("ah ahh uh uhh um umm uhm hm hmm hmmm mm mmm mhm huh oh er erm eh yeah yep uh-huh okay ok".split())
-CONTINUATIONS = frozenset(
-    """and but or so because if then than that which who whom whose when where while although though the a an
-    to of for with in on at by from into about my your our their his her its this these those is are was were am
-    be been i we you they he she it um uh like just also very really""".split()
+DANGLING = frozenset("and but or so because although though nor the a an um uh uhm er erm".split())
+"""Last words that leave an utterance unfinished whatever punctuation Whisper gave it ("And?", "so.")."""
+CONTINUATIONS = DANGLING | frozenset(
+    """if then than which whose while whether to of for with in on at by from into about my your our their his her
+    its like just also very really""".split()
 )
+"""Last words that leave a statement unfinished ("a table for.") but may end a question ("What is it for?")."""
 _WORD = re.compile(r"[a-z0-9'-]+")
 
 
@@ -34,13 +39,16 @@ class _HasText(Protocol):
 
 def looks_finished(text: str) -> bool:
     """Whether a transcript reads as a complete utterance: closing punctuation, and no dangling last word."""
-    text = text.strip()
-    if not text or text.endswith(("...", "…", ",", ";", ":", "-", "—")):
+    text = text.strip().rstrip("\"'”’)」』）")
+    if not text or text.endswith(("...", "…", ",", ";", ":", "-", "—", "、", "，")):
         return False
-    if text[-1] not in ".?!。？！\"'":
+    if text[-1] not in ".?!。？！":
         return False
     words = _WORD.findall(text.lower())
-    return bool(words) and words[-1] not in CONTINUATIONS
+    if not words:
+        return True  # Japanese or Chinese, which closed its sentence
+    rule = DANGLING if text[-1] in "?!？！" else CONTINUATIONS
+    return words[-1] not in rule
 
 
 def is_only_fillers(text: str) -> bool:
@@ -48,10 +56,9 @@ def is_only_fillers(text: str) -> bool:
 
 
 def semantic_waits(config: TurnDetection) -> tuple[int, int]:
-    if config.eagerness in EAGERNESS_WAITS_MS:
-        return EAGERNESS_WAITS_MS[config.eagerness]
+    """(the wait after a finished utterance, the longest wait after an unfinished one), in ms."""
     finished = config.silence_duration_ms
-    unfinished = config.eou_timeout_ms or max(3 * finished, MIN_UNFINISHED_WAIT_MS)
+    unfinished = config.eou_timeout_ms or EAGERNESS_TIMEOUTS_MS.get(config.eagerness, EAGERNESS_TIMEOUTS_MS["auto"])
     return finished, max(finished, unfinished)
 
 

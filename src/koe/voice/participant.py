@@ -16,6 +16,7 @@ from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.registry import Engines
 from koe.voice.config import SessionConfig
 from koe.voice.endpointing import end_wait_for
+from koe.voice.incremental import Heard
 from koe.voice.input import ParticipantInput
 from koe.voice.speculation import Speculation
 from koe.voice.turns import Turn, TurnMachine
@@ -60,6 +61,8 @@ class Participant:
         self.turn_start_ms = 0
         self.voice_end_at: float | None = None
         self.last_audio_at = 0.0
+        self.heard: Heard | None = None
+        """The turn's heard prefix (`koe.voice.incremental`); the session gives it a way to transcribe."""
 
     def configure(self, config: SessionConfig) -> None:
         source = self.input

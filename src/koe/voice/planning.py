@@ -1,10 +1,11 @@
 """Combining a session's settings with one response's overrides into a `ResponsePlan`.
 
-Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through its
-`VoiceContext`) as it is at that moment, transcripts included, picks the voice (the one asked for, else the voice of the
-session's language; a session that named no voice, and detects its language or names none, lets the reply's first clause
-pick it by its script), the tools and the token limit, and writes the system prompt. The prompt keeps the newest turns
-that fit the session's `prompt_chars`.
+Call `plan_response(context, options)` right before a response starts: it reads the session's conversation (through
+its `VoiceContext`) as it is at that moment, transcripts included, picks the voice (the one asked for, else the voice
+of the session's language; a session that named no voice, and detects its language or names none, lets the reply's
+first clause pick it by its script), the tools and the token limits (the client's cap, and koe's own spoken-turn cap
+unless the client's is shorter), and writes the system prompt. The prompt keeps the newest turns that fit the
+session's `prompt_chars`.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ def plan_response(
     spoken_in = None if detects else config.language
     voice = choose_voice(tts, requested, spoken_in).voice if tts is not None else requested or ""
     output_audio = opts.output_audio if opts.output_audio is not None else config.output_audio
+    client_cap = opts.max_output_tokens or config.max_output_tokens
+    turn_tokens = context.turn_tokens
+    if client_cap is not None and turn_tokens is not None and client_cap <= turn_tokens:
+        turn_tokens = None  # the client's own, shorter cap decides (and ends the reply `incomplete`)
     return ResponsePlan(
         response_id=new_id("resp"),
         messages=messages,
         tools=tuple(tools),
         temperature=opts.temperature if opts.temperature is not None else config.temperature,
-        max_output_tokens=opts.max_output_tokens or config.max_output_tokens,
+        max_output_tokens=client_cap,
         output_audio=output_audio and tts is not None,
         voice=voice,
         voice_by_text=tts is not None and not requested and (config.language is None or detects),
@@ -58,6 +63,7 @@ def plan_response(
         cache_key=context.id,
         tool_choice=choice if tools else "auto",
         request_id=opts.request_id,
+        turn_tokens=turn_tokens,
     )
 
 

@@ -20,6 +20,10 @@ import numpy as np
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.audio.resample import Resampler
 
+OUTPUT_LEAD_MS = 400
+"""How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
+that a barge-in leaves little already-sent audio behind. Every reply keeps to it from its first chunk on, a held
+(speculative) one included."""
 FAR_END_HISTORY_S = 2.0
 """How far back the echo reference reaches; longer than any echo tail the canceller models."""
 
@@ -72,11 +76,12 @@ class PlaybackClock:
     def pending_ms(self) -> int:
         return max(0, round((self._end - self._clock()) * 1000))
 
-    async def wait_below(self, lead_ms: int) -> None:
-        """Return once less than `lead_ms` of sent audio is still waiting to be played."""
-        ahead = self.pending_ms() - lead_ms
-        if ahead > 0:
-            await asyncio.sleep(ahead / 1000)
+    async def wait_room(self, chunk_ms: float, lead_ms: int = OUTPUT_LEAD_MS) -> None:
+        """Return once `chunk_ms` more audio can be sent without the unplayed audio exceeding `lead_ms` (at once
+        when nothing is waiting to be played, so a chunk longer than the lead still goes)."""
+        ahead_ms = (self._end - self._clock()) * 1000 + chunk_ms - lead_ms
+        if ahead_ms > 0 and self.is_playing():
+            await asyncio.sleep(ahead_ms / 1000)
 
     def played_ms(self, item_id: str) -> int:
         if item_id != self.item_id:

@@ -19,13 +19,10 @@ from koe.voice.config import ResponseOptions
 from koe.voice.errors import NoResponseToCancel, ResponseInProgress
 from koe.voice.participant import TurnTiming
 from koe.voice.planning import plan_response
+from koe.voice.playback import OUTPUT_LEAD_MS
 from koe.voice.response import ResponseRun
 from koe.voice.speculation import Speculation
 from koe.voice.turns import Reply, ReplyAction, ReplyInput, ReplyMachine
-
-OUTPUT_LEAD_MS = 400
-"""How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
-that a barge-in leaves little already-sent audio behind."""
 
 
 class Replies:
@@ -50,7 +47,16 @@ class Replies:
         self.input(ReplyInput.CREATE_REPLACING if replace_active else ReplyInput.CREATE)
 
     def adopt(self, speculation: Speculation) -> None:
+        if self._adoptable is not None and self._adoptable is not speculation:
+            self._adoptable.discard()  # a held reply waits for its release: one never taken must be stopped
         self._adoptable = speculation
+
+    def close(self) -> None:
+        """The session ends: cancel the running response and stop any held one nobody will take."""
+        self.cancel("client_cancelled")
+        if self._adoptable is not None:
+            self._adoptable.discard()
+            self._adoptable = None
 
     def input(self, event: ReplyInput) -> None:
         for action in self._machine.feed(event):
@@ -98,8 +104,8 @@ class Replies:
         await self._context.transcripts.pending()  # the reply answers every turn committed so far
         run = speculation.take_run() if speculation is not None else None
         if run is not None and speculation is not None:
-            self.run, self._timing_for, run.pace = run, (run, turn), self._pace
-            speculation.release(self._output)
+            self.run, self._timing_for = run, (run, turn)
+            speculation.release(self._output, self._pace)  # at most a lead's worth of audio was held
             await speculation.finish()
         else:
             if speculation is not None:
@@ -110,8 +116,8 @@ class Replies:
         if self.run is run:
             self.input(ReplyInput.FINISHED)
 
-    async def _pace(self) -> None:
-        await self._context.playback.wait_below(OUTPUT_LEAD_MS)
+    async def _pace(self, chunk_ms: float) -> None:
+        await self._context.playback.wait_room(chunk_ms, OUTPUT_LEAD_MS)
 
     def cancel(self, reason: str) -> None:
         run, task = self.run, self._task

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -42,14 +42,25 @@ from koe.languages import script_language
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
 from koe.voice.errors import FailureReason, ResponseFailed
+from koe.voice.turn_cap import TurnCap
 
 log = logging.getLogger("koe.voice")
 
 AUDIO_CHUNK_MS = 200
 """Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often."""
 FIRST_CLAUSE_CHARS = 12
+FIRST_WORDS_CHARS = 5
+FIRST_LATIN_CLAUSE_MAX_CHARS = 20
+"""The first clause of Latin-script text is a few words ("Sure," or "The capital of France "): it ends at a comma
+once `FIRST_WORDS_CHARS` long, or at a word boundary past this length even without punctuation. It gates first
+audio, and Piper's time grows with its length (about 40 ms plus 4 ms a character on this 2-core machine: 9
+characters 71 ms, 29 characters 157 ms). Later clauses are full ones."""
 FIRST_CLAUSE_MAX_CHARS = 28
-"""The first clause is cut at a word boundary past this length even without punctuation: it gates first audio."""
+"""The same limit for Japanese and Chinese text (and the most any first clause is): their clauses end at their own
+marks, and their phrases are found only roughly, so a first clause cut without punctuation is kept longer."""
+SYNTH_AHEAD_MS = 2000
+"""How much synthesized audio may wait to be sent: TTS works on the next clause while the current one plays, so
+paced audio has no gap between clauses, and a barge-in wastes little synthesis."""
 CLAUSE_CHARS = 40
 MAX_CLAUSE_CHARS = 160
 """A clause's minimum lengths count a Japanese or Chinese character as two, since each takes about twice as long
@@ -61,6 +72,7 @@ _CLAUSE_BREAK = re.compile(
     rf"|[。！？]+[」』）”’]*|[、，；：]|[!?…]+(?=[{_CJK}])"  # Japanese and Chinese ones without
 )
 _CLAUSE_MARKS = ",;:—、，；："
+_LATIN_MARKS = ",;:—"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _HIRAGANA = re.compile("[\u3040-\u309f]")
 _UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]+")
@@ -107,13 +119,18 @@ class ClauseSplitter:
         while True:
             wanted = FIRST_CLAUSE_CHARS if self._first else CLAUSE_CHARS
             cut = None
+            cjk = bool(_CJK_CHAR.search(self._text))
             for match in _CLAUSE_BREAK.finditer(self._text):
-                sentence_end = match.group(0)[0] not in _CLAUSE_MARKS
+                mark = match.group(0)[0]
+                sentence_end = mark not in _CLAUSE_MARKS
                 width = _width(self._text[: match.end()])
-                if width >= wanted or (sentence_end and width >= FIRST_CLAUSE_CHARS):
+                few_words = self._first and not cjk and mark in _LATIN_MARKS and width >= FIRST_WORDS_CHARS
+                if width >= wanted or (sentence_end and width >= FIRST_CLAUSE_CHARS) or few_words:
                     cut = match.end()
                     break
-            limit = FIRST_CLAUSE_MAX_CHARS if self._first else MAX_CLAUSE_CHARS
+            limit = MAX_CLAUSE_CHARS
+            if self._first:
+                limit = FIRST_CLAUSE_MAX_CHARS if cjk else FIRST_LATIN_CLAUSE_MAX_CHARS
             if cut is None and len(self._text) > limit:
                 cut = _soft_cut(self._text, limit)
             if cut is None:
@@ -141,6 +158,7 @@ class ResponsePlan:
     tools: tuple[ToolSpec, ...]
     temperature: float | None
     max_output_tokens: int | None
+    """The client's cap: a reply that reaches it ends `incomplete` (`max_output_tokens`)."""
     output_audio: bool
     voice: str
     output_rate: int
@@ -152,6 +170,8 @@ class ResponsePlan:
     cache_key: str | None = None
     tool_choice: str = "auto"
     request_id: str | None = None
+    turn_tokens: int | None = None
+    """koe's own spoken-turn cap (`TurnCap`): past it the reply ends at the next sentence end, `completed`."""
 
 
 @dataclass
@@ -164,6 +184,28 @@ class _Open:
     text: list[str] = field(default_factory=list)
     audio: list[Pcm] = field(default_factory=list)
     clauses: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Say:
+    """A clause starts: its transcript delta leaves right before its first audio."""
+
+    part: _Open
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Sound:
+    part: _Open
+    pcm: Pcm
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """A clause's audio has all been queued: the item records how long it was."""
+
+    part: _Open
+    clause: str
 
 
 class ResponseRun:
@@ -190,9 +232,13 @@ class ResponseRun:
         self.first_audio_at: float | None = None
         """Loop times (seconds) of this run's milestones, for `ResponseTiming`."""
         self._spoke = asyncio.Event()
-        self.pace: Callable[[], Awaitable[None]] | None = None
-        """Awaited before each audio chunk goes out: the session keeps the listener's buffer short with it, so an
-        interruption finds little audio already sent. None (a held, speculative run) sends as fast as it can."""
+        self._queued_ms = 0.0
+        """Audio synthesized and not sent yet."""
+        self._room = asyncio.Event()
+        self.pace: Callable[[float], Awaitable[None]] | None = None
+        """Awaited with each audio chunk's length (ms) before it goes out: the session keeps the listener's buffer
+        short with it, so an interruption finds little audio already sent. A held, speculative run is paced too
+        (`Speculation` holds only a lead's worth). None sends as fast as TTS can (no door does that)."""
 
     @property
     def response_id(self) -> str:
@@ -252,40 +298,59 @@ class ResponseRun:
 
     async def _generate_text(self, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None) -> Finished:
         splitter = ClauseSplitter()
+        cap = TurnCap(self.plan.turn_tokens)
         finished = Finished("stop")
         loop = asyncio.get_running_loop()
         self.llm_started_at = loop.time()
-        async for event in self._llm.stream(request):
-            if self.first_token_at is None and not isinstance(event, Finished):
-                self.first_token_at = loop.time()
-            if isinstance(event, TextDelta):
-                if clauses is None:
-                    part = self._open_message("text")
-                    part.text.append(event.text)
-                    self._emit(
-                        ev.ResponseTextDelta(
-                            self.response_id, part.item.id, part.output_index, 0, event.text, audio=False
-                        )
-                    )
+        deltas = 0
+        stream = self._llm.stream(request)
+        try:
+            async for event in stream:
+                if self.first_token_at is None and not isinstance(event, Finished):
+                    self.first_token_at = loop.time()
+                if isinstance(event, TextDelta):
+                    deltas += 1
+                    await self._say(cap.feed(event.text), splitter, clauses)
+                    if cap.ended:  # koe's own cap: the reply ends with this sentence, complete
+                        finished = Finished("stop", 0, deltas)
+                        self._usage_out = deltas
+                        break
+                elif isinstance(event, ToolCall):
+                    if clauses is not None:
+                        for clause in splitter.flush():
+                            await clauses.put(clause)
+                    self._function_call(event)
                 else:
-                    for clause in splitter.feed(event.text):
-                        await clauses.put(clause)
-                        if not self._spoke.is_set():
-                            # The first clause decides when the listener hears anything: while TTS works on it,
-                            # stop reading the LLM (which then pauses) so the two do not share the CPU.
-                            await self._spoke.wait()
-            elif isinstance(event, ToolCall):
-                if clauses is not None:
-                    for clause in splitter.flush():
-                        await clauses.put(clause)
-                self._function_call(event)
-            else:
-                finished = event
-                self._usage_in, self._usage_out = event.prompt_tokens, event.completion_tokens
+                    finished = event
+                    self._usage_in, self._usage_out = event.prompt_tokens, event.completion_tokens
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()  # a reply that ended early frees the LLM at once
+        forced_call = self.plan.tools and self.plan.tool_choice not in ("auto", "none")
+        if finished.reason == "length" and self.plan.max_output_tokens is None and not forced_call:
+            # The LLM stopped at koe's own limit (`llm.max_tokens`), not the client's: end the words as a sentence.
+            # (A forced call cut short stays `incomplete`: nothing of it could be said.)
+            await self._say(cap.close(), splitter, clauses)
+            finished = replace(finished, reason="stop")
         if clauses is not None:
             for clause in splitter.flush():
                 await clauses.put(clause)
         return finished
+
+    async def _say(self, text: str, splitter: ClauseSplitter, clauses: asyncio.Queue[str | None] | None) -> None:
+        if not text:
+            return
+        if clauses is None:
+            part = self._open_message("text")
+            part.text.append(text)
+            self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, text, audio=False))
+            return
+        for clause in splitter.feed(text):
+            await clauses.put(clause)
+            if not self._spoke.is_set():
+                # The first clause decides when the listener hears anything: while TTS works on it, stop reading
+                # the LLM (which then pauses) so the two do not share the CPU.
+                await self._spoke.wait()
 
     async def _speak(self, clauses: asyncio.Queue[str | None]) -> None:
         try:
@@ -294,36 +359,74 @@ class ResponseRun:
             self._spoke.set()  # even if TTS failed or produced nothing: never leave the LLM reader waiting
 
     async def _speak_clauses(self, clauses: asyncio.Queue[str | None]) -> None:
+        """Synthesize clause after clause into an outbox that `_send_outbox` empties at the listener's pace: TTS
+        works on the next clause while this one plays (no gap between clauses), at most `SYNTH_AHEAD_MS` ahead."""
         assert self._tts is not None
         plan = self.plan
         resampler: Resampler | None = None
+        outbox: asyncio.Queue[_Say | _Sound | _Said | None] = asyncio.Queue()
+        sender = asyncio.ensure_future(self._send_outbox(outbox))
+        previous: tuple[_Open | None, str] = (None, "")
         voice = plan.voice
-        while (clause := await clauses.get()) is not None:
-            if self.first_clause_at is None:
-                self.first_clause_at = asyncio.get_running_loop().time()
-                written = script_language(clause) if plan.voice_by_text else None
-                voice = (self._tts.voice_for(written) if written else None) or voice
-            part = self._open_message("audio")
-            spoken = _speakable(clause)
-            delta = spaced(part.text[-1] if part.text else "", clause)
-            part.text.append(delta)
-            self._emit(ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, delta, audio=True))
-            clause_ms = 0.0
-            async for chunk in self._tts.synthesize(spoken, voice):
-                if resampler is None or resampler.src_rate != chunk.rate:
-                    resampler = Resampler(chunk.rate, plan.output_rate)
-                pcm = resampler.process(chunk.pcm)
-                clause_ms += await self._send_audio(part, pcm)
-            part.clauses.append((clause, clause_ms))
-        if resampler is not None and self._open is not None:
-            await self._send_audio(self._open, resampler.flush())
+        try:
+            while (clause := await clauses.get()) is not None:
+                if self.first_clause_at is None:
+                    self.first_clause_at = asyncio.get_running_loop().time()
+                    written = script_language(clause) if plan.voice_by_text else None
+                    voice = (self._tts.voice_for(written) if written else None) or voice
+                while self._queued_ms >= SYNTH_AHEAD_MS and not sender.done():
+                    self._room.clear()
+                    await self._room.wait()
+                part = self._open_message("audio")
+                delta = spaced(previous[1] if previous[0] is part else "", clause)
+                previous = (part, clause)
+                outbox.put_nowait(_Say(part, delta))
+                async for chunk in self._tts.synthesize(_speakable(clause), voice):
+                    if resampler is None or resampler.src_rate != chunk.rate:
+                        resampler = Resampler(chunk.rate, plan.output_rate)
+                    self._queue_audio(outbox, part, resampler.process(chunk.pcm))
+                outbox.put_nowait(_Said(part, clause))
+            if resampler is not None and self._open is not None:
+                self._queue_audio(outbox, self._open, resampler.flush())
+            outbox.put_nowait(None)
+            await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    def _queue_audio(self, outbox: asyncio.Queue[_Say | _Sound | _Said | None], part: _Open, pcm: Pcm) -> None:
+        if pcm.size:
+            self._queued_ms += pcm.size * 1000.0 / self.plan.output_rate
+            outbox.put_nowait(_Sound(part, pcm))
+
+    async def _send_outbox(self, outbox: asyncio.Queue[_Say | _Sound | _Said | None]) -> None:
+        clause_ms = 0.0
+        while (out := await outbox.get()) is not None:
+            part = out.part
+            if isinstance(out, _Say):
+                part.text.append(out.delta)
+                self._emit(
+                    ev.ResponseTextDelta(self.response_id, part.item.id, part.output_index, 0, out.delta, audio=True)
+                )
+                clause_ms = 0.0
+            elif isinstance(out, _Sound):
+                sent = await self._send_audio(part, out.pcm)
+                clause_ms += sent
+                self._queued_ms -= sent
+                if self._queued_ms < SYNTH_AHEAD_MS:
+                    self._room.set()
+            else:
+                part.clauses.append((out.clause, clause_ms))
+        self._room.set()
 
     async def _send_audio(self, part: _Open, pcm: Pcm) -> float:
         step = samples_for_ms(self.plan.output_rate, AUDIO_CHUNK_MS)
         for start in range(0, pcm.size, step):
             piece = pcm[start : start + step]
             if self.pace is not None:
-                await self.pace()
+                await self.pace(piece.size * 1000.0 / self.plan.output_rate)
             if self.first_audio_at is None:
                 self.first_audio_at = asyncio.get_running_loop().time()
                 self._spoke.set()

@@ -32,13 +32,15 @@ from koe.voice._context import VoiceContext
 from koe.voice.config import Limits, ResponseOptions, SessionConfig
 from koe.voice.conversation import Conversation, ConversationError, Item, item_chars, new_id
 from koe.voice.errors import CommitTooShort, InvalidItem, LimitExceeded
+from koe.voice.incremental import Heard
 from koe.voice.input import Signal
 from koe.voice.participant import Participant, Participants
 from koe.voice.planning import plan_response
-from koe.voice.playback import PlaybackClock
+from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 from koe.voice.replies import Replies
 from koe.voice.speculation import Speculation
 from koe.voice.transcripts import Transcripts
+from koe.voice.turn_cap import DEFAULT_TURN_TOKENS
 from koe.voice.turns import ReplyInput, Turn, TurnAction, TurnInput
 
 MIN_COMMIT_MS = 100
@@ -69,7 +71,10 @@ class Session:
         session_id: str | None = None,
         observer: Callable[[ev.Event], None] | None = None,
         limits: Limits | None = None,
+        turn_tokens: int | None = DEFAULT_TURN_TOKENS,
     ) -> None:
+        """`turn_tokens`: koe's own cap on a reply's length, past which it ends at the next sentence end and is
+        still `completed` (`koe.voice.turn_cap`); None: none but the LLM's own limit."""
         config = config or SessionConfig()
         self.playback = PlaybackClock(clock, keep_reference=config.echo_cancellation)
         """What the listener has heard of the replies (doors ask it whether a reply is playing)."""
@@ -81,6 +86,7 @@ class Session:
             playback=self.playback,
             limits=limits or Limits(),
             observer=observer,
+            turn_tokens=turn_tokens,
         )
         self.id = context.id
         self.engines = engines
@@ -184,6 +190,7 @@ class Session:
         td = self.config.turn_detection
         if action is TurnAction.SPEECH_STARTED:
             source.item_id = new_id("item")
+            self._heard(who).reset()
             who.turn_start_ms = source.start_turn_at(signal.at_ms, td.prefix_padding_ms if td else 0)
             who.partial_text, who.partial_at_ms = "", who.turn_start_ms
             self._context.emit(ev.SpeechStarted(source.participant, source.item_id, who.turn_start_ms))
@@ -196,6 +203,8 @@ class Session:
         elif action is TurnAction.SPECULATE:
             self._speculate(who)
         elif action is TurnAction.DISCARD_SPECULATION:
+            if who.speculation is not None:  # the caller went on: what the pause heard need not be heard again
+                self._heard(who).keep(who.speculation)
             self._discard(who)
         elif action is TurnAction.SPEECH_STOPPED:
             end_ms = source.detector.last_voice_ms if signal.input is TurnInput.TURN_END else signal.at_ms
@@ -203,11 +212,13 @@ class Session:
                 ev.SpeechStopped(source.participant, source.item_id or "", max(end_ms, who.turn_start_ms))
             )
         elif action is TurnAction.COMMIT:
+            self._heard(who).reset()
             self.transcripts.commit(who)
         elif action is TurnAction.AUTO_RESPOND:
             if self.config.mode == "converse" and td is not None and td.create_response:
                 self.replies.input(ReplyInput.AUTO)
         elif action is TurnAction.CLEAR:
+            self._heard(who).reset()
             self._discard(who)
             source.clear()
             self._context.emit(ev.InputCleared(source.participant))
@@ -231,8 +242,14 @@ class Session:
             and not who.pending_barge_in
         )
         audio = who.input.peek().copy()
-        who.speculation = Speculation(audio, respond, self.transcripts.stt, self.replies.prepare)
+        heard = self._heard(who)
+        who.speculation = Speculation(audio, respond, heard.transcribe, self.replies.prepare, OUTPUT_LEAD_MS)
         self._context.spawn(who.speculation.run())
+
+    def _heard(self, who: Participant) -> Heard:
+        if who.heard is None:
+            who.heard = Heard(self.transcripts.stt)
+        return who.heard
 
     def _discard(self, who: Participant) -> None:
         if who.speculation is not None:
@@ -342,7 +359,7 @@ class Session:
         if self._closed and not self._context.busy:
             return
         self._closed = True
-        self.replies.cancel("client_cancelled")
+        self.replies.close()
         for who in self._participants:
             self._discard(who)
         await self._context.cancel_tasks()

@@ -4,10 +4,13 @@ When a caller stops speaking, `Speculation.run()` transcribes what was said so f
 then starts the reply as a *held* response: the LLM and TTS run, but their events are kept back. If the pause ends
 the turn, the session takes the held response (`take_run()`, `release()`) and its first audio goes out at the
 same moment the turn is committed. If the caller goes on speaking, `discard()` stops everything and nothing was
-ever sent.
+ever sent. A held response is paced from its first chunk: it keeps at most `hold_ms` of audio (the output lead),
+then waits for its release, and from then on goes at the pace `release()` gives it, so a reply that was ready
+long before the turn ended still reaches the listener at the speed it is played.
 
-A speculation knows nothing of the session: it gets a way to transcribe (`Transcripts.stt`) and a way to start a
-reply to a given text (`Replies.prepare`), and the session's `Participant` keeps it.
+A speculation knows nothing of the session: it gets a way to transcribe (`Heard.transcribe`, which reuses what
+earlier pauses of the turn heard) and a way to start a reply to a given text (`Replies.prepare`), and the session's
+`Participant` keeps it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ from koe.voice.response import ResponseRun
 Transcribe = Callable[[Pcm], Awaitable[Transcript]]
 PrepareReply = Callable[[str, Callable[[ev.Event], None]], ResponseRun]
 """A response answering the given user text (a turn not committed yet), emitting through the given callback."""
+Pace = Callable[[float], Awaitable[None]]
+"""Awaited with an audio chunk's length (ms) before it is sent (`ResponseRun.pace`)."""
 
 
 class Speculation:
-    def __init__(self, audio: Pcm, respond: bool, transcribe: Transcribe, prepare_reply: PrepareReply) -> None:
+    def __init__(
+        self, audio: Pcm, respond: bool, transcribe: Transcribe, prepare_reply: PrepareReply, hold_ms: int
+    ) -> None:
         self._stt = transcribe
         self._prepare_reply = prepare_reply
         self.audio = audio
@@ -41,6 +48,10 @@ class Speculation:
         self._task: asyncio.Task[None] | None = None
         self.discarded = False
         self.stt_ms: int | None = None
+        self._hold_ms = hold_ms
+        self._held_ms = 0.0
+        self._released = asyncio.Event()
+        self._pace_live: Pace | None = None
 
     @property
     def text(self) -> str | None:
@@ -70,6 +81,7 @@ class Speculation:
         if self.discarded or not self._respond or result is None or not result.text.strip():
             return
         self.run_ = self._prepare_reply(result.text, self._hold)
+        self.run_.pace = self._pace
         self._task = asyncio.get_running_loop().create_task(self.run_.run())
 
     async def transcript(self) -> Transcript | None:
@@ -85,6 +97,16 @@ class Speculation:
             self._emit(event)
         else:
             self._held.append(event)
+            if isinstance(event, ev.ResponseAudioDelta):
+                self._held_ms += event.pcm.size * 1000.0 / event.rate
+
+    async def _pace(self, chunk_ms: float) -> None:
+        """Held: let audio accumulate up to `hold_ms` (the first chunk always), then wait for the release.
+        Released: the live pace."""
+        if not self._released.is_set() and self._held_ms > 0 and self._held_ms + chunk_ms > self._hold_ms:
+            await self._released.wait()
+        if self._pace_live is not None:
+            await self._pace_live(chunk_ms)
 
     def take_run(self) -> ResponseRun | None:
         """The held response, if it is still worth keeping (not failed)."""
@@ -96,12 +118,14 @@ class Speculation:
             return None
         return run
 
-    def release(self, emit: Callable[[ev.Event], None]) -> None:
-        """Send everything held so far through `emit`, and let the response go on live."""
+    def release(self, emit: Callable[[ev.Event], None], pace: Pace) -> None:
+        """Send everything held so far through `emit` (at most `hold_ms` of audio), and let the response go on
+        live at `pace`."""
         held, self._held = self._held, []
         for event in held:
             emit(event)
-        self._emit = emit
+        self._emit, self._pace_live = emit, pace
+        self._released.set()
 
     async def finish(self) -> None:
         if self._task is not None:

@@ -136,6 +136,8 @@ class Transcripts:
             return
         replies = self._context.replies
         replies.input(ReplyInput.BARGE_IN)
+        if turn.speculation is not None:
+            turn.speculation.discard()
         turn.speculation = None
         self._finish(turn)
         td = self._context.config.turn_detection

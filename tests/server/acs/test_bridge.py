@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from koe.server.app import create_app
 from koe.server.metrics import METRICS
 from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
+from koe.voice.playback import OUTPUT_LEAD_MS
 from tests.conftest import load_wav
 from tests.engines.openai_standin import REPLY_WORDS, scripted_engines
 from tests.server.acs.support import record_outbound, serve_app
@@ -37,6 +39,51 @@ def _voice(name: str, rate: int) -> np.ndarray:
         return load_wav(f"{name}_16k.wav")[0]
     pcm, source = load_wav(f"{name}_48k.wav")
     return resample(pcm, source, rate)
+
+
+BURST_S = 4
+BURST_24K = np.full(24000 * BURST_S, 2000, dtype="<i2").tobytes()
+
+
+async def _bursting_remote(ws: ServerConnection) -> None:
+    """A remote that sends a whole reply at once, as OpenAI's Realtime API does: four seconds in one delta."""
+    async for frame in ws:
+        if json.loads(frame)["type"] == "input_audio_buffer.append":
+            break
+    delta = base64.b64encode(BURST_24K).decode()
+    await ws.send(json.dumps({"type": "response.created", "response": {"id": "resp_1"}}))
+    await ws.send(json.dumps({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1",
+                              "output_index": 0, "content_index": 0, "delta": delta}))  # fmt: skip
+    async for _ in ws:
+        pass
+
+
+async def test_a_reply_the_remote_sends_in_a_burst_reaches_the_call_paced() -> None:
+    rate = 16000
+    arrivals: list[tuple[float, int]] = []
+    async with serve(_bursting_remote, "127.0.0.1", 0) as remote:
+        port = next(iter(remote.sockets)).getsockname()[1]
+        app = _app(Engines(), port, "/v1/realtime", "openai")
+        async with serve_app(app) as base:
+            audio = CallAudio([Participant(phone_raw_id(1), np.zeros(rate // 2, dtype=np.int16))], rate)
+            options = MediaOptions(base.replace("http", "ws") + "/acs/media", rate, call_connection_id="bridge-burst",
+                                   speed=1.0, reply_timeout_ms=5000, linger_ms=1000)  # fmt: skip
+            stream = MediaStream(options, audio)
+            enqueue = stream.playout.enqueue
+
+            def keep(pcm: bytes, now_ms: float) -> None:
+                arrivals.append((time.monotonic(), len(pcm)))
+                enqueue(pcm, now_ms)
+
+            stream.playout.enqueue = keep  # type: ignore[method-assign]
+            await stream.run()
+    assert arrivals
+    first, received_ms = arrivals[0][0], 0.0
+    for at, size in arrivals:
+        received_ms += size / 2 / rate * 1000
+        assert received_ms - (at - first) * 1000 <= OUTPUT_LEAD_MS + 60, (received_ms, (at - first) * 1000)
+    assert received_ms == pytest.approx(BURST_S * 1000, rel=0.05)
+    assert (arrivals[-1][0] - first) * 1000 >= 0.6 * (received_ms - OUTPUT_LEAD_MS)
 
 
 def _app(engines: Engines, port: int, path: str, dialect: str) -> object:
@@ -68,7 +115,7 @@ async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
         async with serve_app(app, port) as base:
             url = base.replace("http", "ws") + "/acs/media"
             options = MediaOptions(url, rate, call_connection_id=f"bridge-{dialect}", speed=3.0,
-                                   reply_timeout_ms=30000, linger_ms=1000)  # fmt: skip
+                                   reply_timeout_ms=30000, linger_ms=3000)  # fmt: skip
             stream = MediaStream(options, audio)
             outbound = record_outbound(stream)
             report = await stream.run()
@@ -81,9 +128,10 @@ async def test_bridge_relays_the_call_to_a_realtime_endpoint_and_back(
     heard = [e["text"] for e in call.recent if e["type"] == "transcript.completed"]
     assert wer(texts["short"], " ".join(heard)) <= 0.2, heard  # the caller, as the endpoint transcribed them
     assert "response.started" in kinds
-    # The answer's audio came back at the stream's rate (from its start: the caller hangs up a second after the audio
-    # pauses, which at three times real time can come before the end). A loaded machine may hear the question as two
-    # turns, each answered: the audio then says the answer once per response, in order.
+    # The answer's audio came back at the stream's rate (from its start: the caller hangs up a second of real time
+    # after the audio pauses, and the bridge sends the reply at the pace it is played, so its last piece may be cut).
+    # A loaded machine may hear the question as two turns, each answered: the audio then says the answer once per
+    # response, in order.
     answers = " ".join(["".join(REPLY_WORDS)] * kinds.count("response.started"))
     assert_spoken(engines, bytes(outbound), answers, rate, partial=True)
 

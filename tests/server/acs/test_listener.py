@@ -115,7 +115,7 @@ async def test_an_agent_call_hears_koe_answer(engines: Engines) -> None:
     async with koe_with_listener(acs_settings(mode="agent"), engines) as koe:
         url = f"{koe.media}/acs/media"
         options = MediaOptions(
-            url, rate, call_connection_id="pw-agent", speed=3.0, reply_timeout_ms=30000, linger_ms=500
+            url, rate, call_connection_id="pw-agent", speed=3.0, reply_timeout_ms=30000, linger_ms=1500
         )
         stream = MediaStream(options, audio)
         outbound = record_outbound(stream)
@@ -126,7 +126,8 @@ async def test_an_agent_call_hears_koe_answer(engines: Engines) -> None:
     assert call is not None
     assert "response.started" in [event["type"] for event in call.recent]
     # What the reply says is the model's; that koe sent it spoken is koe's (from its start: the caller hangs up half
-    # a second after the audio pauses, which at three times real time can be before the reply's end).
+    # a second of real time after the audio pauses, and koe sends the reply at the pace it is played, so at three
+    # times real time the hang-up can come before the reply's end).
     said = " ".join(e["text"] for e in call.recent if e["type"] == "response.text")
     assert_spoken(engines, bytes(outbound), said, rate, partial=True)
 

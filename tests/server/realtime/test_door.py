@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,9 @@ from koe.audio.g711 import ulaw_encode
 from koe.audio.resample import resample
 from koe.engines.registry import Engines
 from koe.protocols.realtime import Dialect
+from koe.voice.playback import OUTPUT_LEAD_MS
 from tests.conftest import load_wav
-from tests.engines.openai_standin import STORY, scripted_engines
+from tests.engines.openai_standin import STORY, pieces, scripted_engines
 from tests.forced_call import CALL_TOKENS, WEATHER_PARAMETERS, assert_city_arguments
 from tests.protocols.realtime.conftest import check_event
 from tests.server.acs.support import koe_server
@@ -149,10 +151,8 @@ async def test_text_turn_items_and_retrieve(base_url: str) -> None:
     await client.send("response.create", response={"output_modalities": ["text"]})
     done = await client.until("response.done")
     response = done["response"]
-    assert (response["status"], response["status_details"]) in (
-        ("completed", None),
-        ("incomplete", {"type": "incomplete", "reason": "max_output_tokens"}),
-    ), response
+    # No cap of the client's ("inf"): however long the model talks, koe's own cap ends the reply complete.
+    assert (response["status"], response["status_details"]) == ("completed", None), response
     # What the model answers is its own; koe's part is one text item, told the same way by every event that has it.
     [reply] = response["output"]
     assert (reply["type"], reply["role"]) == ("message", "assistant")
@@ -226,7 +226,7 @@ async def test_function_calling_sequence(base_url: str) -> None:
     await client.send("session.update", session={"type": "realtime", "tool_choice": "auto"})
     await client.send("response.create", response={"output_modalities": ["text"]})
     second = await client.until("response.done")
-    assert second["response"]["status"] in ("completed", "incomplete")
+    assert second["response"]["status"] == "completed"  # no cap of the client's: never incomplete
     await client.ws.close()
 
 
@@ -254,7 +254,7 @@ async def test_overlapping_response_create(base_url: str) -> None:
     await azure.send("response.create", response={"modalities": ["text"]})
     first = await azure.until("response.done")
     assert first["response"]["status"] == "cancelled"
-    assert (await azure.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+    assert (await azure.until("response.done"))["response"]["status"] == "completed"
     await azure.ws.close()
 
 
@@ -301,6 +301,65 @@ async def test_g711_in_and_out(base_url: str, texts: dict[str, str]) -> None:
     assert len(base64.b64decode(delta["delta"])) > 0  # G.711: one byte per sample at 8 kHz
     sender.cancel()
     await client.ws.close()
+
+
+async def test_a_held_reply_reaches_the_client_paced_from_its_first_delta(engines: Engines) -> None:
+    # A long silence window: the speculative reply is wholly synthesized while the turn is still ending, and it must
+    # still reach the client at the pace it is played, never more than the output lead ahead (issue 13).
+    sentences = STORY[: STORY.index(".", STORY.index(".") + 1) + 1]
+    async with (
+        scripted_engines(engines, pieces(sentences)) as scripted,
+        koe_server(realtime_settings(), scripted) as (base, _app),
+    ):
+        client = await open_client(f"ws{base[4:]}", Dialect.AZURE)
+        await client.send("session.update", session={"turn_detection": {"type": "server_vad",
+                          "silence_duration_ms": 1500}})  # fmt: skip
+        await client.until("session.updated")
+
+        async def append(b64: str) -> None:
+            await client.send("input_audio_buffer.append", audio=b64)
+
+        sender = asyncio.create_task(stream_frames(append, speech_24k("short_48k.wav", tail_s=2.5)))
+        arrivals: list[tuple[float, int]] = []
+        while (event := await client.recv(60))["type"] != "response.done":
+            if event["type"] == "response.audio.delta":
+                arrivals.append((time.monotonic(), len(base64.b64decode(event["delta"])) // 48))  # ms at 24 kHz
+        sender.cancel()
+        await client.ws.close()
+    assert event["response"]["status"] == "completed"
+    first, sent_ms = arrivals[0][0], 0
+    for at, ms in arrivals:
+        sent_ms += ms
+        assert sent_ms - (at - first) * 1000 <= OUTPUT_LEAD_MS + 100, (sent_ms, (at - first) * 1000)
+    assert (arrivals[-1][0] - first) * 1000 >= 0.6 * (sent_ms - OUTPUT_LEAD_MS)
+
+
+async def test_koes_spoken_turn_cap_ends_a_long_reply_complete_at_a_sentence_end(engines: Engines) -> None:
+    async with scripted_engines(engines) as scripted, koe_server(realtime_settings(), scripted) as (base, _app):
+        client = await open_client(f"ws{base[4:]}", Dialect.AZURE)
+        await client.send("session.update", session={"max_response_output_tokens": "inf", "modalities": ["text"]})
+        await client.until("session.updated")
+        await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                          "content": [{"type": "input_text", "text": "Tell me a story."}]})  # fmt: skip
+        await client.send("response.create")
+        response = (await client.until("response.done"))["response"]
+        await client.ws.close()
+    assert (response["status"], response["status_details"]) == ("completed", None), response
+    text = response["output"][0]["content"][0]["text"]
+    assert STORY.startswith(text) and text.endswith(".") and text.count(". ") <= 2, text  # a few sentences
+
+
+async def test_a_cap_the_client_set_ends_the_reply_incomplete(base_url: str) -> None:
+    client = await open_client(base_url, Dialect.GA)
+    await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": "Describe Paris in detail."}]})  # fmt: skip
+    await client.send("response.create", response={"output_modalities": ["text"], "max_output_tokens": 2})
+    response = (await client.until("response.done"))["response"]
+    await client.ws.close()
+    assert (response["status"], response["status_details"]) == (
+        "incomplete",
+        {"type": "incomplete", "reason": "max_output_tokens"},
+    ), response
 
 
 async def test_barge_in_stops_audio_and_truncates_to_what_was_heard(engines: Engines) -> None:

@@ -125,6 +125,7 @@ class RealtimeConnection:
             session_id=rt.new_session_id(),
             observer=self.observed,
             limits=session_limits(settings),
+            turn_tokens=settings.llm.spoken_turn_tokens,
         )
         self.renderer = Renderer(self.events, self.session.conversation, timings=timings)
         self._sync_renderer()

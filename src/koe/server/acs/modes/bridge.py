@@ -7,7 +7,10 @@ says to the remote and reads back goes through the Realtime client, `koe.protoco
 connects and sends `session.update` (server VAD, PCM16 at 24 kHz, input transcription); each inbound frame
 (unmixed channels mixed per timestamp) is resampled to 24 kHz and sent as `input_audio_buffer.append`. Reply audio
 (`response.audio.delta` or `response.output_audio.delta`) is resampled to the stream's rate and sent as outbound
-`AudioData`; the remote's `input_audio_buffer.speech_started` becomes `StopAudio` at once. Transcripts and response
+`AudioData`, paced as koe's own replies are (never more than `OUTPUT_LEAD_MS` ahead of the call's playback, on a
+`PlaybackClock`): a remote that sends its reply in a burst, as OpenAI's does, would otherwise leave the whole reply
+queued in ACS, which plays whatever it has been sent. The remote's `input_audio_buffer.speech_started` drops what
+was not sent yet and becomes `StopAudio` at once. Transcripts and response
 ends are published to the call registry. A frame the client cannot read is logged and counted
 (`koe_dropped_frames{door="acs",reason="bridge_unreadable"}`), and the call goes on.
 """
@@ -30,6 +33,7 @@ from koe.protocols.acs import AudioData, DtmfData
 from koe.protocols.realtime import client as rt
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.metrics import METRICS
+from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -37,6 +41,9 @@ CONNECT_TIMEOUT_S = 10.0
 LOG_EVERY_UNREADABLE = 100
 """After the first few, log one unreadable remote frame in this many, so a broken remote cannot flood the log."""
 _FIRST_UNREADABLE_LOGGED = 5
+PACED_CHUNK_MS = 100
+"""The remote's reply audio goes to the call in pieces of this length, each when the lead has room for it."""
+_BRIDGE_ITEM = "bridge"
 
 
 class BridgePipeline:
@@ -53,6 +60,10 @@ class BridgePipeline:
         self._sender: asyncio.Task[None] | None = None
         self._unflushed = False
         self._unreadable = 0
+        self._playback = PlaybackClock()
+        self._reply: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        self._speaker: asyncio.Task[None] | None = None
+        self._flushes = 0
 
     async def start(self) -> None:
         key = self.bridge.api_key.get_secret_value() if self.bridge.api_key is not None else None
@@ -81,6 +92,7 @@ class BridgePipeline:
         await self._remote.send(rt.session_update(self.bridge.dialect, session))
         self._reader = asyncio.create_task(self._read(), name=f"acs-bridge-{self.context.call_id}")
         self._sender = asyncio.create_task(self._send(), name=f"acs-bridge-send-{self.context.call_id}")
+        self._speaker = asyncio.create_task(self._speak(), name=f"acs-bridge-speak-{self.context.call_id}")
 
     def audio(self, frame: AudioData) -> None:
         pcm = np.frombuffer(frame.data, dtype="<i2") if frame.data else None
@@ -118,6 +130,23 @@ class BridgePipeline:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                 await asyncio.wait_for(self._reader, 5.0)
+        if self._speaker is not None:
+            self._speaker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._speaker
+
+    async def _speak(self) -> None:
+        """Send the remote's reply audio to the call at the listener's pace."""
+        rate = self.context.rate
+        while True:
+            pcm = await self._reply.get()
+            flushes = self._flushes
+            await self._playback.wait_room(pcm.size * 1000 / rate, OUTPUT_LEAD_MS)
+            if flushes != self._flushes:
+                continue  # a barge-in came while this piece waited its turn
+            self._playback.sent(None, _BRIDGE_ITEM, pcm, rate)
+            self.context.writer.audio(np.asarray(pcm, dtype="<i2").tobytes())
+            self._unflushed = True
 
     async def _send(self) -> None:
         assert self._remote is not None
@@ -149,10 +178,14 @@ class BridgePipeline:
         publish = self.context.publish
         if isinstance(event, rt.ResponseAudioDelta):
             out = self._from_remote.process(np.frombuffer(event.audio, dtype="<i2"))
-            if out.size:
-                self.context.writer.audio(np.asarray(out, dtype="<i2").tobytes())
-                self._unflushed = True
+            step = self.context.rate * PACED_CHUNK_MS // 1000
+            for start in range(0, out.size, step):
+                self._reply.put_nowait(out[start : start + step])
         elif isinstance(event, rt.SpeechStarted):
+            while not self._reply.empty():  # barge-in: what was not sent yet never will be
+                self._reply.get_nowait()
+            self._playback.interrupt()
+            self._flushes += 1
             if self._unflushed:
                 self.context.writer.stop_audio()  # barge-in: flush what ACS still has queued
                 self._unflushed = False

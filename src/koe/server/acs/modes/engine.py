@@ -50,6 +50,7 @@ class _EnginePipeline:
             session_id=context.call_id,
             observer=self.observed,
             limits=context.limits,
+            turn_tokens=context.settings.llm.spoken_turn_tokens,
         )
         self._silence = np.zeros(frame_bytes(context.rate) // 2, dtype=np.int16)
         self._pump: asyncio.Task[None] | None = None
