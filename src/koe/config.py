@@ -242,6 +242,13 @@ class SoraSettings(BaseModel):
     relay_kind: RealtimeDialect = Dialect.GA
     relay_model: str = "whisper-1"
     relay_api_key: SecretStr | None = None
+    # The relay's retries, Suzu's settings (spec §2.7): how many times in a row the upstream is tried again after a
+    # failed connect or a session dropped mid-stream (0: never, Suzu's default; the count starts over after a
+    # session that heard speech), how long to wait before a connect is tried again, and upstream `error` texts that
+    # also count as retryable (substrings). A refused connect is retried only for 429 and 5xx.
+    max_retry: int = Field(0, ge=0)
+    retry_interval_ms: int = Field(100, ge=0)
+    retry_targets: list[str] = Field(default_factory=list)
 
 
 ACSMode = Literal["transcribe", "agent", "bridge", "echo"]
