@@ -310,6 +310,12 @@ class ACSSettings(BaseModel):
     silence_duration_ms: int = Field(500, ge=100, le=5000)
     # "feed": silent:true frames go to the VAD like any audio (it needs silence to end turns); "drop": ignored.
     silent_frames: Literal["feed", "drop"] = "feed"
+    # DTMF tones in agent mode (koe.server.acs.modes.dtmf). "reply": the tones pressed, once none has come for
+    # dtmf_timeout_ms (or at once after "#"), become one user text item "DTMF: 1 2 #" that koe answers, cutting
+    # off a reply in progress; "item": the item only, heard with the caller's next turn; "ignore": the agent's
+    # conversation never sees them. Every tone is a `dtmf` call event whatever this says.
+    dtmf: Literal["reply", "item", "ignore"] = "reply"
+    dtmf_timeout_ms: int = Field(1500, ge=100, le=30000)
     require_metadata_first: bool = True
     jwt: ACSJWTSettings = Field(default_factory=lambda: ACSJWTSettings())
     # POST each selected result event (see koe.server.calls.registry) to this URL.
