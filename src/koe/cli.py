@@ -368,6 +368,15 @@ def _register_cluster() -> None:
 _register_cluster()
 
 
+def _register_fuzz() -> None:
+    from koe.bench.fuzz.cli import bench_fuzz
+
+    bench.add_command(bench_fuzz)
+
+
+_register_fuzz()
+
+
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 
