@@ -370,8 +370,10 @@ _register_cluster()
 
 def _register_fuzz() -> None:
     from koe.bench.fuzz.cli import bench_fuzz
+    from koe.bench.soak import bench_soak
 
     bench.add_command(bench_fuzz)
+    bench.add_command(bench_soak)
 
 
 _register_fuzz()
