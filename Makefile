@@ -35,7 +35,7 @@ PYTEST_PARALLEL ?= -n 2 --dist loadfile
 # The Node clients the tests run unmodified (the openai npm package), pinned by tests/node/package-lock.json.
 NODE_DIR := tests/node
 
-.PHONY: run test setup setup-dev apt-run apt-test lint typecheck pytest bench lock clean
+.PHONY: run test setup setup-dev apt-run apt-test lint typecheck pytest bench lock clean fuzz
 
 run: setup
 	$(VENV)/bin/koe serve --host $(HOST) --port $(PORT)
@@ -93,6 +93,9 @@ pytest: setup-dev
 
 bench: setup
 	$(VENV)/bin/koe bench engines
+
+fuzz: setup
+	$(VENV)/bin/koe bench fuzz
 
 clean:
 	rm -rf $(VENV) $(UV_DIR) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache $(NODE_DIR)/node_modules

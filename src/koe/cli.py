@@ -421,6 +421,17 @@ def _register_remote() -> None:
 _register_remote()
 
 
+def _register_fuzz() -> None:
+    from koe.bench.fuzz.cli import bench_fuzz
+    from koe.bench.soak import bench_soak
+
+    bench.add_command(bench_fuzz)
+    bench.add_command(bench_soak)
+
+
+_register_fuzz()
+
+
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 

@@ -268,6 +268,13 @@ class SoraSettings(BaseModel):
     relay_kind: RealtimeDialect = Dialect.GA
     relay_model: str = "whisper-1"
     relay_api_key: SecretStr | None = None
+    # The relay's retries, Suzu's settings (spec §2.7): how many times in a row the upstream is tried again after a
+    # failed connect or a session dropped mid-stream (0: never, Suzu's default; the count starts over after a
+    # session that heard speech), how long to wait before a connect is tried again, and upstream `error` texts that
+    # also count as retryable (substrings). A refused connect is retried only for 429 and 5xx.
+    max_retry: int = Field(0, ge=0)
+    retry_interval_ms: int = Field(100, ge=0)
+    retry_targets: list[str] = Field(default_factory=list)
 
 
 ACSMode = Literal["transcribe", "agent", "bridge", "echo"]
@@ -337,6 +344,12 @@ class ACSSettings(BaseModel):
     silence_duration_ms: int = Field(500, ge=100, le=5000)
     # "feed": silent:true frames go to the VAD like any audio (it needs silence to end turns); "drop": ignored.
     silent_frames: Literal["feed", "drop"] = "feed"
+    # DTMF tones in agent mode (koe.server.acs.modes.dtmf). "reply": the tones pressed, once none has come for
+    # dtmf_timeout_ms (or at once after "#"), become one user text item "DTMF: 1 2 #" that koe answers, cutting
+    # off a reply in progress; "item": the item only, heard with the caller's next turn; "ignore": the agent's
+    # conversation never sees them. Every tone is a `dtmf` call event whatever this says.
+    dtmf: Literal["reply", "item", "ignore"] = "reply"
+    dtmf_timeout_ms: int = Field(1500, ge=100, le=30000)
     require_metadata_first: bool = True
     jwt: ACSJWTSettings = Field(default_factory=lambda: ACSJWTSettings())
     # POST each selected result event (see koe.server.calls.registry) to this URL.

@@ -6,11 +6,11 @@ per chunk, each chunk carrying `id`, `object`, `created`, `model`, `system_finge
 `index`, `delta`, `logprobs`, `finish_reason`), `usage: null` until the final usage chunk when
 `stream_options.include_usage` is set, then `data: [DONE]`. Errors are OpenAI's JSON error bodies.
 
-The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments
-arrive in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection
-mid-stream, `stall` never answers (as `StandIn(stalled=True)` does for every request), anything else is streamed
-back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with
-`async with StandIn() as server:`.
+The reply is chosen by the request's last user message: `tools please` streams two tool calls whose arguments arrive
+in fragments, `fail 500` and `fail 401` answer with an error status, `drop` closes the connection mid-stream,
+`malformed` sends a chunk that is not JSON, `stall` never answers (as `StandIn(stalled=True)` does for every
+request), anything else is streamed back as text: `StandIn.reply`, by default `REPLY_WORDS`. Start it with `async
+with StandIn() as server:`.
 
 `scripted_engines()` (a stand-in speaking `STORY_WORDS` as koe's LLM) is how the voice tests get a reply of known
 text and length: a barge-in test needs koe to be still speaking when the caller interrupts, and no test can count on
@@ -201,6 +201,10 @@ async def _respond(request: Received, writer: asyncio.StreamWriter, reply: list[
             }
         )
     for number, event in enumerate(events):
+        if prompt == "malformed" and number == 2:
+            writer.write(_http_chunk(b'data: {"id": "chatcmpl-koestandin0001", "choices": [{"delta": {"cont\n\n'))
+            await writer.drain()
+            return  # a chunk that is not JSON, then the connection closes
         if prompt == "drop" and number == 4:
             await writer.drain()
             return  # the connection closes without the terminating zero-length chunk or [DONE]

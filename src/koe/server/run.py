@@ -3,7 +3,8 @@
 `run_server()` is what `koe serve` calls. Engines that fail to load are reported and skipped; the server still
 starts so the doors that do not need them keep working. The Sora door and, when `acs.media_port` is set, the ACS
 media door also listen on ports of their own, next to the main one. With TLS (`server.tls`, `koe serve --tls`, or
-certificate files), every listener serves it: `koe.server.tls` decides which certificate each one gets.
+certificate files), every listener serves it: `koe.server.tls` decides which certificate each one gets. Every port
+is checked before the models load (`koe.server.ports`): a taken one is one line naming its setting, and exit 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from koe.config import Settings
 from koe.engines.registry import load_engines
 from koe.log import setup_logging
 from koe.server.auth import allowed_hosts, is_loopback, sora_mtls
+from koe.server.ports import port_problems
 
 if TYPE_CHECKING:
     from koe.server.acs.door import AcsDoor
@@ -52,6 +54,11 @@ def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_por
             progress(f"refusing to start with --public on {where}: {reason}")
         if refusals:
             return 1
+    problems = port_problems(settings)  # before the models load: a taken port fails in a second, not after them
+    for problem in problems:
+        progress(problem)
+    if problems:
+        return 1
     engines = load_engines(settings, progress=progress)
     failed = [kind for kind, status in engines.status.items() if not status.loaded]
     if failed:

@@ -261,9 +261,13 @@ class ResponseRun:
         )
         try:
             finished = await self._generate()
-        except EngineError as exc:
-            failure = ResponseFailed(str(exc), _failure_reason(exc), plan.response_id)
-            log.warning("response %s failed (%s): %s", plan.response_id, failure.reason, exc)
+        except Exception as exc:  # an engine that raises anything fails this response, not the session
+            if isinstance(exc, EngineError):
+                failure = ResponseFailed(str(exc), _failure_reason(exc), plan.response_id)
+                log.warning("response %s failed (%s): %s", plan.response_id, failure.reason, exc)
+            else:
+                failure = ResponseFailed(f"an engine failed: {exc}", "engine", plan.response_id)
+                log.error("response %s failed", plan.response_id, exc_info=exc)
             self._emit(ev.Error(failure))  # the caller hears of it as an error, then as the response's end
             self._close("failed", str(exc), failure)
             return

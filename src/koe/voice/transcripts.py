@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import replace
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
@@ -22,6 +23,8 @@ from koe.voice.conversation import ConversationError, Item, audio_part, new_id
 from koe.voice.endpointing import is_only_fillers
 from koe.voice.participant import CommittedTurn, Participant, TurnTiming
 from koe.voice.turns import ReplyInput
+
+log = logging.getLogger("koe.voice")
 
 PARTIAL_INTERVAL_MS = 700
 
@@ -95,9 +98,14 @@ class Transcripts:
                 result = await self.stt(turn.audio)
                 if turn.timing is not None:
                     turn.timing.stt_ms = round((loop.time() - started) * 1000)
-        except EngineError as exc:
+        except (
+            Exception
+        ) as exc:  # any failure of the engine is this turn's: the client hears of it, the session goes on
+            if not isinstance(exc, EngineError):
+                log.error("transcribing turn %s failed", turn.item_id, exc_info=exc)
             if self._context.config.transcription:
-                self._context.emit(ev.TranscriptFailed(turn.participant, turn.item_id, str(exc)))
+                message = str(exc) if isinstance(exc, EngineError) else f"the STT engine failed: {exc}"
+                self._context.emit(ev.TranscriptFailed(turn.participant, turn.item_id, message))
         else:
             self._apply(turn, result)
         finally:

@@ -1,10 +1,13 @@
-"""A Realtime session whose LLM fails: the client gets an `error` event saying why and then `response.done` with
-status `failed` (as OpenAI sends both), and the session goes on to its next response. Before issue 14 only the
-`response.done` came. The LLM is koe's remote client on the OpenAI-format stand-in, which answers `fail 500` with
-a 500 and `stall` with nothing at all."""
+"""A Realtime session whose LLM fails (a 500, a stall past `llm.timeout_s`, a chunk that is not JSON, a connection
+dropped mid-stream, a connection refused): the client gets an `error` event saying why and then `response.done` with
+status `failed` (as OpenAI sends both), the session goes on to its next response, and another session is untouched.
+Before issue 14 only the `response.done` came. The LLM is koe's remote client on the OpenAI-format stand-in, which
+answers `fail 500` with a 500 and `stall` with nothing at all."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -41,7 +44,12 @@ async def _ask(client: Client, text: str) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize(
     ("prompt", "code", "says"),
-    [("fail 500", "engine_error", "answered 500"), ("stall", "engine_timeout", "did not answer within 0.5 s")],
+    [
+        ("fail 500", "engine_error", "answered 500"),
+        ("stall", "engine_timeout", "did not answer within 0.5 s"),
+        ("malformed", "engine_error", ""),
+        ("drop", "engine_error", ""),
+    ],
 )
 @pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.AZURE])
 async def test_a_failed_response_gets_an_error_event_then_response_done(
@@ -64,3 +72,35 @@ async def test_a_failed_response_gets_an_error_event_then_response_done(
     text = "".join(str(e.get("delta", "")) for e in again if str(e["type"]).endswith("text.delta"))
     assert text == "".join(REPLY_WORDS)
     await client.ws.close()
+
+
+async def test_a_stalled_llm_leaves_another_session_untouched(base_url: str) -> None:
+    """One session's LLM request hangs until its timeout; a second session's request, sent meanwhile, is answered in
+    full and without an error."""
+    stalled, healthy = await open_client(base_url, Dialect.GA), await open_client(base_url, Dialect.GA)
+    results = await asyncio.gather(_ask(stalled, "stall"), _ask(healthy, "hello"))
+    assert "error" in [event["type"] for event in results[0]]
+    assert results[1][-1]["response"]["status"] == "completed"  # type: ignore[index]
+    assert "error" not in [event["type"] for event in results[1]]
+    text = "".join(str(e.get("delta", "")) for e in results[1] if str(e["type"]).endswith("text.delta"))
+    assert text == "".join(REPLY_WORDS)
+    await stalled.ws.close()
+    await healthy.ws.close()
+
+
+async def test_an_llm_that_refuses_the_connection_is_an_error_event_and_the_session_stays_open() -> None:
+    with socket.socket() as sock:  # a port nothing listens on: every connect is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "m", timeout_s=0.5)
+    engines = Engines(llm=llm, status={"llm": EngineStatus("llm", loaded=True, name=llm.name)})
+    async with koe_server(realtime_settings(), engines) as (base, _app):
+        client = await open_client(f"ws{base[4:]}", Dialect.GA)
+        events = await asyncio.wait_for(_ask(client, "hello"), 5)
+        error = next(event for event in events if event["type"] == "error")["error"]
+        assert (error["type"], error["code"]) == ("server_error", "engine_unavailable")  # type: ignore[index]
+        assert events[-1]["response"]["status"] == "failed"  # type: ignore[index]
+        await client.send("session.update", session={"type": "realtime", "instructions": "Still here?"})
+        await client.until("session.updated")  # the session is still served
+        await client.ws.close()
+    await llm.aclose()

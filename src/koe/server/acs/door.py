@@ -178,8 +178,9 @@ class AcsDoor:
         self.counters["connections"] += 1
         self.connections[call_id] = self.connections.get(call_id, 0) + 1
         self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
+        connection = _Connection(self, socket, call_id, mode, language)
         try:
-            await _Connection(self, socket, call_id, mode, language).run()
+            await connection.run()
         finally:
             self.connections[call_id] -= 1
             if not self.connections[call_id]:
@@ -187,7 +188,8 @@ class AcsDoor:
                 call = self.registry.get(call_id)
                 # A call answered through Call Automation outlives its media: CallDisconnected ends it.
                 if call is not None and not call.info.get("managed"):
-                    self.registry.end(call_id, "media stream closed")
+                    ending = connection.ended_by_koe
+                    self.registry.end(call_id, f"ended by koe: {ending}" if ending else "media stream closed")
 
     async def refusal(self, request: AccessRequest) -> Refusal | None:
         """The server's access rule (`koe.server.auth`: keys, or ACS's JWT when configured), checked before the
@@ -252,11 +254,16 @@ class _Connection:
             if close is not None:
                 await _close_soon(self.socket, *close)
 
+    @property
+    def ended_by_koe(self) -> str | None:
+        """Why koe ended the call itself (`session_expired`, `idle_timeout`, `send_stalled`), if it did: the reason
+        `call.ended` gives."""
+        return self._ending[1] if self._ending is not None else None
+
     def _end(self, code: int, reason: str, hung_up: bool) -> None:
         if self._ending is None and self._task is not None:
             self._ending = (code, reason, hung_up)
             log.info("ending the ACS media connection: %s", reason)
-            self.door.publish(self.call_id, {"type": "call.ended_by_koe", "reason": reason})
             self._task.cancel()
 
     def _expire(self, reason: EndReason) -> None:

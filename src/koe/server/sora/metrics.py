@@ -30,6 +30,7 @@ class SoraMetrics:
     results: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     stream_errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     client_resets: int = 0
+    relay_retries: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     partials_paused: int = 0
     final_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     final_latency_sum_s: float = 0.0
@@ -45,6 +46,11 @@ class SoraMetrics:
 
     def stream_error(self, kind: str) -> None:
         self.stream_errors[(("kind", kind),)] += 1
+
+    def relay_retry(self, phase: str) -> None:
+        """The relay retried its upstream (`sora.max_retry`): `connect` after a failed connect, `stream` after a
+        session dropped while streaming."""
+        self.relay_retries[(("phase", phase),)] += 1
 
     def final_latency(self, seconds: float) -> None:
         for i, bound in enumerate(LATENCY_BUCKETS_S):
@@ -110,6 +116,12 @@ class SoraMetrics:
             "counter",
             "Streams the client reset or abandoned mid-stream.",
             [("", (), self.client_resets)],
+        )
+        family(
+            "relay_retries_total",
+            "counter",
+            "Upstream connects the relay service retried (sora.max_retry), by phase.",
+            [("", labels, n) for labels, n in sorted(self.relay_retries.items())],
         )
         cumulative = 0
         buckets: list[tuple[str, Labels, float]] = []

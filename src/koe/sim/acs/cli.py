@@ -93,6 +93,9 @@ def acs_call() -> None:
     "--record", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Stereo WAV of both directions."
 )
 @click.option("--call-id", default=None, help="x-ms-call-connection-id (default: a new GUID).")
+@click.option(
+    "--drop-at-ms", default="", help="Reset the media WebSocket at these media times and reconnect, as ACS does: MS,MS."
+)
 def media(
     url: str,
     wavs: tuple[str, ...],
@@ -113,6 +116,7 @@ def media(
     barge_in_after_ms: int,
     record: Path | None,
     call_id: str | None,
+    drop_at_ms: str,
 ) -> None:
     """Stream a call to the media WebSocket at URL, as ACS would, and print a JSON report."""
     hz = int(rate)
@@ -131,6 +135,7 @@ def media(
         linger_ms=linger_ms,
         barge_in=(phone_raw_id(99), read_audio(Path(barge_in), hz)) if barge_in else None,
         barge_in_after_ms=barge_in_after_ms,
+        drop_at_ms=[int(ms) for ms in drop_at_ms.split(",") if ms.strip()],
     )
     if call_id:
         options.call_connection_id = call_id

@@ -5,6 +5,7 @@ It sends the handshake headers (and a Bearer JWT when `options.token` is set), `
 `AudioData` per channel per tick, paced at `speed` × real time, with `DtmfData` at the scheduled times. Outbound
 `AudioData`/`StopAudio` in any casing feed a real-time playout queue (`Playout`); unknown kinds, binary frames and
 bad audio are recorded as violations. `hang_up()` ends the stream from outside (close code 1000 by default).
+`drop_at_ms` injects ACS's reconnect fault: the media WebSocket reset mid-call and opened again (`report.reconnects`).
 A connection that cannot be opened raises `MediaConnectError`.
 """
 
@@ -86,6 +87,9 @@ class MediaOptions:
     hang_up_after_playing_ms: int | None = None
     """Hang up this long after the server's audio begins to play (a caller leaving mid-reply)."""
     open_timeout_s: float = 5.0
+    drop_at_ms: Sequence[int] = ()
+    """Media times at which the media WebSocket is dropped (its TCP connection reset, no close frame, as a network
+    failure does) and reopened at once with the same call headers and a fresh `AudioMetadata`, as ACS reconnects."""
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -109,6 +113,7 @@ class MediaReport:
     close_code: int | None = None
     close_reason: str = ""
     closed_by: str = ""
+    reconnects: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = {key: value for key, value in self.__dict__.items() if key != "barge_ins"}
@@ -143,6 +148,9 @@ class MediaStream:
         self._closed_by_us = False
         self._barge_start: int | None = None
         self._extra_onsets: list[tuple[int, str]] = []
+        self._websocket: ClientConnection
+        self._receiver: asyncio.Task[None]
+        self._dropping = False
 
     def hang_up(self, code: int | None = None) -> None:
         if code is not None:
@@ -156,14 +164,15 @@ class MediaStream:
         return (time.monotonic() - self._t0) * 1000.0 * self.options.speed
 
     async def run(self) -> MediaReport:
-        websocket = await self._connect()
+        self._websocket = await self._connect()
         started_wall = time.monotonic()
-        receiver = asyncio.create_task(self._receive(websocket))
+        self._receiver = asyncio.create_task(self._receive(self._websocket))
         try:
-            await self._send_all(websocket)
+            await self._send_all()
         except ConnectionClosed:
             pass
         finally:
+            websocket, receiver = self._websocket, self._receiver
             if not receiver.done():
                 self._closed_by_us = True
                 with contextlib.suppress(Exception):
@@ -173,6 +182,22 @@ class MediaStream:
             receiver.cancel()
             self._finish(websocket, time.monotonic() - started_wall)
         return self.report
+
+    async def _reconnect(self) -> None:
+        """Drop the media WebSocket as a network failure would, then open it again, as ACS does."""
+        self._dropping = True
+        self._websocket.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._receiver, 5.0)
+        self._dropping = False
+        self._websocket = await self._connect()
+        self._receiver = asyncio.create_task(self._receive(self._websocket))
+        self.report.reconnects += 1
+        await self._send(self._websocket, encode(self._metadata()))
+
+    def _metadata(self) -> AudioMetadata:
+        options = self.options
+        return AudioMetadata(options.subscription_id, options.rate, length=frame_bytes(options.rate))
 
     async def _connect(self) -> ClientConnection:
         url, context, plain = self._target()
@@ -232,20 +257,24 @@ class MediaStream:
         plain = urlunsplit(("ws", parts.netloc, parts.path or "/", parts.query, ""))
         return url, context, plain if self.options.downgrade_tls and loopback else None
 
-    async def _send_all(self, websocket: ClientConnection) -> None:
+    async def _send_all(self) -> None:
         options = self.options
-        metadata = AudioMetadata(options.subscription_id, options.rate, length=frame_bytes(options.rate))
         self._t0 = time.monotonic()
         self._epoch0 = time.time()
-        await self._send(websocket, encode(metadata))
+        await self._send(self._websocket, encode(self._metadata()))
         self.started.set()
         dtmf = sorted(options.dtmf) if options.enable_dtmf else []
+        drops = sorted(options.drop_at_ms)
         tick = 0
         while not self._stop.is_set():
             if tick >= self.audio.ticks and not self._lingering(tick):
                 break
             await self._pace(tick)
             at_ms = tick * FRAME_MS
+            if drops and drops[0] <= at_ms:
+                drops.pop(0)
+                await self._reconnect()
+            websocket = self._websocket
             self.playout.advance(self.media_ms())
             stamp = iso_timestamp(self._epoch0 + at_ms / 1000.0)
             self._react(tick)
@@ -332,7 +361,7 @@ class MediaStream:
         with contextlib.suppress(ConnectionClosed):
             async for frame in websocket:
                 self._on_outbound(frame)
-        if not self._closed_by_us:
+        if not self._closed_by_us and not self._dropping:
             self._stop.set()
 
     def _on_outbound(self, frame: str | bytes) -> None:

@@ -3,8 +3,8 @@ call with its own voice), both on one `koe.voice.session.Session` per media conn
 
 Built by `koe.server.acs.modes.MODES`. Each `participantRawID` of an unmixed stream is its own input pipeline in
 the session (mixed streams are one, with participant None). Engine events become registry events (see
-`koe.server.calls.registry`); in agent mode reply audio goes out as `AudioData` at the stream's rate and an interruption
-sends `StopAudio` at once.
+`koe.server.calls.registry`); in agent mode reply audio goes out as `AudioData` at the stream's rate, an interruption
+sends `StopAudio` at once, and the keys the caller presses become user text items (`koe.server.acs.modes.dtmf`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from koe.engines.base import EngineUnavailable
 from koe.engines.registry import EngineKind
 from koe.protocols.acs import AudioData, DtmfData, frame_bytes
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
+from koe.server.acs.modes.dtmf import DtmfCollector
 from koe.server.calls.events import call_event
 from koe.server.metrics import METRICS
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
+from koe.voice.conversation import Item, Part, new_id
 from koe.voice.session import Session, SessionClosed
 
 log = logging.getLogger("koe.server.acs.door")
@@ -114,6 +116,7 @@ class AgentPipeline(_EnginePipeline):
 
     mode = "agent"
     _unflushed = False
+    _dtmf: DtmfCollector | None = None
 
     def engines_needed(self) -> tuple[EngineKind, ...]:
         return ("vad", "stt", "llm", "tts")
@@ -134,7 +137,7 @@ class AgentPipeline(_EnginePipeline):
             output_rate=self.context.rate,
         )
 
-    async def finish(self, hung_up: bool) -> None:
+    async def _finish(self, hung_up: bool) -> None:
         if hung_up:
             # Nobody is left to hear a reply: abandon generation at once and free the session.
             self.observed.close()
@@ -144,6 +147,33 @@ class AgentPipeline(_EnginePipeline):
                     await asyncio.wait_for(self._pump, 5.0)
             return
         await super().finish(hung_up)
+
+    async def start(self) -> None:
+        acs = self.context.settings.acs
+        if acs.dtmf != "ignore":
+            self._dtmf = DtmfCollector(acs.dtmf_timeout_ms / 1000, self._keys_pressed)
+        await super().start()
+
+    def dtmf(self, frame: DtmfData) -> None:
+        if self._dtmf is not None and not self._dtmf.press(frame.data):
+            log.warning("DTMF tone %r names no key; not given to the agent", frame.data[:16])
+
+    def _keys_pressed(self, text: str) -> None:
+        """The caller's keys, as a user text item (`koe.server.acs.modes.dtmf`); answered with `acs.dtmf = "reply"`."""
+        item = Item(new_id("item"), role="user", content=(Part("input_text", text=text),))
+        log.info("caller pressed keys: %s", text)
+        self.session.create_item(item)
+        if self.context.settings.acs.dtmf != "reply":
+            return
+        if self._unflushed:  # the caller keyed over koe's reply: flush it, as a barge-in does
+            self.context.writer.stop_audio()
+            self._unflushed = False
+        self.session.create_response(replace_active=True)
+
+    async def finish(self, hung_up: bool) -> None:
+        if self._dtmf is not None:
+            self._dtmf.close()
+        await self._finish(hung_up)
 
     def on_event(self, event: ev.Event) -> None:
         writer = self.context.writer

@@ -11,6 +11,15 @@ As the reference gateway does for its upstream services (spec §2.4, §2.6), the
 upstream connect: if it fails, Sora gets that HTTP status (500 when there is none) with an empty body. Audio that
 arrives while connecting is kept, not dropped (spec §2.8 #2). At the end of the body the remaining audio is
 committed and the final transcripts are awaited for up to `FINAL_WAIT_S`.
+
+Retries are Suzu's settings (spec §2.7): with `sora.max_retry` > 0, a connect that fails (no answer, a timeout, 429
+or 5xx) is tried again after `sora.retry_interval_ms`, and a session that drops mid-stream (or sends an `error`
+matching `sora.retry_targets`) is replaced at once by a new one, silently: the response stays open, audio that
+arrives meanwhile is kept and sent to the new session, and result times go on from where the old session stopped.
+The count starts over after a session that heard or transcribed speech (Suzu's starts over after any connect that
+succeeds, so an upstream that accepts and then drops every session is reconnected forever); once it is used up,
+the connect's status (before the response started) or one error line (after) ends the stream. What a dropped
+session had heard but not yet transcribed is lost with it. `koe_sora_relay_retries_total{phase}` counts retries.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +45,9 @@ from koe.server.sora.services.base import ResultSink, ServiceStream
 log = logging.getLogger("koe.sora")
 
 CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+"""Refusals worth trying again (busy or failing upstream); any other status is a configuration error."""
 FINAL_WAIT_S = 10.0
 MAX_BUFFERED_PACKETS = 500
 """10 s of audio kept while the upstream connects; beyond that the connect has failed in all but name."""
@@ -47,12 +60,23 @@ class RelayService:
     def __init__(self, settings: SoraSettings, metrics: SoraMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.connect_budget_s = (settings.max_retry + 1) * CONNECT_TIMEOUT_S + settings.max_retry * (
+            settings.retry_interval_ms / 1000
+        )
+        """The longest the connect phase can take, every retry included."""
 
     def check(self, request: SoraRequest) -> str | None:
         return None  # the remote service decides which languages it transcribes
 
     def open(self, request: SoraRequest, sink: ResultSink) -> ServiceStream:
         return _RelayStream(self, request, sink)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectFailed:
+    status: int
+    why: str
+    retryable: bool
 
 
 class _RelayStream:
@@ -64,7 +88,14 @@ class _RelayStream:
         self._sink = sink
         self._decoder = OpusDecoder(rt.INPUT_RATE)
         self._socket: ClientConnection | None = None
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[str, float]] = []
+        """Audio appends (and their ms) kept while no upstream session takes them: connecting, or reconnecting."""
+        self._position_ms = 0.0
+        """Audio given to upstream sessions so far; a new session's times start here."""
+        self._offset_ms = 0.0
+        self._committed = False
+        self._transcribed = False
+        """Whether the current upstream session has heard speech or transcribed any: then it worked."""
         self._texts: dict[str, str] = {}
         self._starts: dict[str, int] = {}
         self._open_items: set[str] = set()
@@ -86,21 +117,23 @@ class _RelayStream:
             self._service.metrics.malformed_packets += 1
             self._fail(f"OPUS-DECODE-ERROR: {exc}")
             return
-        message = rt.audio_append(pcm_to_bytes(pcm))
+        data = pcm_to_bytes(pcm)
+        message, ms = rt.audio_append(data), len(data) * 500.0 / rt.INPUT_RATE
         if self._socket is None:
             if len(self._buffer) >= MAX_BUFFERED_PACKETS:
                 self._fail("UPSTREAM-CONNECT-TIMEOUT: audio kept arriving while the upstream did not answer")
                 return
-            self._buffer.append(message)
+            self._buffer.append((message, ms))
             return
-        self._send(message)
+        self._send_audio(message, ms)
 
     async def finish(self) -> None:
         self._input_ended = True
         # The body may end before the upstream answers: its answer (or refusal) still decides the response.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connect_settled.wait(), CONNECT_TIMEOUT_S)
-        if self._socket is not None and not self._failed:
+            await asyncio.wait_for(self._connect_settled.wait(), self._service.connect_budget_s)
+        if self._socket is not None and not self._failed and not self._committed:
+            self._committed = True  # (while reconnecting, the new session commits once the kept audio is in)
             self._send(rt.commit())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._until_idle(), FINAL_WAIT_S)
@@ -113,19 +146,77 @@ class _RelayStream:
     # --- the upstream session -----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Connect, stream, and reconnect as `sora.max_retry` allows (spec §2.7, without Suzu's defects §2.8 #1-3:
+        a retried connect never crashes, audio that arrives meanwhile is kept, a silent reconnect writes nothing)."""
+        settings = self._service.settings
+        retries = 0
+        connected = False
+        try:
+            while True:
+                outcome = await self._connect()
+                if isinstance(outcome, _ConnectFailed):
+                    if outcome.retryable and retries < settings.max_retry:
+                        retries += 1
+                        self._service.metrics.relay_retry("connect")
+                        log.info(
+                            "sora relay: %s; trying again in %d ms (%d of sora.max_retry %d)",
+                            outcome.why,
+                            settings.retry_interval_ms,
+                            retries,
+                            settings.max_retry,
+                        )
+                        await asyncio.sleep(settings.retry_interval_ms / 1000)
+                        continue
+                    if connected:
+                        self._fail(f"UPSTREAM-DISCONNECTED: {outcome.why}")
+                    else:
+                        self._refuse(outcome.status, outcome.why)
+                    return
+                if not connected:
+                    connected = True
+                    self._connect_settled.set()
+                    self._sink.start_response()
+                self._transcribed = False
+                dropped = await self._stream(outcome)
+                if dropped is None:
+                    return
+                if self._transcribed:
+                    retries = 0  # a session that worked starts the count over (Suzu: any connect that succeeds)
+                if retries >= settings.max_retry:
+                    self._fail(dropped)
+                    return
+                retries += 1  # a dropped session is reconnected at once, as Suzu does
+                self._service.metrics.relay_retry("stream")
+                log.info("sora relay: %s; reconnecting (%d of sora.max_retry %d)", dropped, retries, settings.max_retry)
+        finally:
+            self._socket = None
+            self._connect_settled.set()
+            self._done.set()
+            self._progress.set()
+
+    async def _connect(self) -> ClientConnection | _ConnectFailed:
         settings = self._service.settings
         key = settings.relay_api_key.get_secret_value() if settings.relay_api_key is not None else None
         headers = rt.upgrade_headers(settings.relay_kind, key)
         try:
-            socket = await asyncio.wait_for(connect(settings.relay_url, additional_headers=headers), CONNECT_TIMEOUT_S)
+            return await asyncio.wait_for(connect(settings.relay_url, additional_headers=headers), CONNECT_TIMEOUT_S)
         except InvalidStatus as exc:
-            self._refuse(exc.response.status_code, f"upstream refused the connection: {exc}")
-            return
+            status = exc.response.status_code
+            return _ConnectFailed(status, f"upstream refused the connection: {exc}", status in RETRYABLE_STATUS)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            self._refuse(500, f"cannot connect to the upstream: {exc}")
-            return
-        finally:
-            self._connect_settled.set()
+            return _ConnectFailed(500, f"cannot connect to the upstream: {exc or type(exc).__name__}", True)
+
+    async def _stream(self, socket: ClientConnection) -> str | None:
+        """One upstream session. Returns why it dropped when a reconnect could carry on; None when the stream is over
+        (the input ended, or it failed for good)."""
+        settings = self._service.settings
+        # A new session counts its audio from 0: its times are offset to the Sora stream's. What the old session
+        # had heard but not yet transcribed went with it.
+        self._offset_ms = self._position_ms
+        self._open_items.clear()
+        self._starts.clear()
+        self._ends.clear()
+        self._texts.clear()
         self._socket = socket
         session = rt.ClientSession(
             respond=False,
@@ -134,35 +225,52 @@ class _RelayStream:
             silence_duration_ms=settings.silence_duration_ms,
         )
         self._send(rt.session_update(settings.relay_kind, session))
-        self._sink.start_response()
-        for message in self._buffer:
-            self._send(message)
+        for message, ms in self._buffer:
+            self._send_audio(message, ms)
         self._buffer.clear()
+        if self._input_ended and not self._committed:
+            self._committed = True
+            self._send(rt.commit())
+        self._progress.set()
+        dropped: str | None = None
         try:
             async for frame in socket:
-                self._event(rt.parse_server_event(frame))
+                event = rt.parse_server_event(frame)
+                if isinstance(event, rt.UpstreamError) and self._retry_target(event):
+                    dropped = f"UPSTREAM-ERROR: {event.code or 'error'}: {event.message}"
+                    break
+                self._event(event)
                 self._progress.set()
                 if self._failed:
-                    break
+                    return None
         except rt.RealtimeClientError as exc:
             self._fail(f"UPSTREAM-PROTOCOL-ERROR: {exc}")
+            return None
         except WebSocketException as exc:
-            if not self._input_ended:
-                self._fail(f"UPSTREAM-DISCONNECTED: {exc}")
+            dropped = f"UPSTREAM-DISCONNECTED: {exc}"
         else:
-            if not self._input_ended and not self._failed:
-                self._fail("UPSTREAM-DISCONNECTED: the upstream closed the session")
+            dropped = dropped or "UPSTREAM-DISCONNECTED: the upstream closed the session"
         finally:
-            self._done.set()
-            self._progress.set()
+            self._socket = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(), CLOSE_TIMEOUT_S)
+        if self._input_ended or self._failed:
+            return None  # nothing more will come to send: the results so far are the stream's
+        return dropped
+
+    def _retry_target(self, event: rt.UpstreamError) -> bool:
+        text = f"{event.code}: {event.message}"
+        return any(target in text for target in self._service.settings.retry_targets)
 
     def _event(self, event: rt.ServerEvent) -> None:
+        if isinstance(event, rt.SpeechStarted | rt.TranscriptDelta | rt.TranscriptCompleted):
+            self._transcribed = True
         if isinstance(event, rt.SpeechStarted):
-            self._starts[event.item_id] = event.audio_start_ms
+            self._starts[event.item_id] = event.audio_start_ms + round(self._offset_ms)
             self._open_items.add(event.item_id)
         elif isinstance(event, rt.SpeechStopped):
             self._open_items.add(event.item_id)
-            self._ends[event.item_id] = event.audio_end_ms
+            self._ends[event.item_id] = event.audio_end_ms + round(self._offset_ms)
         elif isinstance(event, rt.TranscriptDelta):
             text = self._texts.get(event.item_id, "") + event.delta
             self._texts[event.item_id] = text
@@ -198,8 +306,9 @@ class _RelayStream:
         self._sink.emit(result)
 
     async def _until_idle(self) -> None:
-        # Final transcripts for every utterance the upstream saw, or the upstream ending the session.
-        while self._open_items and not self._done.is_set():
+        # Final transcripts for every utterance the upstream saw (a reconnect still under way included), or the
+        # upstream ending the session.
+        while (self._open_items or self._socket is None) and not self._done.is_set():
             self._progress.clear()
             await self._progress.wait()
 
@@ -210,9 +319,16 @@ class _RelayStream:
         task = asyncio.get_running_loop().create_task(socket.send(message))
         task.add_done_callback(self._sent)
 
+    def _send_audio(self, message: str, ms: float) -> None:
+        self._position_ms += ms
+        self._send(message)
+
     def _sent(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and not self._failed:
-            self._fail(f"UPSTREAM-DISCONNECTED: {task.exception()}")
+        if task.cancelled() or task.exception() is None or self._failed:
+            return
+        if self._service.settings.max_retry:
+            return  # the session's reader sees the same disconnect, and reconnects
+        self._fail(f"UPSTREAM-DISCONNECTED: {task.exception()}")
 
     def _refuse(self, status: int, why: str) -> None:
         log.warning("sora relay: %s", why)
