@@ -368,6 +368,15 @@ def _register_cluster() -> None:
 _register_cluster()
 
 
+def _register_soak() -> None:
+    from koe.bench.soak.command import bench_soak
+
+    bench.add_command(bench_soak)
+
+
+_register_soak()
+
+
 def _load(config_file: Path | None, kind: EngineKind) -> Engines:
     from koe.engines.registry import load_engines
 
