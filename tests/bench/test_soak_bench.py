@@ -19,8 +19,8 @@ SESSIONS = 48
 def test_soak_bench_counts_every_doors_sessions_samples_the_server_and_draws_the_soak(tmp_path: Path) -> None:
     out, plot = tmp_path / "soak.json", tmp_path / "soak.png"
     arguments = [
-        "bench", "soak", "--sessions", str(SESSIONS), "--concurrency", "4", "--duration", "15", "--streams", "1",
-        "--windows", "2", "--out", str(out), "--plot", str(plot),
+        "bench", "soak", "--sessions", str(SESSIONS), "--concurrency", "4", "--samples", "4",
+        "--duration", "15", "--streams", "1", "--windows", "2", "--out", str(out), "--plot", str(plot),
     ]  # fmt: skip
     run = CliRunner().invoke(main, arguments, catch_exceptions=False)
     assert run.exit_code == 0, run.output

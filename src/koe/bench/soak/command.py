@@ -33,6 +33,7 @@ def _machine(load_before: tuple[float, float, float], note: str) -> dict[str, An
 @click.command("soak")
 @click.option("--sessions", type=int, default=10_000, show_default=True, help="Short sessions of the leak check.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Leak-check sessions at once.")
+@click.option("--samples", type=int, default=20, show_default=True, help="Leak-check batches, each sampled.")
 @click.option("--duration", type=float, default=3600.0, show_default=True, help="Soak length in seconds.")
 @click.option(
     "--streams", type=int, default=None, help=f"Soak streams at once (default: the capacity in {SORA_RESULTS})."
@@ -46,6 +47,7 @@ def _machine(load_before: tuple[float, float, float], note: str) -> dict[str, An
 def bench_soak(
     sessions: int,
     concurrency: int,
+    samples: int,
     duration: float,
     streams: int | None,
     windows: int,
@@ -63,7 +65,7 @@ def bench_soak(
     load_before = os.getloadavg()
     result: dict[str, Any] = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     if not skip_leak:
-        result["leak"] = run_leak(sessions, concurrency, say)
+        result["leak"] = run_leak(sessions, concurrency, say, samples=samples)
     if not skip_soak:
         chosen = streams if streams is not None else default_streams(SORA_RESULTS)
         result["soak"] = run_soak(duration, chosen, windows, say)

@@ -11,7 +11,8 @@ loaded). Sessions go round the doors, `concurrency` at a time, in batches:
 
 After each batch, once the server has settled, its RSS and open fds are read from `/proc` and its asyncio task
 count from `/metrics` (`koe_asyncio_tasks`). Each figure is flat when its end value is at most `FLAT_FRACTION`
-above its value after warm-up; a fall is not a leak. `koe_sessions_active` must be back at zero for every door.
+above its value after warm-up (which lasts until the call registry holds all the ended calls it keeps); a fall is
+not a leak. `koe_sessions_active` must be back at zero for every door.
 """
 
 from __future__ import annotations
@@ -45,15 +46,19 @@ Progress = Callable[[str], None]
 DOORS = ("realtime", "acs", "sora", "rest")
 FLAT_FRACTION = 0.05
 SESSION_TIMEOUT_S = 30.0
-SETTLE_S = 1.0
-"""Pause after a batch before sampling, so closing connections are gone (and not counted as held)."""
+SETTLE_S = 6.0
+"""Pause after a batch before sampling, so closed connections are gone and not counted as held: Hypercorn keeps an
+HTTP/1.1 connection the client has closed (CLOSE-WAIT, its fd and three tasks) until its keep-alive timeout, 5 s."""
 SAMPLES = 20
-"""Batches per run (so samples): the curve in the JSON."""
+"""Batches per run by default (so samples): the curve in the JSON."""
 ACS_FRAMES = 5
 ACS_FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
 REALTIME_AUDIO_BYTES = 4800  # 100 ms of PCM16 at 24 kHz
 SORA_PACKETS = 10  # 200 ms of 20 ms Opus packets
 ENGINES = "vad,stt"
+CALLS_KEPT = 200
+"""Ended calls the call registry keeps for the console and `/v1/calls` (`koe.server.calls.registry`,
+MAX_ENDED_CALLS): until that many ACS and Sora sessions have ended, memory grows by design."""
 
 
 class _Doors:
@@ -175,7 +180,7 @@ def _growth(samples: list[dict[str, Any]], warm: dict[str, Any], key: str) -> di
 
 
 async def _measure(
-    doors: _Doors, child: Child, sessions: int, concurrency: int, warmup: int, progress: Progress
+    doors: _Doors, child: Child, sessions: int, concurrency: int, warmup: int, samples_wanted: int, progress: Progress
 ) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     done = dict.fromkeys(DOORS, 0)
@@ -191,7 +196,7 @@ async def _measure(
             else:
                 done[door] += 1
 
-    batch = max(concurrency, -(-sessions // SAMPLES))
+    batch = max(concurrency, -(-sessions // samples_wanted))
     samples: list[dict[str, Any]] = []
     began = time.monotonic()
     for start in range(0, sessions, batch):
@@ -226,16 +231,20 @@ async def _measure(
     }
 
 
-def run_leak(sessions: int, concurrency: int, progress: Progress, warmup: int | None = None) -> dict[str, Any]:
-    """`warmup`: sessions before the reference sample (default a tenth of them)."""
+def run_leak(
+    sessions: int, concurrency: int, progress: Progress, warmup: int | None = None, samples: int = SAMPLES
+) -> dict[str, Any]:
+    """`warmup`: sessions before the reference sample (default: a tenth of them, and at least enough to fill the
+    call registry's `CALLS_KEPT` ended calls, half the sessions being calls, when there are twice as many);
+    `samples`: batches, each sampled."""
+    if warmup is None:
+        warmup = max(sessions // 10, min(sessions // 2, 2 * CALLS_KEPT))
     with tempfile.TemporaryDirectory() as folder:
         child, sora_port = _node(Path(folder))
         try:
             doors = _Doors(child.port, sora_port)
             before = usage(child.process.pid)
-            result = asyncio.run(
-                _measure(doors, child, sessions, concurrency, sessions // 10 if warmup is None else warmup, progress)
-            )
+            result = asyncio.run(_measure(doors, child, sessions, concurrency, warmup, samples, progress))
         finally:
             child.stop()
     return {"at_start": {"rss_mb": before.rss_mb, "open_fds": before.open_fds}, **result}
