@@ -42,7 +42,7 @@ with frames, and the decoder dominates)."""
 FRAME_BUCKET = 100
 """The fast path's mel length is rounded up to a multiple of this (1 s), with more zero frames. CTranslate2's oneDNN
 kernels are built and cached per input shape (its primitive cache keeps 1,024): a length per utterance grew a
-server by about 1 MB per new length (`koe bench soak`: 170 to 350 MB over 160 lengths), 28 lengths stay bounded."""
+server by about 1 MB per new length (`koe bench soak`: 170 to 350 MB over 160 lengths); 29 lengths stay bounded."""
 TOKENS_PER_S = 8
 """The fast path's output bound: speech runs at 3-6 tokens a second in English, Japanese and Chinese."""
 EXTRA_TOKENS = 8
