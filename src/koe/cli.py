@@ -423,7 +423,7 @@ _register_remote()
 
 def _register_fuzz() -> None:
     from koe.bench.fuzz.cli import bench_fuzz
-    from koe.bench.soak import bench_soak
+    from koe.bench.soak.command import bench_soak
 
     bench.add_command(bench_fuzz)
     bench.add_command(bench_soak)

@@ -95,6 +95,16 @@ def _decoders(engines: Engines) -> tuple[WhisperDecoder, WhisperDecoder]:
     return decoders["tiny.en"], decoders["base"]
 
 
+def test_the_fast_paths_encoder_input_takes_few_shapes_whatever_the_length() -> None:
+    # CTranslate2 builds and caches its kernels per input shape: one shape per utterance length grew memory by about
+    # 1 MB per new length, up to the 1,024 kernels oneDNN keeps.
+    shapes = {decode.fast_frames(decode._frames(samples)) for samples in range(1, 28 * 16000, 37)}
+    assert len(shapes) <= decode.WINDOW_FRAMES // decode.FRAME_BUCKET
+    assert all(shape % decode.FRAME_BUCKET == 0 and shape <= decode.WINDOW_FRAMES for shape in shapes)
+    for samples in (1, 16000, 27 * 16000):
+        assert decode.fast_frames(decode._frames(samples)) - decode._frames(samples) >= decode.PAD_FRAMES
+
+
 def test_fast_and_padded_calls_agree_on_the_fixtures(
     engines: Engines, texts: dict[str, str], language_texts: dict[str, str]
 ) -> None:

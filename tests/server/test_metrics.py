@@ -190,3 +190,5 @@ async def test_rest_requests_pools_and_dropped_acs_frames_are_reported(base_url:
     assert value(after, "koe_pool_jobs_completed_total", pool="stt") > value(
         before, "koe_pool_jobs_completed_total", pool="stt"
     )
+    # The serving loop's tasks: at least the one answering this scrape.
+    assert value(after, "koe_asyncio_tasks") >= 1

@@ -2,10 +2,11 @@
 
 Call `WhisperDecoder.decode(audio, code, prompt, words)`. Whisper was trained on 30 s windows, and faster-whisper's
 `transcribe()` pads every segment to one: a 3 s utterance pays the encoder for 30 s. CTranslate2 also accepts a
-shorter mel, so the fast path (`_fast`) encodes the segment's own frames plus `PAD_FRAMES` of zeros *in feature
-space* (the padding `transcribe()` itself adds after the audio; silent audio instead of zeros makes the decoder
-loop), and calls the model's `generate()` directly. Measured on the fixtures (2 threads, `koe bench speech`): tiny.en
-in about 0.28x the time of the padded call, multilingual base in about 0.24x its own, at the same error rates.
+shorter mel, so the fast path (`_fast`) encodes the segment's own frames plus at least `PAD_FRAMES` of zeros *in
+feature space*, to a whole `FRAME_BUCKET` (the padding `transcribe()` itself adds after the audio; silent audio
+instead of zeros makes the decoder loop), and calls the model's `generate()` directly. Measured on the fixtures
+(2 threads, `koe bench speech`): tiny.en in about 0.28x the time of the padded call, multilingual base in about 0.24x
+its own, at the same error rates.
 
 A shortened window has one failure mode: the decoder, having read everything, starts over from the beginning
 ("… this weekend? What is the") or repeats one word, until something stops it. So the fast path bounds its output
@@ -38,6 +39,10 @@ PAD_FRAMES = 200
 """Zero frames after the audio on the fast path. 50 is the least that works; below about 100 the decoder still cut
 short or restarted on several of 27 English clips, 200 matched the padded call and costs little (encoder time grows
 with frames, and the decoder dominates)."""
+FRAME_BUCKET = 100
+"""The fast path's mel length is rounded up to a multiple of this (1 s), with more zero frames. CTranslate2's oneDNN
+kernels are built and cached per input shape (its primitive cache keeps 1,024): a length per utterance grew a
+server by about 1 MB per new length (`koe bench soak`: 170 to 350 MB over 160 lengths); 29 lengths stay bounded."""
 TOKENS_PER_S = 8
 """The fast path's output bound: speech runs at 3-6 tokens a second in English, Japanese and Chinese."""
 EXTRA_TOKENS = 8
@@ -148,7 +153,7 @@ class WhisperDecoder:
 
         features = [self.model.feature_extractor(audio) for audio in audios]
         frames = [min(f.shape[1], _frames(audio.size)) for f, audio in zip(features, audios, strict=True)]
-        batch = np.zeros((len(audios), features[0].shape[0], max(frames) + PAD_FRAMES), dtype=np.float32)
+        batch = np.zeros((len(audios), features[0].shape[0], fast_frames(max(frames))), dtype=np.float32)
         for index, (feature, count) in enumerate(zip(features, frames, strict=True)):
             batch[index, :, :count] = feature[:, :count]
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
@@ -288,6 +293,12 @@ def _likeliest(ranked: list[tuple[str, float]], allowed: frozenset[str] | None) 
         if code in WHISPER_LANGUAGES and (not allowed or code in allowed):
             return code
     return "en"
+
+
+def fast_frames(frames: int) -> int:
+    """The fast path's encoder input for `frames` of audio: at least `PAD_FRAMES` zeros after them, the total rounded
+    up to `FRAME_BUCKET` and at most Whisper's window."""
+    return min(WINDOW_FRAMES, -(-(frames + PAD_FRAMES) // FRAME_BUCKET) * FRAME_BUCKET)
 
 
 def _frames(samples: int) -> int:

@@ -13,6 +13,8 @@ when `app.state.sora` holds the running gateway: read, not copied, so nothing is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -169,6 +171,7 @@ class _ScrapeTime(Collector):
             workers.add_metric([pool.name], pool.workers)
             done.add_metric([pool.name], pool.completed)
         yield from (depth, active, workers, done)
+        yield _asyncio_tasks()
         dropped = CounterMetricFamily(
             "koe_dropped_frames", "Audio frames discarded, by door and reason.", labels=["door", "reason"]
         )
@@ -179,6 +182,16 @@ class _ScrapeTime(Collector):
         for (door, reason), frames in sorted(counts.items()):
             dropped.add_metric([door, reason], frames)
         yield dropped
+
+
+def _asyncio_tasks() -> GaugeMetricFamily:
+    """Tasks alive on the serving event loop: a count that grows with sessions that ended is a leak
+    (`koe bench soak`)."""
+    tasks = GaugeMetricFamily("koe_asyncio_tasks", "Asyncio tasks alive in the server's event loop.")
+    # Rendered outside a running loop (a test calling render() directly), there is nothing to count.
+    with contextlib.suppress(RuntimeError):
+        tasks.add_metric([], len(asyncio.all_tasks()))
+    return tasks
 
 
 METRICS = ServerMetrics()
