@@ -58,6 +58,8 @@ class Outbox:
         self.door = door
         self._queue: deque[str | tuple[int, str]] = deque()
         self.queued_bytes = 0
+        """Queued and in flight (the frame being sent is still koe's until the send returns)."""
+        self._in_flight = 0
         self.peak_bytes = 0
         """The most ever waiting at once (what the limit bounds)."""
         self._wake = asyncio.Event()
@@ -112,6 +114,7 @@ class Outbox:
 
     def _drop(self) -> None:
         self._account(-self.queued_bytes)
+        self._in_flight = 0  # counted out with the rest: the send that returns later must not count it again
         self._queue.clear()
         self._idle.set()
 
@@ -137,12 +140,14 @@ class Outbox:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(self._close(*item), CLOSE_TIMEOUT_S)
                     continue
+                self._in_flight = len(item)
                 try:
                     await send_within(self._send(item), self.stall_s)
                 except SendStalled as exc:
                     self._give_up(str(exc))  # counted until now, as it was still koe's to send
                     return
-                self._account(-len(item))
+                self._account(-self._in_flight)
+                self._in_flight = 0
         except Exception as exc:  # the socket went away; the door's receive loop notices and ends the session
             log.debug("%s outbox stopped: %s", self.door, exc)
             self._drop()

@@ -394,6 +394,13 @@ class ResponseRun:
                 self._queue_audio(outbox, self._open, resampler.flush())
             outbox.put_nowait(None)
             await sender
+        except Exception:
+            # TTS failed mid-reply: what it had already made is still spoken, then the response fails with it.
+            if not sender.done():
+                outbox.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await sender
+            raise
         finally:
             if not sender.done():
                 sender.cancel()
