@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 
+from koe.audio.resample import resample
 from koe.config import Settings, load_settings
+from koe.engines.base import SpeechChunk
 from koe.engines.registry import Engines
 from koe.net.inprocess import serving
 from koe.net.tls import TlsFiles
@@ -52,3 +56,68 @@ def record_outbound(stream: MediaStream) -> bytearray:
 
     stream.playout.enqueue = keep  # type: ignore[method-assign]
     return received
+
+
+@dataclass
+class RecordingTTS:
+    """A TTS engine that keeps every chunk it makes, so that a test can tell whether the audio a call was sent is
+    that speech. Piper draws its noise afresh on each call, so the same text never makes the same samples twice: the
+    comparison has to be with the very chunks the door was given."""
+
+    inner: Any
+    chunks: list[SpeechChunk] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[SpeechChunk]:
+        async for chunk in self.inner.synthesize(text, voice):
+            self.chunks.append(chunk)
+            yield chunk
+
+
+LAG = 96
+"""How far (in samples) a chunk may sit from where the previous one ended: resampling twice (the voice's rate to
+the Realtime rate, then to the call's) shifts a boundary by a few samples."""
+
+
+def _similarity(signal: np.ndarray, position: int, made: np.ndarray) -> tuple[float, int]:
+    """The best normalized correlation of `made` with `signal` from within `LAG` samples of `position`, and where
+    that start is."""
+    best, at = -1.0, position
+    for start in range(max(0, position - LAG), position + LAG + 1):
+        n = min(len(signal) - start, len(made))
+        if n < 160:
+            break
+        a, b = signal[start : start + n], made[:n]
+        norm = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+        score = float(np.dot(a, b)) / norm if norm else 0.0
+        if score > best:
+            best, at = score, start
+    return best, at
+
+
+def assert_sent_speech(sent: bytes, made: list[SpeechChunk], rate: int, *, tolerance_ms: int = 100) -> list[str]:
+    """`sent` (PCM16 at `rate`, every outbound AudioData payload back to back) is TTS's speech: chunk after chunk of
+    `made`, each whole, but the last, which the hang-up may have cut. A chunk TTS made for a reply that was then
+    dropped (a speculative one) may be missing. Returns the text of the chunks that were sent."""
+    assert sent, "the call was sent no audio"
+    signal = np.frombuffer(sent, dtype="<i2").astype(np.float64)
+    position, left, said = 0, list(made), []
+    while len(signal) - position > rate * tolerance_ms // 1000:
+        for index, chunk in enumerate(left):
+            reference = resample(chunk.pcm, chunk.rate, rate).astype(np.float64)
+            score, start = _similarity(signal, position, reference)
+            if score >= 0.9:
+                position = start + len(reference)
+                said.append(chunk.text)
+                left = left[index + 1 :]
+                break
+        else:
+            seconds = position / rate
+            raise AssertionError(
+                f"the audio sent from {seconds:.2f} s of {len(signal) / rate:.2f} s is none of the {len(left)} "
+                f"chunks TTS made after it ({[c.text for c in left]}); sent so far: {said}"
+            )
+    assert said, "none of the audio sent is speech TTS made"
+    return said

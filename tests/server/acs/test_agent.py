@@ -6,6 +6,7 @@ barge-in test interrupts a stand-in LLM's fixed story, which is surely still pla
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,8 +18,7 @@ from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, acs_raw_id, phone_raw_id
 from tests.conftest import load_wav
 from tests.engines.openai_standin import scripted_engines
-from tests.server.acs.support import acs_settings, koe_server, record_outbound
-from tests.server.realtime.support import assert_spoken
+from tests.server.acs.support import RecordingTTS, acs_settings, assert_sent_speech, koe_server, record_outbound
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(120)]
 
@@ -40,7 +40,8 @@ async def test_koe_answers_in_its_own_voice_at_the_stream_rate(engines: Engines,
         Participant(phone_raw_id(2), quiet),
     ]
     audio = CallAudio(people, rate, mixed=mixed, tail_ms=200)
-    async with koe_server(acs_settings(mode="agent"), engines) as (base, app):
+    tts = RecordingTTS(engines.tts)
+    async with koe_server(acs_settings(mode="agent"), replace(engines, tts=tts)) as (base, app):
         url = base.replace("http", "ws") + "/acs/media"
         options = MediaOptions(
             url, rate, call_connection_id=f"agent-{rate}", speed=3.0, reply_timeout_ms=30000, linger_ms=1000
@@ -57,9 +58,10 @@ async def test_koe_answers_in_its_own_voice_at_the_stream_rate(engines: Engines,
     assert "transcript.completed" in kinds
     assert "response.started" in kinds
     said = " ".join(e["text"] for e in call.recent if e["type"] == "response.text")
-    # What koe sent is the reply's transcript, spoken (from its start: the caller hangs up a second after the audio
-    # pauses, which at three times real time can be before the reply's end).
-    assert_spoken(engines, bytes(outbound), said, rate, partial=True)
+    # What koe sent is the audio its TTS made for the reply's text, chunk after chunk (from its start: the caller
+    # hangs up a second after the audio pauses, which at three times real time can be before the reply's end).
+    sent = assert_sent_speech(bytes(outbound), tts.chunks, rate)
+    assert all(text.strip() in said for text in sent), (sent, said)
 
 
 async def test_barge_in_flushes_the_reply_with_stop_audio(engines: Engines) -> None:
