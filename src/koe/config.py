@@ -351,6 +351,12 @@ class ACSSettings(BaseModel):
     dtmf: Literal["reply", "item", "ignore"] = "reply"
     dtmf_timeout_ms: int = Field(1500, ge=100, le=30000)
     require_metadata_first: bool = True
+    # When the media WebSocket is lost without a close frame (a reset, a dropped network), ACS opens it again for
+    # the same call: for this long the call stays open in state "reconnecting" (its subscribers and webhooks kept),
+    # and a new connection with the same call id goes on with it. Past it: `call.ended`, "media stream lost". A
+    # close frame ends the call at once; 0: every loss ends it at once. Calls answered through Call Automation
+    # end with CallDisconnected instead, whatever this says.
+    reconnect_grace_s: float = Field(5.0, ge=0, le=300)
     jwt: ACSJWTSettings = Field(default_factory=lambda: ACSJWTSettings())
     # POST each selected result event (see koe.server.calls.registry) to this URL.
     webhook_url: str | None = None

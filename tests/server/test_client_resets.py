@@ -55,7 +55,8 @@ async def _echo_call(url: str, call_id: str) -> ClientConnection:
 
 
 async def test_an_acs_caller_that_resets_mid_call_ends_only_its_own_call() -> None:
-    settings = load_settings(overrides={"acs": {"mode": "echo"}})
+    # A reset is a lost stream, which ACS would reconnect: the call ends once `reconnect_grace_s` has passed.
+    settings = load_settings(overrides={"acs": {"mode": "echo", "reconnect_grace_s": 0.5}})
     async with koe_server(settings, Engines()) as (base, app):
         url = base.replace("http", "ws") + "/acs/media"
         healthy, doomed = await _echo_call(url, "healthy"), await _echo_call(url, "doomed")

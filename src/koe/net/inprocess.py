@@ -74,6 +74,9 @@ async def start_app(
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    from koe.net.close_frames import report_clean_closes
+
+    report_clean_closes()
     port = port or free_port(host)
     config = Config()
     config.bind = [f"{host}:{port}"]

@@ -73,6 +73,8 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         try:
             yield
         finally:
+            if acs is not None:
+                acs.close()  # calls waiting for their media to reconnect end now, while the registry still runs
             await calls.close()
 
     app = Starlette(routes=[Route("/healthz", public_healthz, methods=["GET"]), *door_routes], lifespan=lifespan)

@@ -97,6 +97,9 @@ async def _hypercorn(app: Any, port: int, *, h2_streams: int | None = None) -> N
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    from koe.net.close_frames import report_clean_closes
+
+    report_clean_closes()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None

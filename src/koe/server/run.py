@@ -34,6 +34,7 @@ def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_por
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    from koe.net.close_frames import report_clean_closes
     from koe.server.app import create_app
     from koe.server.tls import TlsSetupError, check_certificates, describe, effective_tls
 
@@ -80,6 +81,7 @@ def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_por
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_ping_interval = None
     config.keep_alive_timeout = 75
+    report_clean_closes()
 
     async def main() -> None:
         stop = asyncio.Event()

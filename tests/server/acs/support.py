@@ -1,6 +1,8 @@
 """A real koe server for the ACS tests: `async with koe_server(settings, engines) as base_url:` serves
 `create_app()` under Hypercorn on a free 127.0.0.1 port, in the test's event loop, and stops it afterwards;
-`tls=TlsFiles` serves it over TLS (`https://`), as `koe serve --tls` does.
+`tls=TlsFiles` serves it over TLS (`https://`), as `koe serve --tls` does; `koe_with_listener()` adds the picows
+media listener on its own port. `RecordingTTS` and `assert_sent_speech()` check that what a call was sent is the
+speech TTS made.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from koe.audio.resample import resample
 from koe.config import Settings, load_settings
 from koe.engines.base import SpeechChunk
 from koe.engines.registry import Engines
-from koe.net.inprocess import serving
+from koe.net.inprocess import free_port, serving
 from koe.net.tls import TlsFiles
+from koe.server.acs.listener import AcsMediaListener
 from koe.server.app import create_app
+from koe.server.run import start_acs_media
 from koe.sim.acs.media import MediaStream
 
 
@@ -42,6 +46,31 @@ async def koe_server(
     app = create_app(settings, engines or Engines())
     async with serve_app(app, tls=tls) as base:
         yield base, app
+
+
+@dataclass
+class Koe:
+    main: str
+    """ws:// base URL of the main port."""
+    media: str
+    """ws:// base URL of the ACS media listener."""
+    app: Starlette
+    listener: AcsMediaListener
+
+
+@contextlib.asynccontextmanager
+async def koe_with_listener(settings: Settings, engines: Engines | None = None) -> AsyncIterator[Koe]:
+    """koe's main port, plus the media listener started as `koe serve` starts it (on `acs.media_port`)."""
+    settings.acs.media_port = free_port()
+    said: list[str] = []
+    async with koe_server(settings, engines) as (base, app):
+        listener = await start_acs_media(settings, app.state.acs, said.append)
+        assert listener is not None
+        assert said == [f"ACS media listener on ws://127.0.0.1:{settings.acs.media_port}/acs/media (picows)"]
+        try:
+            yield Koe(base.replace("http", "ws"), f"ws://127.0.0.1:{listener.port}", app, listener)
+        finally:
+            await listener.close()
 
 
 def record_outbound(stream: MediaStream) -> bytearray:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,8 @@ from starlette.routing import Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from koe.config import Settings
 from koe.engines.registry import Engines
-from koe.net.inprocess import free_port
 from koe.protocols.acs import AudioData, AudioMetadata, DtmfData, encode, iso_timestamp
-from koe.server.acs.listener import AcsMediaListener
 from koe.server.run import start_acs_media
 from koe.sim.acs.media import MediaConnectError, MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, phone_raw_id
@@ -37,6 +33,7 @@ from tests.server.acs.support import (
     acs_settings,
     assert_sent_speech,
     koe_server,
+    koe_with_listener,
     record_outbound,
     serve_app,
 )
@@ -47,31 +44,6 @@ pytestmark = pytest.mark.timeout(90)
 WAIT_S = 30.0
 """Generous bound on anything awaited here: the machine may be busy."""
 POLL_S = 0.02
-
-
-@dataclass
-class Koe:
-    main: str
-    """ws:// base URL of the main port."""
-    media: str
-    """ws:// base URL of the ACS media listener."""
-    app: Starlette
-    listener: AcsMediaListener
-
-
-@contextlib.asynccontextmanager
-async def koe_with_listener(settings: Settings, engines: Engines | None = None) -> AsyncIterator[Koe]:
-    """koe's main port, plus the media listener started as `koe serve` starts it (on `acs.media_port`)."""
-    settings.acs.media_port = free_port()
-    said: list[str] = []
-    async with koe_server(settings, engines) as (base, app):
-        listener = await start_acs_media(settings, app.state.acs, said.append)
-        assert listener is not None
-        assert said == [f"ACS media listener on ws://127.0.0.1:{settings.acs.media_port}/acs/media (picows)"]
-        try:
-            yield Koe(base.replace("http", "ws"), f"ws://127.0.0.1:{listener.port}", app, listener)
-        finally:
-            await listener.close()
 
 
 async def _until(condition: Callable[[], bool]) -> None:

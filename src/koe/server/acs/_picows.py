@@ -79,6 +79,7 @@ class PicowsMediaSocket(WSListener):
         self._fragment_bytes = 0
         self._closing = False
         self._gone = False
+        self.lost = False
         self._close_timer: asyncio.TimerHandle | None = None
 
     # --- picows's callbacks ---------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class PicowsMediaSocket(WSListener):
         # PING is answered by picows itself; PONG needs nothing.
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.lost = not self._closing  # gone with no close frame either way: a reset or a dropped network
         self._gone = self._closing = True
         self.listener.sockets.discard(self)
         if self._close_timer is not None:

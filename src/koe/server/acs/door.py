@@ -15,6 +15,10 @@ Malformed frames are logged, counted and skipped; protocol violations close the 
 Audio goes to the call's mode pipeline (`koe.server.acs.modes.base`): transcribe, agent, bridge or echo. Results are
 published to the call registry (`koe.server.calls.registry`) and, when configured, a webhook. Outbound frames go through
 one `OutboundWriter` per connection, so sends are serialized and `StopAudio` overtakes audio not yet sent.
+
+A media connection lost without a close frame leaves its call open for `acs.reconnect_grace_s`, in state
+"reconnecting", as ACS reconnects the stream of a live call: a new connection with the same call id goes on with it
+(its subscribers and webhook kept, no `call.ended` in between); past the grace the call ends, "media stream lost".
 """
 
 from __future__ import annotations
@@ -99,7 +103,15 @@ class AcsDoor:
         url = settings.acs.webhook_url
         self.webhook = WebhookSender(url, settings.acs.webhook_events) if url else None
         self.connections: dict[str, int] = {}
-        self.counters: dict[str, int] = {"connections": 0, "rejected": 0, "violations": 0, "malformed": 0}
+        self._awaiting: dict[str, asyncio.TimerHandle] = {}
+        """Calls whose media was lost, each with the timer that ends it unless a reconnection comes first."""
+        self.counters: dict[str, int] = {
+            "connections": 0,
+            "rejected": 0,
+            "violations": 0,
+            "malformed": 0,
+            "reconnections": 0,
+        }
         media_routes = [(settings.acs.media_path, settings.acs.mode)]
         media_routes += [(extra.path, extra.mode) for extra in settings.acs.routes]
         self.media_routes: list[tuple[str, ACSMode]] = [(path.rstrip("/") or "/", mode) for path, mode in media_routes]
@@ -177,6 +189,11 @@ class AcsDoor:
     ) -> None:
         self.counters["connections"] += 1
         self.connections[call_id] = self.connections.get(call_id, 0) + 1
+        awaited = self._awaiting.pop(call_id, None)
+        if awaited is not None:
+            awaited.cancel()
+            self.counters["reconnections"] += 1
+            log.info("the media stream reconnected within the grace period")
         self.registry.open(call_id, door="acs", mode=mode, correlation_id=correlation_id, path=socket.path)
         connection = _Connection(self, socket, call_id, mode, language)
         try:
@@ -189,7 +206,26 @@ class AcsDoor:
                 # A call answered through Call Automation outlives its media: CallDisconnected ends it.
                 if call is not None and not call.info.get("managed"):
                     ending = connection.ended_by_koe
-                    self.registry.end(call_id, f"ended by koe: {ending}" if ending else "media stream closed")
+                    if connection.awaits_reconnection:
+                        grace = self.settings.acs.reconnect_grace_s
+                        log.info("the media stream was lost; waiting %.1f s for ACS to reconnect it", grace)
+                        self._awaiting[call_id] = asyncio.get_running_loop().call_later(grace, self._lost, call_id)
+                    else:
+                        self.registry.end(call_id, f"ended by koe: {ending}" if ending else "media stream closed")
+
+    def _lost(self, call_id: str) -> None:
+        """The grace period of a call whose media was lost ran out with no reconnection."""
+        if self._awaiting.pop(call_id, None) is not None and call_id not in self.connections:
+            with bind(call_id=call_id):
+                log.info("no reconnection within %.1f s: the call ends", self.settings.acs.reconnect_grace_s)
+            self.registry.end(call_id, "media stream lost")
+
+    def close(self) -> None:
+        """End every call still waiting for its media to reconnect (the server is stopping)."""
+        awaiting, self._awaiting = self._awaiting, {}
+        for call_id, timer in awaiting.items():
+            timer.cancel()
+            self.registry.end(call_id, "media stream lost")
 
     async def refusal(self, request: AccessRequest) -> Refusal | None:
         """The server's access rule (`koe.server.auth`: keys, or ACS's JWT when configured), checked before the
@@ -222,6 +258,8 @@ class _Connection:
         whether nobody is left to hear the rest."""
         self._task: asyncio.Task[Any] | None = None
         self.clock: SessionClock | None = None
+        self.awaits_reconnection = False
+        """Set when the connection ends: it was lost without a close frame, so its call waits for ACS to reconnect."""
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -245,12 +283,16 @@ class _Connection:
             close = (CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.clock.stop()
+            self.awaits_reconnection = (
+                hung_up and self._ending is None and self.socket.lost and self.door.settings.acs.reconnect_grace_s > 0
+            )
             if self.pipeline is not None:
                 with contextlib.suppress(Exception):
                     await self.pipeline.finish(hung_up=hung_up)
             if self.writer is not None:
                 await self.writer.close()
-            self.door.registry.update(self.call_id, "stopped", stream=self.stream.stats.as_dict())
+            state = "reconnecting" if self.awaits_reconnection else "stopped"
+            self.door.registry.update(self.call_id, state, stream=self.stream.stats.as_dict())
             if close is not None:
                 await _close_soon(self.socket, *close)
 

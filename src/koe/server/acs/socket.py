@@ -1,7 +1,8 @@
 """What the ACS door needs of one media WebSocket, so one door serves both the main port and its own listener.
 
 `MediaSocket` is the whole contract: the upgrade request's path, query parameters, headers and client host, then
-`receive()` (a text or binary frame, or None once the peer is gone), `send_text()`, `send_now()` (a send that
+`receive()` (a text or binary frame, or None once the peer is gone), `lost` (the peer went without a close frame),
+`send_text()`, `send_now()` (a send that
 cannot wait, for the writer's fast path; False when it would have to) and `close(code, reason)`.
 `StarletteMediaSocket` adapts a Starlette `WebSocket` (the door on the main port, under Hypercorn); the picows one
 lives with its listener (`koe.server.acs.listener`).
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from koe.protocols.websocket import CloseCode
 
 
 class MediaSocket(Protocol):
@@ -34,6 +37,12 @@ class MediaSocket(Protocol):
 
     async def receive(self) -> str | bytes | None:
         """The next frame (text or binary), or None when the peer has gone."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """True once the peer has gone without a close frame (a reset or a dropped network: 1006), which is when
+        ACS reconnects; False while the socket is open, or after a close handshake."""
         ...
 
     async def send_text(self, text: str) -> None:
@@ -58,13 +67,17 @@ class StarletteMediaSocket:
         self.query: Mapping[str, str] = websocket.query_params
         self.headers: Mapping[str, str] = websocket.headers
         self.client_host = websocket.client.host if websocket.client else ""
+        self.lost = False
 
     async def receive(self) -> str | bytes | None:
         try:
             message = await self.websocket.receive()
-        except WebSocketDisconnect:
+        except WebSocketDisconnect as exc:
+            self.lost = exc.code == CloseCode.ABNORMAL
             return None
         if message["type"] == "websocket.disconnect":
+            # Hypercorn reports a connection that ended without a close frame as 1006.
+            self.lost = message.get("code") == CloseCode.ABNORMAL
             return None
         text: str | None = message.get("text")
         if text is not None:
