@@ -275,9 +275,21 @@ def bench() -> None:
     help="Turn detection types, comma-separated.",
 )  # fmt: skip
 @click.option("--eagerness", type=click.Choice(["low", "medium", "high", "auto"]), default="auto", show_default=True)
+@click.option(
+    "--doors", default="voice-live,acs", show_default=True,
+    help="Doors, comma-separated: voice-live (every turn detection and silence) and acs (agent mode, the server's "
+    "acs.silence_duration_ms).",
+)  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/latency.json"))
 def bench_latency(
-    config_file: Path | None, url: str | None, turns: int, silence: str, turn_detection: str, eagerness: str, out: Path
+    config_file: Path | None,
+    url: str | None,
+    turns: int,
+    silence: str,
+    turn_detection: str,
+    eagerness: str,
+    doors: str,
+    out: Path,
 ) -> None:
     """Response latency (end of speech to first reply audio) and barge-in latency, at real-time pace, from the
     client's side, per turn detection and silence_duration_ms, with a per-stage waterfall."""
@@ -285,7 +297,13 @@ def bench_latency(
 
     silences = tuple(int(value) for value in silence.split(",") if value.strip())
     kinds = tuple(value.strip() for value in turn_detection.split(",") if value.strip())
-    result = asyncio.run(run(_settings(config_file), url, turns, _progress, config_file, silences, kinds, eagerness))
+    chosen = tuple(value.strip() for value in doors.split(",") if value.strip())
+    unknown = sorted(set(chosen) - {"voice-live", "acs"})
+    if unknown:
+        message = f"unknown door {', '.join(unknown)}: choose voice-live and/or acs"
+        raise click.BadParameter(message, param_hint="--doors")
+    settings = _settings(config_file)
+    result = asyncio.run(run(settings, url, turns, _progress, config_file, silences, kinds, eagerness, chosen))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n", encoding="utf-8")

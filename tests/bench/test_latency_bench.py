@@ -1,5 +1,6 @@
 """`koe bench latency` end to end, against a koe on loopback: three real-time turns per configuration (server and
-semantic VAD, one silence window here), the second one interrupted, each run with its per-stage waterfall."""
+semantic VAD, one silence window here), the second one interrupted, each run with its per-stage waterfall; then the
+same three turns on an ACS call in agent mode."""
 
 from __future__ import annotations
 
@@ -15,17 +16,24 @@ async def test_latency_bench_reports_every_turn_its_parts_and_a_barge_in(engines
     async with koe_server(settings, engines) as (base, _app):
         url = base.replace("http://", "ws://")
         result = await bench_latency(settings, url, 3, progress.append, silences_ms=(200,), eagerness="high")
-    assert [(run["turn_detection"], run["silence_duration_ms"]) for run in result["runs"]] == [
-        ("server_vad", 200),
-        ("semantic_vad", 200),
+    assert [(run["door"], run["silence_duration_ms"]) for run in result["runs"]] == [
+        ("voice-live", 200),
+        ("voice-live", 200),
+        ("acs", settings.acs.silence_duration_ms),
     ]
+    *realtime, acs = result["runs"]
+    assert [run["turn_detection"] for run in realtime] == ["server_vad", "semantic_vad"]
     for run in result["runs"]:
         assert run["response_latency_ms"]["n"] == 3, run["turns"]
         assert 0 < run["response_latency_ms"]["p50"] < 10_000
-        for part in (*STAGES, "client_extra_ms"):
-            assert run["waterfall_ms"][part]["n"] == 3, part
         # The second turn is spoken over; a reply already sent in full by then is reported so, not as 0 ms.
         barged = [turn["barge_in_ms"] is not None or bool(turn["reply_sent_before_onset"]) for turn in run["turns"]]
         assert barged == [False, True, False]
         assert run["barge_in_latency_ms"]["n"] + run["barge_ins_with_nothing_left_to_stop"] == 1
-    assert len(progress) >= 6
+    for run in realtime:
+        assert run["response_latency_ms"]["n"] == 3, run["turns"]
+        assert 0 < run["response_latency_ms"]["p50"] < 10_000
+        for part in (*STAGES, "client_extra_ms"):
+            assert run["waterfall_ms"][part]["n"] == 3, part
+    assert acs["mode"] == "agent" and "waterfall_ms" not in acs  # ACS carries no per-stage report
+    assert len(progress) >= 9

@@ -58,7 +58,9 @@ async def test_the_pause_that_ends_a_turn_leaves_only_its_last_phrase(engines: E
     await recorder._task
     [done] = recorder.of(ev.TranscriptCompleted)
     assert isinstance(done, ev.TranscriptCompleted)
-    assert wer(SAID, done.text) <= 0.15, done.text
+    # Both phrases, once each, in order: losing or repeating one is a WER of 0.4 or more. Whisper on Piper's speech
+    # (which differs from run to run) wrote "the book" and "for for" once, 0.15, so the words are not the check.
+    assert wer(SAID, done.text) <= 0.3, done.text
     whole = (lead.size + first.size + gap.size + second.size) * 0.9
     assert sizes and sizes[-1] < second.size + gap.size + 16000 < whole, sizes  # the last phrase, not the turn
     assert not [size for size in sizes if size >= whole], sizes  # the whole turn was never transcribed

@@ -13,9 +13,10 @@ client's side, as a Voice Live or OpenAI client sees it. For each turn it measur
   paces every reply from its first chunk, so this is the time koe takes to stop, not the time a burst took).
 Each configuration's `waterfall_ms` gives the per-stage figures (p50, p95) and what the client saw beyond koe's
 own total (`client_extra_ms`: the last frame's way in, the first delta's way out).
-Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs). What it sends goes through
-the Realtime client (`koe.protocols.realtime.client`); events are read as they come, koe's own `koe.response.timing`
-among them.
+Then the same turns go to the ACS door in agent mode (`koe.bench.latency_acs`), measured as the ACS platform sees
+them. Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs). What it sends goes
+through the Realtime client (`koe.protocols.realtime.client`); events are read as they come, koe's own
+`koe.response.timing` among them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ VOICED_DBFS = -45.0
 """A 20 ms frame louder than this counts as speech when finding where an utterance ends."""
 SILENCE_MS = (200, 500)
 TURN_DETECTIONS = ("server_vad", "semantic_vad")
+DOORS = ("voice-live", "acs")
 STAGES = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
 LEAD_S = 0.6
 FIXTURES = ("utterance", "short", "reply")
@@ -71,16 +73,18 @@ class Turn:
     """A barge-in turn whose reply had been sent in full before the interrupting speech began."""
 
 
-def load_utterances() -> list[Utterance]:
+def load_utterances(rate: int = RATE) -> list[Utterance]:
+    """The fixture utterances at `rate`, in 20 ms frames."""
     from koe.audio.files import read_audio
     from koe.bench.fixtures import AUDIO
 
     found = []
+    frame = rate // 50
     for name in FIXTURES:
         pcm = read_audio(AUDIO / f"{name}_48k.wav", 48000)
-        audio: Pcm = resample(pcm, 48000, RATE)
-        audio = np.concatenate((audio, np.zeros(-audio.size % FRAME, np.int16)))
-        frames = [audio[i : i + FRAME] for i in range(0, audio.size, FRAME)]
+        audio: Pcm = resample(pcm, 48000, rate)
+        audio = np.concatenate((audio, np.zeros(-audio.size % frame, np.int16)))
+        frames = [audio[i : i + frame] for i in range(0, audio.size, frame)]
         voiced = [i for i, frame in enumerate(frames) if rms_dbfs(frame) > VOICED_DBFS]
         found.append(Utterance(name, [f.astype("<i2").tobytes() for f in frames], voiced[0], voiced[-1]))
     return found
@@ -262,8 +266,22 @@ def _waterfall(turns: list[Turn]) -> dict[str, Any]:
     return stages
 
 
+def _acs_summary(silence_ms: int, turns: list[Turn]) -> dict[str, Any]:
+    return {
+        "door": "acs",
+        "mode": "agent",
+        "turn_detection": "the ACS door's (acs.silence_duration_ms)",
+        "silence_duration_ms": silence_ms,
+        "response_latency_ms": _percentiles([t.latency_ms for t in turns if t.latency_ms is not None]),
+        "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turns if t.barge_in_ms is not None]),
+        "barge_ins_with_nothing_left_to_stop": sum(1 for t in turns if t.reply_sent_before_onset),
+        "turns": [vars(t) for t in turns],
+    }
+
+
 def _summary(setup: Setup, turns: list[Turn]) -> dict[str, Any]:
     return {
+        "door": "voice-live",
         "turn_detection": setup.turn_detection,
         "silence_duration_ms": setup.silence_duration_ms,
         **({"eagerness": setup.eagerness} if setup.turn_detection == "semantic_vad" else {}),
@@ -284,8 +302,10 @@ async def bench_latency(
     silences_ms: tuple[int, ...] = SILENCE_MS,
     turn_detections: tuple[str, ...] = TURN_DETECTIONS,
     eagerness: str = "auto",
+    doors: tuple[str, ...] = DOORS,
 ) -> dict[str, Any]:
     from koe.bench.engines import machine_info
+    from koe.bench.latency_acs import run_acs_turns
 
     keys = [key.get_secret_value() for key in settings.server.api_keys]
     headers = rt.upgrade_headers(Dialect.AZURE, keys[0] if keys else None)
@@ -295,8 +315,12 @@ async def bench_latency(
     runs: list[dict[str, Any]] = []
 
     async def play(base: str) -> None:
-        for setup in setups:
-            runs.append(_summary(setup, await _run_turns(base + path, headers, setup, turns, say)))
+        if "voice-live" in doors:
+            for setup in setups:
+                runs.append(_summary(setup, await _run_turns(base + path, headers, setup, turns, say)))
+        if "acs" in doors:
+            # The ACS door's turn detection is the server's: acs.silence_duration_ms of the config it was given.
+            runs.append(_acs_summary(settings.acs.silence_duration_ms, await run_acs_turns(base, turns, say)))
 
     if url is None:
         async with _local_server(config_file, say) as base:
@@ -308,10 +332,12 @@ async def bench_latency(
         "target": url or "koe serve (a child process)",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": machine_info(),
-        "setup": {"turns_per_run": turns, "fixtures": list(FIXTURES), "pace": "real time", "door": "voice-live"},
+        "setup": {"turns_per_run": turns, "fixtures": list(FIXTURES), "pace": "real time", "doors": list(doors)},
         "definitions": {
             "response_latency_ms": "end of the last voiced 20 ms frame sent -> first response.audio.delta received",
             "barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> last audio delta received",
+            "acs_response_latency_ms": "end of the last voiced AudioData frame sent -> first outbound AudioData",
+            "acs_barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> StopAudio received",
         },
         "targets": {"response_p50_ms": 400, "response_p95_ms": 700, "barge_in_p95_ms": 150},
         "runs": runs,
