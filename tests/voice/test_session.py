@@ -349,7 +349,8 @@ async def test_filler_words_do_not_interrupt_a_reply(engines: Engines) -> None:
         first = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseAudioDelta))
         await feed(session, np.concatenate((filler, np.zeros(16000, np.int16))), pace_s=0.005)
         done = await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone), within_s=60)
-        assert isinstance(done, ev.ResponseDone) and done.status == "completed"
+        seen = [type(e).__name__ for e in recorder.events if not isinstance(e, ev.ResponseAudioDelta)]
+        assert isinstance(done, ev.ResponseDone) and done.status == "completed", (done, seen)
         # The filler was heard as speech over the reply, and the reply went on to its end.
         during = recorder.events[recorder.events.index(first) : recorder.events.index(done)]
         assert any(isinstance(e, ev.SpeechStarted) for e in during)

@@ -26,68 +26,22 @@ import contextlib
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from koe.audio.pcm import Pcm, rms_dbfs
-from koe.audio.resample import resample
+from koe.bench._turns import FIXTURES, INTERRUPT_AFTER_S, LEAD_S, RATE, Progress, Turn, Utterance, load_utterances
+from koe.bench.latency_acs import run_acs_turns
 from koe.config import Settings
 from koe.protocols.realtime import Dialect
 from koe.protocols.realtime import client as rt
 
-RATE = 24000
 FRAME = RATE // 50
-VOICED_DBFS = -45.0
-"""A 20 ms frame louder than this counts as speech when finding where an utterance ends."""
 SILENCE_MS = (200, 500)
 TURN_DETECTIONS = ("server_vad", "semantic_vad")
 DOORS = ("voice-live", "acs")
 STAGES = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
-LEAD_S = 0.6
-FIXTURES = ("utterance", "short", "reply")
-INTERRUPT_AFTER_S = 0.8
-"""A barge-in turn's speech begins (its first voiced frame) this long after the reply's first audio."""
-
-Progress = Callable[[str], None]
-
-
-@dataclass
-class Utterance:
-    name: str
-    frames: list[bytes]
-    first_voiced: int
-    last_voiced: int
-
-
-@dataclass
-class Turn:
-    fixture: str
-    latency_ms: float | None = None
-    breakdown: dict[str, Any] = field(default_factory=dict)
-    barge_in_ms: float | None = None
-    reply_sent_before_onset: bool | None = None
-    """A barge-in turn whose reply had been sent in full before the interrupting speech began."""
-
-
-def load_utterances(rate: int = RATE) -> list[Utterance]:
-    """The fixture utterances at `rate`, in 20 ms frames."""
-    from koe.audio.files import read_audio
-    from koe.bench.fixtures import AUDIO
-
-    found = []
-    frame = rate // 50
-    for name in FIXTURES:
-        pcm = read_audio(AUDIO / f"{name}_48k.wav", 48000)
-        audio: Pcm = resample(pcm, 48000, rate)
-        audio = np.concatenate((audio, np.zeros(-audio.size % frame, np.int16)))
-        frames = [audio[i : i + frame] for i in range(0, audio.size, frame)]
-        voiced = [i for i, frame in enumerate(frames) if rms_dbfs(frame) > VOICED_DBFS]
-        found.append(Utterance(name, [f.astype("<i2").tobytes() for f in frames], voiced[0], voiced[-1]))
-    return found
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -305,7 +259,6 @@ async def bench_latency(
     doors: tuple[str, ...] = DOORS,
 ) -> dict[str, Any]:
     from koe.bench.engines import machine_info
-    from koe.bench.latency_acs import run_acs_turns
 
     keys = [key.get_secret_value() for key in settings.server.api_keys]
     headers = rt.upgrade_headers(Dialect.AZURE, keys[0] if keys else None)

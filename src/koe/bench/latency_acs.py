@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from koe.bench.latency import INTERRUPT_AFTER_S, LEAD_S, Progress, Turn, Utterance, load_utterances
+from koe.bench._turns import INTERRUPT_AFTER_S, LEAD_S, Progress, Turn, Utterance, load_utterances
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.protocols.acs_outbound import OutboundAudioData, StopAudio, parse_outbound
 

@@ -95,11 +95,14 @@ class RecordingTTS:
 
     inner: Any
     chunks: list[SpeechChunk] = field(default_factory=list)
+    voices: list[str | None] = field(default_factory=list)
+    """The voice each `synthesize()` call asked for."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[SpeechChunk]:
+        self.voices.append(voice)
         async for chunk in self.inner.synthesize(text, voice):
             self.chunks.append(chunk)
             yield chunk

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -21,7 +21,7 @@ from koe.sim.acs.media import MediaOptions, MediaStream
 from koe.sim.acs.participants import CallAudio, Participant, phone_raw_id
 from tests.conftest import LANGUAGE_AUDIO
 from tests.engines.openai_standin import scripted_engines
-from tests.server.acs.support import acs_settings, koe_server, record_outbound
+from tests.server.acs.support import RecordingTTS, acs_settings, assert_sent_speech, koe_server, record_outbound
 from tests.wer import cer
 
 MAX_CER = 0.15
@@ -87,31 +87,31 @@ async def test_an_agent_call_in_japanese_is_answered_by_the_japanese_voice(
     engines: Engines, language_texts: dict[str, str]
 ) -> None:
     """The agent's reply (a stand-in LLM answering in Japanese: the embedded one speaks English only) is spoken by
-    the voice of the call's language, and Whisper base hears it as Japanese."""
+    the voice of the call's language, and what the call was sent is that voice's speech."""
     reply = ["明日は", "晴れ", "でしょう。"]
     speech = read_audio(LANGUAGE_AUDIO / "ja_weather.wav", 16000)
     audio = CallAudio([Participant(phone_raw_id(1), speech)], 16000, tail_ms=200)
-    async with (
-        scripted_engines(engines, reply) as scripted,
-        koe_server(acs_settings(mode="agent"), scripted) as (
-            base,
-            app,
-        ),
-    ):
-        url = base.replace("http", "ws") + "/acs/media?language=ja-JP"
-        options = MediaOptions(
-            url, 16000, call_connection_id="agent-ja", speed=2.0, reply_timeout_ms=30000, linger_ms=2500
-        )
-        stream = MediaStream(options, audio)
-        outbound = record_outbound(stream)
-        report = await stream.run()
-        call = app.state.calls.get("agent-ja")
+    async with scripted_engines(engines, reply) as scripted:
+        tts = RecordingTTS(scripted.tts)
+        async with koe_server(acs_settings(mode="agent"), replace(scripted, tts=tts)) as (base, app):
+            url = base.replace("http", "ws") + "/acs/media?language=ja-JP"
+            options = MediaOptions(
+                url, 16000, call_connection_id="agent-ja", speed=2.0, reply_timeout_ms=30000, linger_ms=2500
+            )
+            stream = MediaStream(options, audio)
+            outbound = record_outbound(stream)
+            report = await stream.run()
+            call = app.state.calls.get("agent-ja")
     assert report.violations == []
     assert call is not None
-    (asked,) = [e for e in call.recent if e["type"] == "transcript.completed"]
-    assert cer(language_texts["ja_weather"], asked["text"]) <= MAX_CER, asked["text"]
-    heard = await engines.require("stt").transcribe(np.frombuffer(bytes(outbound), "<i2"), language="auto")
-    assert heard.language == "ja" and cer("".join(reply), heard.text) <= 0.3, heard.text
+    # A loaded machine may hear the question as two turns (a sender that stalls past the silence window ends a
+    # turn, as a call's silence would): the question is heard once, in order, either way.
+    asked = "".join(e["text"] for e in call.recent if e["type"] == "transcript.completed")
+    assert cer(language_texts["ja_weather"], asked) <= MAX_CER, asked
+    assert tts.voices and all(voice is not None for voice in tts.voices), tts.voices
+    assert {tts.voice_info(voice).language.split("-")[0] for voice in tts.voices if voice} == {"ja"}, tts.voices
+    sent = assert_sent_speech(bytes(outbound), tts.chunks, 16000)
+    assert all(text.strip() in "".join(reply) for text in sent), sent
 
 
 def test_the_emulator_passes_the_transcription_locale_on() -> None:
