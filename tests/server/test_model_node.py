@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 from koe.audio.resample import resample
 from koe.config import load_settings
 from koe.engines.registry import Engines, load_engines
+from tests.engines.openai_standin import REPLY_WORDS, scripted_engines
 from tests.engines.remote_support import MODEL_KEY, dead_url, door_engines, model_node, remote_overrides
 from tests.server.acs.support import koe_server
 from tests.server.realtime.support import API_KEY, assert_spoken, speech_24k, stream_frames
@@ -111,8 +112,15 @@ async def test_speech_on_the_door_node_comes_from_the_model_node(model_url: str,
         await api.close()
 
 
-async def test_a_spoken_reply_takes_its_words_and_voice_from_the_model_node(model_url: str, engines: Engines) -> None:
-    # Every model remote: the LLM writes the reply on the model node and its voice comes from there too.
+async def test_a_spoken_reply_takes_its_words_and_voice_from_the_model_node(engines: Engines) -> None:
+    # Every model remote: the LLM writes the reply on the model node and its voice comes from there too. The model
+    # node's own LLM is the scripted stand-in, so the words are known (SmolLM2 once answered in French, which no
+    # English ear can check) and the door node's reply must be exactly them.
+    async with scripted_engines(engines, REPLY_WORDS) as scripted, model_node(scripted) as model_url:
+        await _speak_through_the_model_node(model_url, engines)
+
+
+async def _speak_through_the_model_node(model_url: str, engines: Engines) -> None:
     door = await asyncio.to_thread(door_engines, model_url, engines)
     llm = {"backend": "remote", "base_url": model_url, "api_key": MODEL_KEY, "max_tokens": 24, "temperature": 0.0}
     door.llm = load_engines(load_settings(overrides={"llm": llm}), ["llm"]).llm
@@ -138,8 +146,9 @@ async def test_a_spoken_reply_takes_its_words_and_voice_from_the_model_node(mode
                 transcript = event["transcript"]
             else:
                 break
-    assert event["response"]["status"] in ("completed", "incomplete"), event["response"]
-    assert_spoken(engines, bytes(audio), transcript)  # the audio says the reply's words
+    assert event["response"]["status"] == "completed", event["response"]
+    assert transcript == "".join(REPLY_WORDS)  # the model node's words
+    assert_spoken(engines, bytes(audio), transcript)  # in the model node's voice, saying them
 
 
 async def test_the_model_node_down_is_each_doors_own_error(engines: Engines) -> None:

@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect as ws_connect
 
 from koe.engines.registry import Engines
+from tests.engines.openai_standin import REPLY_WORDS, scripted_engines
 from tests.server.acs.support import koe_server
 from tests.server.realtime.support import API_KEY, assert_spoken, realtime_settings, speech_24k, stream_frames
 from tests.wer import wer
@@ -25,7 +26,15 @@ TURN_TIMEOUT_S = 45
 
 @pytest.fixture(scope="module")
 async def base_url(engines: Engines) -> AsyncIterator[str]:
-    async with koe_server(realtime_settings(), engines) as (base, _app):
+    # The LLM is the scripted stand-in: these tests are of the clients and the protocol, and SmolLM2's answer (once
+    # French words that no English ear could check) is no part of either. VAD, Whisper and Piper are the real ones.
+    async with (
+        scripted_engines(engines, REPLY_WORDS) as scripted,
+        koe_server(realtime_settings(), scripted) as (
+            base,
+            _app,
+        ),
+    ):
         yield base
 
 
