@@ -15,6 +15,7 @@ from koe.server.cluster.registry import RedisCallRegistry
 
 TTL_S = 2.0
 """Short, so that a lost node is found within a test's patience."""
+CLOSE_S = 10.0
 
 
 @pytest.fixture
@@ -42,8 +43,12 @@ async def nodes(redis: RedisServer, *names: str, **overrides: object) -> AsyncIt
         await until(lambda: all(r.status()["redis"] == "up" for r in registries))
         yield registries
     finally:
+        # asyncio.wait, not wait_for: a close that ignored its cancellation would make wait_for wait forever, and
+        # the test would end in pytest's 300 s timeout instead of saying which node did not close.
         for registry in registries:
-            await asyncio.wait_for(registry.close(), 5)
+            closing = asyncio.ensure_future(registry.close())
+            done, _ = await asyncio.wait({closing}, timeout=CLOSE_S)
+            assert done, f"node {registry.node} did not close within {CLOSE_S} s"
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:

@@ -160,3 +160,16 @@ def test_without_a_redis_url_the_registry_is_the_in_process_one_as_before() -> N
     registry.open("solo", door="acs", mode="echo")
     event = registry.publish("solo", {"type": "dtmf", "participant": "p", "tone": "1"})
     assert "node" not in event and "node" not in registry.get("solo").snapshot()  # type: ignore[union-attr]
+
+
+async def test_after_a_reconnection_other_nodes_get_at_least_the_reconnect_backoff_to_come_back() -> None:
+    # After a Redis restart the nodes reconnect at different moments: one may still wait out its backoff (up to
+    # RECONNECT_MAX_S) while another is back, and must not be declared lost meanwhile (a short TTL once did).
+    from koe.server.cluster.link import HEARTBEAT_SHARE, RECONNECT_MAX_S, RedisLink
+
+    def grace(ttl_s: float) -> float:
+        link = RedisLink("redis://127.0.0.1:1", "n", prefix="koe", ttl_s=ttl_s, listener=None)  # type: ignore[arg-type]
+        return link.reconnect_grace_s()  # nothing connects: the link is never started
+
+    assert grace(2.0) == RECONNECT_MAX_S + HEARTBEAT_SHARE * 2.0
+    assert grace(30.0) == 15.0  # half the TTL once that is longer

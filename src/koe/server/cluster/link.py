@@ -120,6 +120,12 @@ class RedisLink:
     def status(self) -> dict[str, Any]:
         return {"redis": "up" if self.up else "down", **self.counters}
 
+    def reconnect_grace_s(self) -> float:
+        """How long after its own reconnection this node waits before it may declare another lost: half the TTL, and
+        never less than the longest reconnect backoff plus one heartbeat, since after a Redis restart another node
+        may still be waiting out its backoff (`RECONNECT_MAX_S`) before its first heartbeat."""
+        return max(GRACE_SHARE * self.ttl_s, RECONNECT_MAX_S + HEARTBEAT_SHARE * self.ttl_s)
+
     async def close(self) -> None:
         """Leave: tell the others (`Bye`), and stop. The heartbeat is left to lapse: deleting it could let another
         node find it gone before it reads the `Bye`."""
@@ -159,7 +165,7 @@ class RedisLink:
                 continue
             log.info("cluster: node %s connected to Redis", self.node)
             delay, warned = RECONNECT_MIN_S, False
-            self._grace_until = loop.time() + (0.0 if first else GRACE_SHARE * self.ttl_s)
+            self._grace_until = loop.time() + (0.0 if first else self.reconnect_grace_s())
             self.counters["reconnects"] += 0 if first else 1
             first = False
             self.up = True
