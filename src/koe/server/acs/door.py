@@ -215,7 +215,10 @@ class AcsDoor:
 
     def _lost(self, call_id: str) -> None:
         """The grace period of a call whose media was lost ran out with no reconnection."""
-        if self._awaiting.pop(call_id, None) is not None and call_id not in self.connections:
+        if self._awaiting.pop(call_id, None) is None or call_id in self.connections:
+            return
+        call = self.registry.get(call_id)
+        if call is not None and call.state == "reconnecting":  # not taken up meanwhile (on another cluster node)
             with bind(call_id=call_id):
                 log.info("no reconnection within %.1f s: the call ends", self.settings.acs.reconnect_grace_s)
             self.registry.end(call_id, "media stream lost")
