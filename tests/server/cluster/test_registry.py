@@ -5,6 +5,7 @@ The nodes are registries in this process (the real processes are in test_nodes.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from koe.bench._redis import RedisServer
@@ -173,3 +174,18 @@ async def test_after_a_reconnection_other_nodes_get_at_least_the_reconnect_backo
 
     assert grace(2.0) == RECONNECT_MAX_S + HEARTBEAT_SHARE * 2.0
     assert grace(30.0) == 15.0  # half the TTL once that is longer
+
+
+async def test_the_link_stops_a_task_that_swallowed_its_cancellation() -> None:
+    # redis-py can swallow a cancellation that lands mid-read; a node's close once hung on such a task.
+    from koe.server.cluster.link import _stopped
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    assert await _stopped({task})
+    assert task.cancelled()

@@ -49,6 +49,10 @@ QUEUE_ENTRIES = 10_000
 BATCH_ENTRIES = 256
 READ_ENTRIES = 512
 CLOSE_TIMEOUT_S = 1.0
+STOP_TIMEOUT_S = 3.0
+"""How long stopping the link's tasks may take. redis-py can swallow a cancellation that lands in the middle of a
+blocking read, and the task then reads on: `_stopped()` cancels again until this has passed."""
+STOP_RETRY_S = 0.25
 HEARTBEAT_SHARE = 0.25
 KEY_TTL_SHARE = 0.7
 POLL_SHARE = 0.1
@@ -130,10 +134,8 @@ class RedisLink:
         """Leave: tell the others (`Bye`), and stop. The heartbeat is left to lapse: deleting it could let another
         node find it gone before it reads the `Bye`."""
         was_up = self.up
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None and not await _stopped({self._task}):
+            log.warning("cluster: the Redis link's task did not stop within %.0f s; leaving it", STOP_TIMEOUT_S)
         if was_up:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
@@ -195,9 +197,7 @@ class RedisLink:
             for task in done:
                 task.result()  # raises the failure
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _stopped(set(tasks))
 
     async def _find_positions(self, first: bool) -> None:
         """Where to read from: on the first connection, from now on; after a reconnection, where reading stopped,
@@ -304,3 +304,19 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
     text = value.decode() if isinstance(value, bytes) else value
     milliseconds, _, sequence = text.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+async def _stopped(tasks: set[asyncio.Task[Any]]) -> bool:
+    """Cancel `tasks` and wait for them, cancelling again every `STOP_RETRY_S` (a cancellation may be swallowed),
+    for at most `STOP_TIMEOUT_S`; whether all of them stopped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_TIMEOUT_S
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_RETRY_S)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure on the way out is no news
+    return not pending
