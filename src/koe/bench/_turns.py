@@ -4,7 +4,9 @@ an ACS call): the fixture utterances in 20 ms frames with where their voice begi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,3 +59,35 @@ def load_utterances(rate: int = RATE) -> list[Utterance]:
         voiced = [i for i, frame in enumerate(frames) if rms_dbfs(frame) > VOICED_DBFS]
         found.append(Utterance(name, [f.astype("<i2").tobytes() for f in frames], voiced[0], voiced[-1]))
     return found
+
+
+class Microphone:
+    """A caller's microphone: queued utterances go out one 20 ms frame at a time, at real-time pace, with silence
+    between them (`send(None, n)`); `say()` tells when an utterance's first and last voiced frames were sent."""
+
+    def __init__(self) -> None:
+        self.speaking: list[bytes] = []
+        self.marks: dict[int, asyncio.Future[float]] = {}
+        self.sent = 0
+
+    def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
+        """Queue an utterance; the futures resolve to when its first and last voiced frames were sent."""
+        loop = asyncio.get_running_loop()
+        first, last = loop.create_future(), loop.create_future()
+        base = self.sent + len(self.speaking)
+        self.marks[base + utterance.first_voiced] = first
+        self.marks[base + utterance.last_voiced] = last
+        self.speaking.extend(utterance.frames)
+        return first, last
+
+    async def run(self, send: Callable[[bytes | None, int], Awaitable[None]]) -> None:
+        """Send frame after frame (`send(pcm or None for silence, its number)`) every 20 ms, until cancelled."""
+        next_frame = time.perf_counter()
+        while True:
+            await send(self.speaking.pop(0) if self.speaking else None, self.sent)
+            mark = self.marks.pop(self.sent, None)
+            if mark is not None:
+                mark.set_result(time.perf_counter())
+            self.sent += 1
+            next_frame += 0.02
+            await asyncio.sleep(max(0.0, next_frame - time.perf_counter()))

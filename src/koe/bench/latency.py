@@ -31,7 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from koe.bench._turns import FIXTURES, INTERRUPT_AFTER_S, LEAD_S, RATE, Progress, Turn, Utterance, load_utterances
+from koe.bench._turns import (
+    FIXTURES,
+    INTERRUPT_AFTER_S,
+    LEAD_S,
+    RATE,
+    Microphone,
+    Progress,
+    Turn,
+    Utterance,
+    load_utterances,
+)
 from koe.bench.latency_acs import run_acs_turns
 from koe.config import Settings
 from koe.protocols.realtime import Dialect
@@ -59,37 +69,23 @@ class _Client:
         self.ws = ws
         self.events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
         self.silence = rt.audio_append(bytes(FRAME * 2))
-        self._next_frame = time.perf_counter()
-        self.speaking: list[bytes] = []
+        self.microphone = Microphone()
         self.held: list[tuple[float, dict[str, Any]]] = []
         """Events read while looking for others, kept for whoever asks for their kind next."""
-        self.sent = 0
-        self.marks: dict[int, asyncio.Future[float]] = {}
 
     async def mic(self) -> None:
         """Send one frame every 20 ms: queued speech first, else silence."""
-        while True:
-            await self.ws.send(rt.audio_append(self.speaking.pop(0)) if self.speaking else self.silence)
-            mark = self.marks.pop(self.sent, None)
-            if mark is not None:
-                mark.set_result(time.perf_counter())
-            self.sent += 1
-            self._next_frame += 0.02
-            await asyncio.sleep(max(0.0, self._next_frame - time.perf_counter()))
+        await self.microphone.run(self._send)
+
+    async def _send(self, pcm: bytes | None, _number: int) -> None:
+        await self.ws.send(rt.audio_append(pcm) if pcm is not None else self.silence)
 
     async def ears(self) -> None:
         async for raw in self.ws:
             self.events.put_nowait((time.perf_counter(), json.loads(raw)))
 
     def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
-        """Queue an utterance; the futures resolve to when its first and last voiced frames were sent."""
-        loop = asyncio.get_running_loop()
-        first, last = loop.create_future(), loop.create_future()
-        base = self.sent + len(self.speaking)
-        self.marks[base + utterance.first_voiced] = first
-        self.marks[base + utterance.last_voiced] = last
-        self.speaking.extend(utterance.frames)
-        return first, last
+        return self.microphone.say(utterance)
 
     async def next_event(self, kinds: tuple[str, ...], timeout_s: float = 30.0) -> tuple[float, dict[str, Any]]:
         for index, (at, event) in enumerate(self.held):

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from koe.bench._turns import INTERRUPT_AFTER_S, LEAD_S, Progress, Turn, Utterance, load_utterances
+from koe.bench._turns import INTERRUPT_AFTER_S, LEAD_S, Microphone, Progress, Turn, Utterance, load_utterances
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.protocols.acs_outbound import OutboundAudioData, StopAudio, parse_outbound
 
@@ -44,27 +44,19 @@ class _Caller:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.heard: asyncio.Queue[_Heard] = asyncio.Queue()
-        self.speaking: list[bytes] = []
-        self.marks: dict[int, asyncio.Future[float]] = {}
-        self.sent = 0
+        self.microphone = Microphone()
         self.last_audio_at = 0.0
         self.held: list[_Heard] = []
         """Messages read ahead (a new reply's first audio, found while waiting for a StopAudio), read again first."""
         self._epoch = time.time()
+        self._silence = bytes(FRAME * 2)
 
     async def mic(self) -> None:
-        silence = bytes(FRAME * 2)
-        next_frame = time.perf_counter()
-        while True:
-            pcm = self.speaking.pop(0) if self.speaking else silence
-            stamp = iso_timestamp(self._epoch + self.sent * 0.02)
-            await self.ws.send(encode(AudioData(pcm, stamp, silent=pcm is silence)))
-            mark = self.marks.pop(self.sent, None)
-            if mark is not None:
-                mark.set_result(time.perf_counter())
-            self.sent += 1
-            next_frame += 0.02
-            await asyncio.sleep(max(0.0, next_frame - time.perf_counter()))
+        await self.microphone.run(self._send)
+
+    async def _send(self, pcm: bytes | None, number: int) -> None:
+        stamp = iso_timestamp(self._epoch + number * 0.02)
+        await self.ws.send(encode(AudioData(pcm or self._silence, stamp, silent=pcm is None)))
 
     async def ears(self) -> None:
         async for raw in self.ws:
@@ -76,14 +68,7 @@ class _Caller:
                 self.heard.put_nowait(_Heard(now, False))
 
     def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
-        """Queue an utterance; the futures resolve to when its first and last voiced frames were sent."""
-        loop = asyncio.get_running_loop()
-        first, last = loop.create_future(), loop.create_future()
-        base = self.sent + len(self.speaking)
-        self.marks[base + utterance.first_voiced] = first
-        self.marks[base + utterance.last_voiced] = last
-        self.speaking.extend(utterance.frames)
-        return first, last
+        return self.microphone.say(utterance)
 
     async def next(self, timeout_s: float = WAIT_S) -> _Heard:
         if self.held:
