@@ -59,6 +59,27 @@ def test_prompt_uses_the_models_chat_template(engines: Engines) -> None:
     assert "<|im_start|>user\nU<|im_end|>" in prompt
 
 
+async def test_an_unfinished_message_warms_the_prompt_of_every_longer_one(engines: Engines) -> None:
+    """A caller still speaking: the prompt up to the words heard so far is evaluated now, and the reply's prompt,
+    which goes on with the rest of the turn, finds all of it in llama.cpp's cache."""
+    llm = _llm(engines)
+    history = [ChatMessage("system", SYSTEM), ChatMessage("user", "Hello."), ChatMessage("assistant", "Hi there!")]
+    heard = ChatRequest([*history, ChatMessage("user", "What is the capital")])
+    final = ChatRequest([*history, ChatMessage("user", "What is the capital of France?")])
+    unfinished = llm.unfinished_prompt(heard)
+    assert unfinished.endswith("<|im_start|>user\nWhat is the capital")
+    assert llm.prompt(final).startswith(unfinished)
+
+    def tokens(text: str) -> list[int]:
+        return list(llm._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    await llm.warm(heard, unfinished=True)
+    cached = list(llm._llama._input_ids)
+    wanted = tokens(llm.prompt(final))
+    shared = next((i for i, (a, b) in enumerate(zip(cached, wanted, strict=False)) if a != b), len(cached))
+    assert shared >= len(tokens(unfinished)), (shared, len(tokens(unfinished)))
+
+
 def test_generation_stops_at_the_next_token_once_cancelled(engines: Engines) -> None:
     cancelled = Cancelled()
     request = ChatRequest([ChatMessage("user", "Tell me a story.")], max_tokens=40, temperature=0.0)

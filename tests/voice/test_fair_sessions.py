@@ -47,7 +47,7 @@ class LoggingLLM:
         async for event in self.pool.stream(lambda cancelled: self._produce(request, cancelled)):
             yield event
 
-    async def warm(self, request: ChatRequest) -> None:
+    async def warm(self, request: ChatRequest, *, unfinished: bool = False) -> None:
         return None
 
     async def aclose(self) -> None:

@@ -157,6 +157,19 @@ async def test_a_spoken_turn_gets_a_spoken_reply(engines: Engines, texts: dict[s
     timing = recorder.of(ev.ResponseTiming)[0]
     assert isinstance(timing, ev.ResponseTiming) and timing.response_id == done.response_id
     assert timing.total_ms is not None and timing.stt_ms is not None and timing.llm_first_token_ms is not None
+    # The waterfall accounts for every millisecond: its chain adds up to the total, to rounding.
+    start = timing.endpoint_ms if timing.endpoint_ms is not None else timing.turn_end_ms
+    chain = [
+        start,
+        timing.stt_ms,
+        timing.llm_wait_ms,
+        timing.llm_first_token_ms,
+        timing.first_clause_ms,
+        timing.tts_first_audio_ms,
+        timing.release_wait_ms,
+    ]
+    assert all(part is not None for part in chain), timing
+    assert abs(sum(part for part in chain if part is not None) - timing.total_ms) <= len(chain), timing
     first_audio = next(e for e in recorder.events if isinstance(e, ev.ResponseAudioDelta))
     assert recorder.events.index(timing) == recorder.events.index(first_audio) + 1
     await recorder.close()

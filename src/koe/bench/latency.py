@@ -51,7 +51,19 @@ FRAME = RATE // 50
 SILENCE_MS = (200, 500)
 TURN_DETECTIONS = ("server_vad", "semantic_vad")
 DOORS = ("voice-live", "acs")
-STAGES = ("turn_end_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
+STAGES = (
+    "turn_end_ms",
+    "endpoint_ms",
+    "stt_ms",
+    "llm_wait_ms",
+    "llm_first_token_ms",
+    "first_clause_ms",
+    "tts_first_audio_ms",
+    "release_wait_ms",
+    "total_ms",
+)
+"""koe's own report of each reply (`koe.response.timing`): `turn_end_ms` overlaps the rest, which is the chain from
+the end of speech to the first audio leaving."""
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:

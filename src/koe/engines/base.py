@@ -277,9 +277,10 @@ class LLM(Protocol):
         """
         ...
 
-    async def warm(self, request: ChatRequest) -> None:
+    async def warm(self, request: ChatRequest, *, unfinished: bool = False) -> None:
         """Prepare for requests that start like `request` (an embedded model evaluates its prompt now); a backend
-        with nothing to prepare returns at once."""
+        with nothing to prepare returns at once. `unfinished`: the last message is still being written (the words
+        of a caller still speaking), so only the prompt up to the end of its text is evaluated."""
         ...
 
     async def aclose(self) -> None:

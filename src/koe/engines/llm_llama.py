@@ -42,6 +42,8 @@ TOOL_STRING_MAX_CHARS = 200
 LOOKAHEAD_TOKENS = 6
 """Tokens generated ahead of the reader: a reply that stops reading (to synthesize its first clause) pauses the
 LLM, and TTS gets the CPU to itself."""
+_CUT = "\u2063koe:unfinished\u2063"
+"""Marks where an unfinished message's text ends in its rendered prompt (`unfinished_prompt`)."""
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -185,15 +187,25 @@ class LlamaLLM:
                 reason = "tool_calls"
         yield Finished(reason, prompt_tokens, produced)  # type: ignore[arg-type]  # one of the literals above
 
-    async def warm(self, request: ChatRequest) -> None:
+    async def warm(self, request: ChatRequest, *, unfinished: bool = False) -> None:
         """Evaluate `request`'s prompt now, so the next request that starts with it pays only for what follows.
 
-        llama.cpp keeps the last prompt's KV cache; a session warms it with its system prompt while the caller is
-        still speaking, which takes the prompt evaluation off the first reply's critical path.
+        llama.cpp keeps the last prompt's KV cache; a session warms it with its system prompt before the first
+        turn, and with the words heard so far while the caller is still speaking (`unfinished`), which takes most
+        of the prompt evaluation off the reply's critical path.
         """
         if self.pool.depth or self.pool.active:
             return  # someone is generating: their cache matters more
-        await self.pool.run(self._warm_sync, request)
+        prompt = self.unfinished_prompt(request) if unfinished else self.prompt(request)
+        await self.pool.run(self._warm_sync, prompt)
+
+    def unfinished_prompt(self, request: ChatRequest) -> str:
+        """The prompt of `request` cut right after its last message's text: what every prompt that goes on with
+        more of that message's words begins with."""
+        *before, last = request.messages
+        marked = replace(request, messages=[*before, replace(last, content=last.content + _CUT)])
+        prompt = self.prompt(marked)
+        return prompt[: prompt.index(_CUT)] if _CUT in prompt else prompt
 
     async def aclose(self) -> None:
         """Nothing to release on the loop: the model stays loaded, and `Engines.pools()` shuts the pool down."""
@@ -202,8 +214,7 @@ class LlamaLLM:
         """A loaded embedded model can always serve (its queue shows in /healthz's pools)."""
         return None
 
-    def _warm_sync(self, request: ChatRequest) -> None:
-        prompt = self.prompt(request)
+    def _warm_sync(self, prompt: str) -> None:
         for _chunk in self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):
             pass
 

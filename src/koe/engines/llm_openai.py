@@ -159,7 +159,7 @@ class OpenAICompatibleLLM:
         """The last request's outcome when it is recent, else a probe (`GET {base_url}/models`), kept a while."""
         return await self._health.check()
 
-    async def warm(self, request: ChatRequest) -> None:
+    async def warm(self, request: ChatRequest, *, unfinished: bool = False) -> None:
         """Nothing to do: a remote server keeps (or does not keep) its own prompt cache."""
 
     async def _events(self, response: httpx.Response) -> AsyncIterator[LLMEvent]:

@@ -32,12 +32,17 @@ log = logging.getLogger("koe.voice")
 
 
 class Replying(Protocol):
-    """What the transcripts helper needs of the replies: feed the reply machine, and offer a held reply."""
+    """What the transcripts helper needs of the replies: feed the reply machine, offer a held reply, and tell what a
+    caller still speaking has said so far."""
 
     def input(self, event: ReplyInput) -> None: ...
 
     def adopt(self, speculation: Speculation) -> None:
         """A committed turn's speculation whose held reply the next automatic response may take over."""
+        ...
+
+    def prehear(self, user_text: str) -> None:
+        """The caller, still speaking, has said `user_text` so far: prepare the reply's prompt up to there."""
         ...
 
 

@@ -230,9 +230,11 @@ class ResponseDone:
 class ResponseTiming:
     """Where a reply's latency went, reported once its first audio (or text) leaves.
 
-    `total_ms` runs from the end of the caller's speech (the last voiced window) to that first output; the parts
-    overlap, because koe transcribes and starts answering during the pause that ends the turn. None where a part
-    did not apply (a response the client created, or a text-only one).
+    `total_ms` runs from the end of the caller's speech (the last voiced window) to that first output. koe
+    transcribes and starts answering during the pause that ends the turn, so `turn_end_ms` overlaps the rest. The
+    critical path is the chain `endpoint_ms` + `stt_ms` + `llm_wait_ms` + `llm_first_token_ms` + `first_clause_ms`
+    + `tts_first_audio_ms` + `release_wait_ms`, which adds up to `total_ms` (to rounding) for a reply a
+    speculation started. None where a part did not apply (a response the client created, or a text-only one).
     """
 
     response_id: str
@@ -241,8 +243,17 @@ class ResponseTiming:
     """End of speech to the turn's commit (the pause the turn detection waited for)."""
     stt_ms: int | None
     llm_first_token_ms: int | None
+    """The LLM request to its first token: queueing, prompt evaluation and one decoding step."""
     tts_first_audio_ms: int | None
     """First clause handed to TTS to its first audio."""
+    endpoint_ms: int | None = None
+    """End of speech to the VAD calling it (when the speculation, and its transcription, began)."""
+    llm_wait_ms: int | None = None
+    """The transcript ready to the LLM request (planning the reply; for a live reply, the commit too)."""
+    first_clause_ms: int | None = None
+    """The first token to the first clause complete enough to speak (the LLM writing its first words)."""
+    release_wait_ms: int | None = None
+    """The first audio made to its leaving: a held reply waits for the turn to end, and every reply for its pace."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ class TurnTiming:
     voice_end_at: float | None
     turn_end_at: float
     stt_ms: int | None = None
+    speculated_at: float | None = None
+    """When the speculation whose transcript the turn used began (None: transcribed at the commit)."""
+    heard_at: float | None = None
+    """When the turn's transcript was ready."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from koe.engines.base import ChatRequest
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions
@@ -79,6 +80,17 @@ class Replies:
         """A response answering `user_text`, a turn not committed yet, whose events go to `emit` (a speculation
         holds them until the turn ends, then `release()`s them into `_output`)."""
         return self._new_run(None, emit, pending_user_text=user_text)
+
+    def prehear(self, user_text: str) -> None:
+        """The caller is still speaking and has said `user_text` so far: have an embedded LLM evaluate the reply's
+        prompt up to those words now, so that when the turn ends only its last words are left to evaluate. Best
+        effort: nothing while a reply runs, and `LLM.warm()` gives way to any generation."""
+        llm = self._context.engines.llm
+        if llm is None or llm.pool is None or not self.idle or not user_text:
+            return
+        plan = plan_response(self._context, None, user_text)
+        request = ChatRequest(plan.messages, plan.tools, cache_key=plan.cache_key, tool_choice=plan.tool_choice)
+        self._context.spawn(llm.warm(request, unfinished=True))
 
     def _new_run(
         self, options: ResponseOptions | None, emit: Callable[[ev.Event], None], pending_user_text: str | None = None
@@ -178,4 +190,8 @@ class Replies:
             stt_ms=turn.stt_ms if turn else None,
             llm_first_token_ms=span(run.llm_started_at, run.first_token_at),
             tts_first_audio_ms=span(run.first_clause_at, run.first_audio_at),
+            endpoint_ms=span(turn.voice_end_at, turn.speculated_at) if turn else None,
+            llm_wait_ms=span(turn.heard_at, run.llm_started_at) if turn else None,
+            first_clause_ms=span(run.first_token_at, run.first_clause_at),
+            release_wait_ms=span(run.first_audio_at, now),
         )

@@ -48,6 +48,9 @@ class Speculation:
         self._task: asyncio.Task[None] | None = None
         self.discarded = False
         self.stt_ms: int | None = None
+        self.started_at = asyncio.get_running_loop().time()
+        self.heard_at: float | None = None
+        """Loop times: the speculation began (the VAD called the voice ended), its transcript was ready."""
         self._hold_ms = hold_ms
         self._held_ms = 0.0
         self._released = asyncio.Event()
@@ -72,7 +75,8 @@ class Speculation:
         started = loop.time()
         try:
             result = await self._stt(self.audio)
-            self.stt_ms = round((loop.time() - started) * 1000)
+            self.heard_at = loop.time()
+            self.stt_ms = round((self.heard_at - started) * 1000)
         except EngineError:
             pass  # the turn will be transcribed again when it is committed, and fail there visibly
         finally:

@@ -5,6 +5,10 @@ and transcribes it, reusing the speculative transcript of the pause when it cove
 `pending()` so they always answer the whole conversation. Speech over a reply with `remove_filler_words` goes
 through `_filler_or_turn()`: only fillers are dropped, anything more interrupts. It sees the session only through
 its `VoiceContext`, and the replies through `context.replies`.
+
+Partial transcripts (`maybe_partial`, every `PARTIAL_INTERVAL_MS` of speech while the STT pool is idle) go to the
+client when it asked for them (`partial_results`), and in converse mode their settled words go to
+`context.replies.prehear()`: the reply's prompt is evaluated up to them while the caller is still speaking.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import replace
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.base import EngineError, Transcript
-from koe.languages import CLAUSE_END
+from koe.languages import CLAUSE_END, has_cjk
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
 from koe.voice.conversation import ConversationError, Item, audio_part, new_id
@@ -27,6 +31,7 @@ from koe.voice.turns import ReplyInput
 log = logging.getLogger("koe.voice")
 
 PARTIAL_INTERVAL_MS = 700
+UNSETTLED_CJK_CHARS = 3
 
 
 class Transcripts:
@@ -93,11 +98,15 @@ class Transcripts:
                 result = await turn.speculation.transcript()
                 if turn.timing is not None:
                     turn.timing.stt_ms = turn.speculation.stt_ms
+                    turn.timing.speculated_at = turn.speculation.started_at
+                    turn.timing.heard_at = turn.speculation.heard_at
             if result is None:
                 started = loop.time()
                 result = await self.stt(turn.audio)
                 if turn.timing is not None:
-                    turn.timing.stt_ms = round((loop.time() - started) * 1000)
+                    turn.timing.heard_at = loop.time()
+                    turn.timing.stt_ms = round((turn.timing.heard_at - started) * 1000)
+                    turn.timing.speculated_at = None
         except (
             Exception
         ) as exc:  # any failure of the engine is this turn's: the client hears of it, the session goes on
@@ -172,9 +181,23 @@ class Transcripts:
             who.partial_busy = False
         if who.input.item_id != item_id or not result.text:
             return  # the turn ended meanwhile: its final transcript supersedes this
-        delta = appended(who.partial_text, result.text)
-        who.partial_text = result.text
-        self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta, result.text))
+        if self._context.config.partial_results:
+            delta = appended(who.partial_text, result.text)
+            who.partial_text = result.text
+            self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta, result.text))
+        if self._context.config.mode == "converse":
+            self._context.replies.prehear(settled_words(result.text))
+
+
+def settled_words(text: str) -> str:
+    """The words of a partial transcript that more speech is unlikely to change: all but the last word (which the
+    audio may have cut), without the closing punctuation Whisper writes at the cut. Japanese and Chinese, which
+    have no spaces, lose their last `UNSETTLED_CJK_CHARS` characters instead."""
+    text = text.strip().rstrip(" " + CLAUSE_END)
+    if has_cjk(text[-1:]):
+        return text[:-UNSETTLED_CJK_CHARS]
+    words = text.split()
+    return " ".join(words[:-1])
 
 
 def appended(previous: str, text: str) -> str:

@@ -9,7 +9,7 @@ saying why, as OpenAI's do).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from koe.protocols import realtime as rt
@@ -215,9 +215,5 @@ class Renderer:
             "type": TIMING_EVENT,
             "event_id": rt.new_event_id(),
             "response_id": event.response_id,
-            "total_ms": event.total_ms,
-            "turn_end_ms": event.turn_end_ms,
-            "stt_ms": event.stt_ms,
-            "llm_first_token_ms": event.llm_first_token_ms,
-            "tts_first_audio_ms": event.tts_first_audio_ms,
+            **{field.name: getattr(event, field.name) for field in fields(event) if field.name.endswith("_ms")},
         }
