@@ -2,7 +2,7 @@
 cancelling them leaves nothing queued behind (its jobs leave the LLM's queue as each reply is cancelled, and all of
 them when it closes), and another session's reply then starts right after the job that is running. The LLM is a
 stand-in on a real `WorkerPool` whose jobs log their start; starts are counted, not timed, so a busy machine cannot
-make the test pass or fail."""
+make the test pass or fail. A reply with no LLM at all fails in protocol and leaves the reply machine free."""
 
 from __future__ import annotations
 
@@ -106,3 +106,21 @@ async def test_a_flooding_session_leaves_nothing_queued_and_delays_another_by_th
 async def _read(session: Session, into: list[ev.Event]) -> None:
     async for event in session.events():
         into.append(event)
+
+
+async def test_a_reply_without_an_llm_fails_in_protocol_and_the_next_one_is_served_the_same() -> None:
+    """No LLM loaded (a node serving STT only): each reply fails with an error and `failed`, and the reply machine
+    is free again for the next one (found by `koe bench fuzz` at volume: the reply task died, and every later
+    request was refused as overlapping)."""
+    session = _session(Engines())
+    events = session.events()
+    for _ in range(2):
+        _ask(session, "hello")
+        seen: list[ev.Event] = []
+        while not any(isinstance(e, ev.ResponseDone) for e in seen):
+            seen.append(await asyncio.wait_for(anext(events), WAIT_S))
+        errors = [e for e in seen if isinstance(e, ev.Error)]
+        assert errors and "llm" in str(errors[0].error), seen
+        done = next(e for e in seen if isinstance(e, ev.ResponseDone))
+        assert done.status == "failed", done
+    await session.close()

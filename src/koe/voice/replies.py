@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from koe.engines.base import ChatRequest
+from koe.engines.base import LLM, ChatRequest, EngineError, EngineUnavailable
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
 from koe.voice.config import ResponseOptions
@@ -98,7 +98,12 @@ class Replies:
         context = self._context
         plan = plan_response(context, options, pending_user_text)
         tts = context.engines.tts if plan.output_audio else None
-        return ResponseRun(plan, context.engines.require("llm"), tts, emit)
+        llm: LLM | EngineError
+        try:
+            llm = context.engines.require("llm")
+        except EngineUnavailable as exc:
+            llm = exc  # the response fails with it in protocol (an `error`, then `response.done` failed)
+        return ResponseRun(plan, llm, tts, emit)
 
     def _start(self, options: ResponseOptions | None, adopt: bool) -> None:
         speculation, self._adoptable = self._adoptable, None

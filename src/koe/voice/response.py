@@ -212,10 +212,12 @@ class ResponseRun:
     def __init__(
         self,
         plan: ResponsePlan,
-        llm: LLM,
+        llm: LLM | EngineError,
         tts: TTS | None,
         emit: Callable[[ev.Event], None],
     ) -> None:
+        """`llm` may be why there is none (`EngineUnavailable`): the response then fails with it, reported like
+        any engine failure, and the session goes on."""
         self.plan = plan
         self._llm = llm
         self._tts = tts
@@ -282,15 +284,18 @@ class ResponseRun:
 
     async def _generate(self) -> Finished:
         plan = self.plan
+        llm = self._llm
+        if isinstance(llm, EngineError):
+            raise llm
         request = ChatRequest(
             plan.messages, plan.tools, plan.temperature, plan.max_output_tokens, plan.cache_key, plan.tool_choice
         )
         if not plan.output_audio or self._tts is None:
-            return await self._generate_text(request)
+            return await self._generate_text(llm, request)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak(clauses))
         try:
-            finished = await self._generate_text(request, clauses)
+            finished = await self._generate_text(llm, request, clauses)
             await clauses.put(None)
             await speaker
         finally:
@@ -300,14 +305,16 @@ class ResponseRun:
                     await speaker
         return finished
 
-    async def _generate_text(self, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None) -> Finished:
+    async def _generate_text(
+        self, llm: LLM, request: ChatRequest, clauses: asyncio.Queue[str | None] | None = None
+    ) -> Finished:
         splitter = ClauseSplitter()
         cap = TurnCap(self.plan.turn_tokens)
         finished = Finished("stop")
         loop = asyncio.get_running_loop()
         self.llm_started_at = loop.time()
         deltas = 0
-        stream = self._llm.stream(request)
+        stream = llm.stream(request)
         try:
             async for event in stream:
                 if self.first_token_at is None and not isinstance(event, Finished):
