@@ -74,12 +74,13 @@ class RealtimeDoor:
             return
         key = presented_key(access_request(scope, Kind.API), self.settings)
         ticket = self.admission.admit("realtime", key=key, transcribes=True)
-        await websocket.accept(subprotocol=handshake.subprotocol)
         if isinstance(ticket, Refusal):
+            await websocket.accept(subprotocol=handshake.subprotocol)
             await _refuse(websocket, handshake.dialect, ticket)
             return
         timings = "koe_timings=1" in query.split("&")
-        with ticket:
+        with ticket:  # from here on: a client gone during the accept must not keep its place
+            await websocket.accept(subprotocol=handshake.subprotocol)
             connection = RealtimeConnection(self.settings, self.engines, websocket, handshake, timings=timings)
             self.active += 1
             try:
