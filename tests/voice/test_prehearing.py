@@ -49,16 +49,16 @@ class WarmRecordingLLM:
         return None
 
 
-async def _converse(engines: Engines, llm: WarmRecordingLLM, **config: object) -> tuple[Session, Recorder]:
-    td = TurnDetection(silence_duration_ms=300)
-    settings = SessionConfig(mode="converse", turn_detection=td, output_audio=False, **config)  # type: ignore[arg-type]
-    session = Session(replace(engines, llm=llm, tts=None), settings)
-    return session, Recorder(session)
+def _session(engines: Engines, llm: WarmRecordingLLM, mode: str = "converse", create_response: bool = True) -> Session:
+    td = TurnDetection(silence_duration_ms=300, create_response=create_response)
+    settings = SessionConfig(mode=mode, turn_detection=td, output_audio=False)  # type: ignore[arg-type]
+    return Session(replace(engines, llm=llm, tts=None), settings)
 
 
 async def test_the_reply_prompt_is_warmed_with_the_words_heard_while_the_caller_speaks(engines: Engines) -> None:
     llm = WarmRecordingLLM(WorkerPool("llm", 1, 8))
-    session, recorder = await _converse(engines, llm)
+    session = _session(engines, llm)
+    recorder = Recorder(session)
     await feed(session, speech("utterance_16k.wav", tail_s=0.6), pace_s=0.02)  # real time: partials come as it speaks
     await recorder.wait_for(lambda e: isinstance(e, ev.ResponseDone))
     heard = [request for request, unfinished in llm.warmed if unfinished]
@@ -78,12 +78,8 @@ async def test_the_reply_prompt_is_warmed_with_the_words_heard_while_the_caller_
 @pytest.mark.parametrize("why", ["remote llm", "transcription only", "no automatic reply"])
 async def test_nothing_is_heard_early_when_no_embedded_llm_will_answer(engines: Engines, why: str) -> None:
     llm = WarmRecordingLLM(None if why == "remote llm" else WorkerPool("llm", 1, 8))
-    config: dict[str, object] = {}
-    if why == "transcription only":
-        config["mode"] = "transcribe"
-    td = TurnDetection(silence_duration_ms=300, create_response=why != "no automatic reply")
-    settings = SessionConfig(**({"mode": "converse", "turn_detection": td, "output_audio": False} | config))  # type: ignore[arg-type]
-    session = Session(replace(engines, llm=llm, tts=None), settings)
+    mode = "transcribe" if why == "transcription only" else "converse"
+    session = _session(engines, llm, mode, create_response=why != "no automatic reply")
     recorder = Recorder(session)
     await feed(session, speech("utterance_16k.wav", tail_s=0.6), pace_s=0.02)
     await recorder.wait_for(lambda e: isinstance(e, ev.TranscriptCompleted | ev.ItemUpdated))

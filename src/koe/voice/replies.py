@@ -81,12 +81,26 @@ class Replies:
         holds them until the turn ends, then `release()`s them into `_output`)."""
         return self._new_run(None, emit, pending_user_text=user_text)
 
+    def prehears(self) -> bool:
+        """Whether the words of a caller still speaking are worth hearing early, for the reply's prompt: a turn
+        that will be answered, by an embedded LLM (one that keeps a prompt cache), with no reply running."""
+        config, llm = self._context.config, self._context.engines.llm
+        td = config.turn_detection
+        return (
+            config.mode == "converse"
+            and td is not None
+            and td.create_response
+            and llm is not None
+            and llm.pool is not None
+            and self.idle
+        )
+
     def prehear(self, user_text: str) -> None:
         """The caller is still speaking and has said `user_text` so far: have an embedded LLM evaluate the reply's
         prompt up to those words now, so that when the turn ends only its last words are left to evaluate. Best
-        effort: nothing while a reply runs, and `LLM.warm()` gives way to any generation."""
+        effort: only where `prehears()`, and `LLM.warm()` gives way to any generation."""
         llm = self._context.engines.llm
-        if llm is None or llm.pool is None or not self.idle or not user_text:
+        if llm is None or not user_text or not self.prehears():
             return
         plan = plan_response(self._context, None, user_text)
         request = ChatRequest(plan.messages, plan.tools, cache_key=plan.cache_key, tool_choice=plan.tool_choice)

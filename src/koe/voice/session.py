@@ -147,21 +147,8 @@ class Session:
         # Only while the voice is on: the pause that ends a short "um" must not count as speaking over the reply.
         if who.pending_barge_in and who.turn.state is Turn.SPEECH and speaking_ms >= FILLER_CONFIRM_MS:
             self._barge_in(who)
-        if who.turn.state is Turn.SPEECH and (self.config.partial_results or self._prehears()):
+        if who.turn.state is Turn.SPEECH and (self.config.partial_results or self.replies.prehears()):
             self.transcripts.maybe_partial(who)
-
-    def _prehears(self) -> bool:
-        """Whether the words of a caller still speaking are worth hearing early, for the reply's prompt: a turn
-        that will be answered, by an embedded LLM (one that keeps a prompt cache), with no reply running."""
-        td, llm = self.config.turn_detection, self.engines.llm
-        return (
-            self.config.mode == "converse"
-            and td is not None
-            and td.create_response
-            and llm is not None
-            and llm.pool is not None
-            and self.replies.idle
-        )
 
     def _warm_llm(self) -> None:
         """Have the LLM evaluate this session's system prompt now, before the first reply needs it."""

@@ -185,8 +185,7 @@ class Transcripts:
             delta = appended(who.partial_text, result.text)
             who.partial_text = result.text
             self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta, result.text))
-        if self._context.config.mode == "converse":
-            self._context.replies.prehear(settled_words(result.text))
+        self._context.replies.prehear(settled_words(result.text))
 
 
 def settled_words(text: str) -> str:
