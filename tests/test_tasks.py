@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from koe.tasks import TaskSet
+from koe.tasks import TaskSet, describe_tasks, within
 
 log = logging.getLogger("koe.test.tasks")
 
@@ -69,3 +69,51 @@ async def test_cancel_and_wait_stops_everything_without_logging(caplog: pytest.L
     with caplog.at_level(logging.ERROR, logger=log.name):
         await tasks.cancel_and_wait()
     assert all(task.cancelled() for task in running) and not caplog.records
+
+
+async def test_within_lets_a_cancellation_through_when_it_lands_as_the_await_completes() -> None:
+    """What 3.11's `asyncio.wait_for` gets wrong: cancelled in the loop turn in which the awaited thing completes, it
+    returns the result and the task runs on. Every loop turn around the completion is tried."""
+    for turns in range(6):
+        finished = asyncio.get_running_loop().create_future()
+
+        async def inner(finished: asyncio.Future[None] = finished) -> None:
+            await finished
+
+        async def bounded() -> str:
+            await within(inner(), 10.0)
+            await asyncio.sleep(0.5)
+            return "ran on after its cancellation"
+
+        task = asyncio.ensure_future(bounded())
+        for _ in range(2):
+            await asyncio.sleep(0)
+        finished.set_result(None)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_within_times_out() -> None:
+    with pytest.raises(TimeoutError):
+        await within(asyncio.sleep(5), 0.01)
+    assert await within(asyncio.sleep(0, "done"), None) == "done"
+
+
+async def test_describe_tasks_shows_where_a_task_waits() -> None:
+    async def parked_here(event: asyncio.Event) -> None:
+        await event.wait()
+
+    event = asyncio.Event()
+    task = asyncio.ensure_future(parked_here(event))
+    task.set_name("parked-task")
+    await asyncio.sleep(0)
+    described = describe_tasks()
+    lines = described.splitlines()
+    at = lines.index("task parked-task (pending)")
+    assert "in parked_here" in lines[at + 1]
+    assert "in wait" in lines[at + 2]  # asyncio.Event.wait, the await it is suspended in
+    event.set()
+    await task

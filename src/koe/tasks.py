@@ -4,14 +4,46 @@
 task that fails (or hands the exception to `on_failure`), and can `cancel()` them together or `wait()` for them,
 including the tasks they spawn meanwhile. One implementation for every owner, so a failure is never left for the
 garbage collector's "Task exception was never retrieved".
+
+`within(awaitable, timeout_s)` is koe's one time bound on an await (`TimeoutError` past it). Python 3.11's
+`asyncio.wait_for` swallows a cancellation that arrives in the loop turn in which the awaited thing completes, and a
+task cancelled at that moment runs on; `asyncio.timeout()`, which `within` is built on, does not. A test keeps
+`asyncio.wait_for` out of koe.
+
+`describe_tasks()` is every task of the running loop with the chain of awaits it is suspended in: what `kill -USR1`
+writes to the log of `koe serve`, to see what a session that does not end is waiting for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
+    """`await awaitable`, or `TimeoutError` after `timeout_s` (None: no bound); a cancellation always goes through."""
+    async with asyncio.timeout(timeout_s):
+        return await awaitable
+
+
+def describe_tasks() -> str:
+    """Every task of the running loop, each with its await chain (outermost first) and the future it waits on."""
+    lines: list[str] = []
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        state = "cancelling" if task.cancelling() else "done" if task.done() else "pending"
+        lines.append(f"task {task.get_name()} ({state})")
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            frame = frame or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "\n".join(lines)
 
 
 class TaskSet:

@@ -52,3 +52,26 @@ async def test_frames_sent_leave_the_count() -> None:
     assert outbox.queued_bytes == 0
     assert _gauge() == before
     await outbox.aclose()
+
+
+async def test_aclose_returns_even_when_it_lands_as_a_send_completes() -> None:
+    """Python 3.11's `asyncio.wait_for` swallows a cancellation that arrives in the loop turn in which the awaited send
+    completes. An outbox built on it then waited for its next frame forever, and its session never ended: the fuzz at
+    volume found every Realtime session keeping its admission ticket. Every loop turn around the send is tried."""
+    for turns in range(6):
+        sent = asyncio.get_running_loop().create_future()
+
+        async def send(_text: str, sent: asyncio.Future[None] = sent) -> None:
+            await sent
+
+        outbox = Outbox(send, limit_bytes=1000, stall_s=30.0, door="outbox-test")
+        outbox.start()
+        outbox.put("x")
+        for _ in range(3):
+            await asyncio.sleep(0)  # the frame is on its way
+        sent.set_result(None)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        closing = asyncio.ensure_future(outbox.aclose())
+        done, _ = await asyncio.wait([closing], timeout=2.0)  # not wait_for: its cancel would end the hang itself
+        assert done, f"aclose() hung when it came {turns} loop turns after the send completed"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from koe.protocols.acs import AudioMetadata, encode, iso_timestamp
+from koe.tasks import within
 
 FRAME_MS = 20
 _AUDIO_BYTES = 640
@@ -141,7 +142,7 @@ async def run_load(url: str, streams: int, seconds: float, warmup_s: float = 1.0
             _, stream = await loop.create_connection(_factory(protocol), host, port)
             assert stream.transport is not None
             stream.transport.write(request.encode())
-            await asyncio.wait_for(stream.ready, 10)
+            await within(stream.ready, 10)
             stream.transport.write(_frame(encode(AudioMetadata(f"bench-{index}", 16000)).encode()))
         except (OSError, ConnectionError, TimeoutError):
             result.connect_failures += 1

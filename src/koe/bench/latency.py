@@ -46,6 +46,7 @@ from koe.bench.latency_acs import run_acs_turns
 from koe.config import Settings
 from koe.protocols.realtime import Dialect
 from koe.protocols.realtime import client as rt
+from koe.tasks import within
 
 FRAME = RATE // 50
 SILENCE_MS = (200, 500)
@@ -106,7 +107,7 @@ class _Client:
                 return at, event
         deadline = time.perf_counter() + timeout_s
         while True:
-            at, event = await asyncio.wait_for(self.events.get(), max(0.01, deadline - time.perf_counter()))
+            at, event = await within(self.events.get(), max(0.01, deadline - time.perf_counter()))
             if event.get("type") == "error":
                 raise RuntimeError(f"the server sent an error: {event.get('error')}")
             if event.get("type") in kinds:

@@ -20,6 +20,7 @@ from typing import Any
 from koe.bench._turns import INTERRUPT_AFTER_S, LEAD_S, Microphone, Progress, Turn, Utterance, load_utterances
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.protocols.acs_outbound import OutboundAudioData, StopAudio, parse_outbound
+from koe.tasks import within
 
 RATE = 16000
 FRAME = RATE // 50
@@ -73,7 +74,7 @@ class _Caller:
     async def next(self, timeout_s: float = WAIT_S) -> _Heard:
         if self.held:
             return self.held.pop(0)
-        return await asyncio.wait_for(self.heard.get(), timeout_s)
+        return await within(self.heard.get(), timeout_s)
 
     async def reply_start(self, after: float) -> float:
         """When the first audio of a reply that began after `after` arrived."""

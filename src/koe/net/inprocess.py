@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from koe.tasks import within
+
 READY_TIMEOUT_S = 4.0
 STOP_TIMEOUT_S = 2.0
 
@@ -52,7 +54,7 @@ class InProcessServer:
         self._stop.set()
         # A TLS peer that never sends close_notify would hold the shutdown for the SSL timeout; do not wait for it.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+            await within(asyncio.shield(self._task), STOP_TIMEOUT_S)
         if not self._task.done():
             self._task.cancel()
             with contextlib.suppress(BaseException):

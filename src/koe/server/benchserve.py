@@ -204,6 +204,11 @@ def node(port: int, config_file: str, engine_kinds: str = "") -> None:
     app = create_app(settings, engines)
 
     async def main() -> None:
+        from koe.tasks import describe_tasks
+
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, lambda: print(describe_tasks(), file=sys.stderr, flush=True)
+        )
         gateway = None
         if settings.sora.enabled:
             gateway = SoraGateway(settings.sora, engines, app.state.calls, access=settings)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from koe.protocols.websocket import CloseCode
 from koe.server.metrics import METRICS
+from koe.tasks import within
 
 log = logging.getLogger("koe.server.outbox")
 
@@ -34,9 +35,13 @@ class SendStalled(Exception):
 
 
 async def send_within(send: Awaitable[None], stall_s: float) -> None:
-    """Await `send`; `SendStalled` if it has not completed after `stall_s`."""
+    """Await `send`; `SendStalled` if it has not completed after `stall_s`.
+
+    The send keeps a task of its own, as it had under `asyncio.wait_for`. Run inline in the caller's task, the deaf
+    client of tests/server/test_session_ends.py was never found stalled: its 54 MB were all written, each drain
+    finding the transport's buffer empty. Why is not yet understood; the task keeps the behaviour that test proves."""
     try:
-        await asyncio.wait_for(send, stall_s)
+        await within(asyncio.ensure_future(send), stall_s)
     except TimeoutError as exc:
         raise SendStalled(f"send_stalled: the client read nothing for {stall_s:g} s (limits.send_stall_s)") from exc
 
@@ -66,6 +71,7 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.stalled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         """Resolves with the reason once the outbox gives up on the client."""
 
@@ -97,11 +103,13 @@ class Outbox:
     async def flush(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) until everything queued has gone."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await within(self._idle.wait(), timeout_s)
 
     async def aclose(self) -> None:
         """Stop sending and forget what is queued (the connection is over)."""
+        self._closed = True  # the send loop also ends by itself, should a cancellation ever be lost
         self._drop()
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,7 +136,7 @@ class Outbox:
 
     async def _run(self) -> None:
         try:
-            while True:
+            while not self._closed:
                 if not self._queue:
                     self._idle.set()
                     self._wake.clear()
@@ -138,7 +146,7 @@ class Outbox:
                 if isinstance(item, tuple):
                     if self._close is not None:
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(self._close(*item), CLOSE_TIMEOUT_S)
+                            await within(self._close(*item), CLOSE_TIMEOUT_S)
                     continue
                 self._in_flight = len(item)
                 try:

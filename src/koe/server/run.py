@@ -20,6 +20,7 @@ from koe.engines.registry import load_engines
 from koe.log import setup_logging
 from koe.server.auth import allowed_hosts, is_loopback, sora_mtls
 from koe.server.ports import port_problems
+from koe.tasks import describe_tasks
 
 if TYPE_CHECKING:
     from koe.server.acs.door import AcsDoor
@@ -88,6 +89,7 @@ def run_server(settings: Settings, progress: Callable[[str], None], *, reuse_por
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("asyncio tasks:\n%s", describe_tasks()))
         scheme = "https" if settings.server.tls_cert_file is not None else "http"
         progress(f"serving on {scheme}://{settings.server.host}:{settings.server.port}/ (health: /healthz)")
         sora = await _start_sora(settings, engines, app.state.calls, progress, app.state.admission, reuse_port)

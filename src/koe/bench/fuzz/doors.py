@@ -43,6 +43,7 @@ from koe.bench.fuzz.targets import Target, targets
 from koe.net.inprocess import free_port
 from koe.protocols import acs
 from koe.sim.sora.gateway_client import GatewayConnection
+from koe.tasks import within
 
 BATCH = 200
 HEALTH_TIMEOUT_S = 5.0
@@ -131,7 +132,7 @@ class HealthyCall:
             await self._socket.close()
         if self._task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
+                await within(self._task, 5)
         return {
             "frames_sent": self.sent,
             "echoes": self.echoed,
@@ -159,14 +160,14 @@ async def _realtime_or_acs(url: str, mutator: Mutator, count: int, outcomes: Cou
                     message: str | bytes = data.decode()
                 except UnicodeDecodeError:
                     message = data
-                await asyncio.wait_for(ws.send(message), INPUT_TIMEOUT_S)
+                await within(ws.send(message), INPUT_TIMEOUT_S)
         except (ConnectionClosed, TimeoutError):
             pass
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), INPUT_TIMEOUT_S)
+                await within(ws.close(), INPUT_TIMEOUT_S)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(drain, INPUT_TIMEOUT_S)
+                await within(drain, INPUT_TIMEOUT_S)
         code = ws.close_code
         outcomes[f"close {code}"] += 1
         if code == INTERNAL_ERROR:
@@ -185,7 +186,7 @@ async def _raw_frames(port: int, path: str, mutator: Mutator, count: int, outcom
 
     async def one(data: bytes) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), INPUT_TIMEOUT_S)
+            reader, writer = await within(asyncio.open_connection("127.0.0.1", port), INPUT_TIMEOUT_S)
         except (OSError, TimeoutError):
             outcomes["connect failed"] += 1
             return
@@ -195,7 +196,7 @@ async def _raw_frames(port: int, path: str, mutator: Mutator, count: int, outcom
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
             )
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), INPUT_TIMEOUT_S)
+            head = await within(reader.readuntil(b"\r\n\r\n"), INPUT_TIMEOUT_S)
             if b" 101 " not in head.split(b"\r\n", 1)[0]:
                 outcomes["upgrade refused"] += 1
                 return
@@ -238,7 +239,7 @@ async def _read_until_closed(reader: asyncio.StreamReader, limit_s: float) -> by
     deadline = time.monotonic() + limit_s
     while (left := deadline - time.monotonic()) > 0:
         try:
-            chunk = await asyncio.wait_for(reader.read(65536), left)
+            chunk = await within(reader.read(65536), left)
         except TimeoutError:
             break
         if not chunk:
@@ -289,7 +290,7 @@ async def _sora_bodies(sora_port: int, mutator: Mutator, count: int, outcomes: C
                     break
                 streams.append(stream)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(s.closed() for s in streams)), INPUT_TIMEOUT_S)
+                await within(asyncio.gather(*(s.closed() for s in streams)), INPUT_TIMEOUT_S)
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()

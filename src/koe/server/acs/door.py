@@ -62,6 +62,7 @@ from koe.server.lifetime import EndReason, SessionClock
 from koe.server.limits import Admission, Ticket, session_lifetime_s, session_limits
 from koe.server.metrics import METRICS
 from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE
+from koe.tasks import within
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -416,7 +417,7 @@ def _reason(message: str) -> str:
 async def _close_soon(socket: MediaSocket, code: int, reason: str) -> None:
     """Close, but never wait long on a client that does not read."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(socket.close(code, reason), CLOSE_TIMEOUT_S)
+        await within(socket.close(code, reason), CLOSE_TIMEOUT_S)
 
 
 def acs_routes(door: AcsDoor | None) -> list[BaseRoute]:

@@ -40,7 +40,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]
 from koe.server.acs._picows import MAX_MESSAGE_BYTES, PicowsMediaSocket
 from koe.server.acs.door import AcsDoor
 from koe.server.auth import AccessRequest, Kind, Listener
-from koe.tasks import TaskSet
+from koe.tasks import TaskSet, within
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -97,7 +97,7 @@ class AcsMediaListener:
         await self._tasks.wait(timeout_s=CLOSE_WAIT_S)
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                await within(self._server.wait_closed(), 1.0)
 
 
 class _Handshake(asyncio.Protocol):

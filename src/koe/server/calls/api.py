@@ -28,6 +28,7 @@ from koe.server.auth import Kind
 from koe.server.calls.registry import CallRegistry
 from koe.server.metrics import METRICS
 from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE, SendStalled, send_within
+from koe.tasks import within
 
 SSE_KEEPALIVE_S = 15.0
 SSE_OPENED = b": subscribed\n\n"  # an SSE comment: readers skip it
@@ -103,7 +104,7 @@ def calls_routes(registry: CallRegistry, settings: Settings) -> list[BaseRoute]:
                     METRICS.send_stalls.labels("calls").inc()
                 if stalled or sender.exception() is None:
                     code, reason = (STALL_CLOSE, "send_stalled") if stalled else (CloseCode.NORMAL, "call ended")
-                    await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT_S)
+                    await within(websocket.close(code, reason), CLOSE_TIMEOUT_S)
         except (WebSocketDisconnect, RuntimeError, TimeoutError):
             pass
         finally:

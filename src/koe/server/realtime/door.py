@@ -37,6 +37,7 @@ from koe.server.metrics import METRICS
 from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE, Outbox, send_within
 from koe.server.realtime.mapping import engine_config, engine_item, response_options
 from koe.server.realtime.render import Renderer
+from koe.tasks import within
 from koe.voice.session import Session
 
 log = logging.getLogger("koe.realtime")
@@ -98,7 +99,7 @@ async def _refuse(websocket: WebSocket, dialect: rt.Dialect, refused: Refusal) -
     with contextlib.suppress(Exception):
         for event in rt.ServerEvents(dialect).error(error):
             await send_within(websocket.send_text(rt.encode_event(event)), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(websocket.close(CloseCode.TRY_AGAIN_LATER, REFUSED_CODE), CLOSE_TIMEOUT_S)
+        await within(websocket.close(CloseCode.TRY_AGAIN_LATER, REFUSED_CODE), CLOSE_TIMEOUT_S)
 
 
 class RealtimeConnection:
@@ -171,7 +172,7 @@ class RealtimeConnection:
                 # Nothing more can reach this client; the close frame is all that is tried, and not for long.
                 with contextlib.suppress(Exception):
                     reason = "send_stalled"
-                    await asyncio.wait_for(self.websocket.close(STALL_CLOSE, reason), CLOSE_TIMEOUT_S)
+                    await within(self.websocket.close(STALL_CLOSE, reason), CLOSE_TIMEOUT_S)
             elif self._ended.done():
                 ended = self._ended.result()
                 code = "session_expired" if ended == SESSION_EXPIRED else "idle_timeout"

@@ -58,7 +58,7 @@ from koe.server.limits import Admission, Ticket, session_lifetime_s
 from koe.server.metrics import METRICS
 from koe.server.sora.metrics import CONTENT_TYPE, SoraMetrics
 from koe.server.sora.services.base import DumpService, Service, ServiceStream, TestService
-from koe.tasks import TaskSet
+from koe.tasks import TaskSet, within
 
 log = logging.getLogger("koe.sora")
 
@@ -149,7 +149,7 @@ class SoraGateway:
         self.tasks.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                await within(server.wait_closed(), 1.0)
         self.dump_service.close()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

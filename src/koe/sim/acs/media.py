@@ -38,6 +38,7 @@ from koe.protocols.acs_outbound import (
 )
 from koe.sim.acs.participants import CallAudio, Frame
 from koe.sim.acs.playback import BargeIn, Playout
+from koe.tasks import within
 
 log = logging.getLogger("koe.sim.acs")
 
@@ -178,7 +179,7 @@ class MediaStream:
                 with contextlib.suppress(Exception):
                     await websocket.close(self.options.close_code)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(receiver, 5.0)
+                await within(receiver, 5.0)
             receiver.cancel()
             self._finish(websocket, time.monotonic() - started_wall)
         return self.report
@@ -188,7 +189,7 @@ class MediaStream:
         self._dropping = True
         self._websocket.transport.abort()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._receiver, 5.0)
+            await within(self._receiver, 5.0)
         self._dropping = False
         self._websocket = await self._connect()
         self._receiver = asyncio.create_task(self._receive(self._websocket))
@@ -346,7 +347,7 @@ class MediaStream:
         delay = due - time.monotonic()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await within(self._stop.wait(), delay)
 
     async def _send(self, websocket: ClientConnection, text: str) -> None:
         size = len(text.encode("utf-8"))

@@ -28,6 +28,7 @@ import h2.events
 import h2.exceptions
 
 from koe.protocols.sora_results import ResultStreamError, ResultStreamReader
+from koe.tasks import within
 
 READ_BYTES = 65536
 
@@ -119,7 +120,7 @@ class GatewayStream:
 
     async def closed(self, limit_s: float | None = None) -> None:
         """Wait for the end of the response (at most `limit_s`: then `TimeoutError`)."""
-        await asyncio.wait_for(self._done.wait(), limit_s)
+        await within(self._done.wait(), limit_s)
 
     def text_results(self) -> list[Any]:
         return [value for _, value in self.received]
@@ -173,7 +174,7 @@ class GatewayConnection:
         port = parts.port or (443 if secure else 80)
         context = (tls or TLSOptions()).context() if secure else None
         server_hostname = (tls.server_hostname if tls else None) or host if secure else None
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await within(
             asyncio.open_connection(host, port, ssl=context, server_hostname=server_hostname, limit=READ_BYTES * 4),
             limit_s,
         )

@@ -32,6 +32,7 @@ from koe.protocols.sora import Framing, SoraRequest, frame_packet, request_heade
 from koe.sim.sora.channel import Action, Channel, ChannelSettings, CloseStream, OpenStream, Role, Webhook
 from koe.sim.sora.gateway_client import GatewayConnection, GatewayStream, TLSOptions
 from koe.sim.sora.source import opus_packets
+from koe.tasks import within
 
 log = logging.getLogger("koe.sim.sora")
 
@@ -185,7 +186,7 @@ class SoraSimulator:
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-        await asyncio.wait_for(idle(), limit_s)
+        await within(idle(), limit_s)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -252,7 +253,7 @@ class SoraSimulator:
         finally:
             await stream.end()
             try:
-                await asyncio.shield(asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_S))
+                await asyncio.shield(within(asyncio.shield(reader), CLOSE_WAIT_S))
             except (TimeoutError, asyncio.CancelledError):
                 await stream.cancel()
                 reader.cancel()

@@ -33,6 +33,7 @@ from koe.protocols.acs import AudioData, DtmfData
 from koe.protocols.realtime import client as rt
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.metrics import METRICS
+from koe.tasks import within
 from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 
 log = logging.getLogger("koe.server.acs.door")
@@ -123,13 +124,13 @@ class BridgePipeline:
         self._outbox.put_nowait(None)
         if self._sender is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sender, 5.0)
+                await within(self._sender, 5.0)
         if self._remote is not None:
             with contextlib.suppress(Exception):
                 await self._remote.close()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(self._reader, 5.0)
+                await within(self._reader, 5.0)
         if self._speaker is not None:
             self._speaker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -23,6 +23,7 @@ from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.acs.modes.dtmf import DtmfCollector
 from koe.server.calls.events import call_event
 from koe.server.metrics import METRICS
+from koe.tasks import within
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
 from koe.voice.conversation import Item, Part, new_id
@@ -87,7 +88,7 @@ class _EnginePipeline:
 
     async def finish(self, hung_up: bool) -> None:
         try:
-            await asyncio.wait_for(self.session.end_input(), DRAIN_TIMEOUT_S)
+            await within(self.session.end_input(), DRAIN_TIMEOUT_S)
         except TimeoutError:
             log.warning("the last turn of call %s took too long to finish; dropped", self.context.call_id)
         finally:
@@ -95,7 +96,7 @@ class _EnginePipeline:
             await self.session.close()
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(self._pump, 5.0)
+                    await within(self._pump, 5.0)
 
     async def _events(self) -> None:
         async for event in self.session.events():
@@ -144,7 +145,7 @@ class AgentPipeline(_EnginePipeline):
             await self.session.close()
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(self._pump, 5.0)
+                    await within(self._pump, 5.0)
             return
         await super().finish(hung_up)
 

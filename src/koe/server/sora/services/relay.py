@@ -41,6 +41,7 @@ from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.sora.metrics import SoraMetrics
 from koe.server.sora.services.base import ResultSink, ServiceStream
+from koe.tasks import within
 
 log = logging.getLogger("koe.sora")
 
@@ -131,12 +132,12 @@ class _RelayStream:
         self._input_ended = True
         # The body may end before the upstream answers: its answer (or refusal) still decides the response.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connect_settled.wait(), self._service.connect_budget_s)
+            await within(self._connect_settled.wait(), self._service.connect_budget_s)
         if self._socket is not None and not self._failed and not self._committed:
             self._committed = True  # (while reconnecting, the new session commits once the kept audio is in)
             self._send(rt.commit())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until_idle(), FINAL_WAIT_S)
+            await within(self._until_idle(), FINAL_WAIT_S)
         await self._close()
 
     def abort(self) -> None:
@@ -199,7 +200,7 @@ class _RelayStream:
         key = settings.relay_api_key.get_secret_value() if settings.relay_api_key is not None else None
         headers = rt.upgrade_headers(settings.relay_kind, key)
         try:
-            return await asyncio.wait_for(connect(settings.relay_url, additional_headers=headers), CONNECT_TIMEOUT_S)
+            return await within(connect(settings.relay_url, additional_headers=headers), CONNECT_TIMEOUT_S)
         except InvalidStatus as exc:
             status = exc.response.status_code
             return _ConnectFailed(status, f"upstream refused the connection: {exc}", status in RETRYABLE_STATUS)
@@ -253,7 +254,7 @@ class _RelayStream:
         finally:
             self._socket = None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(socket.close(), CLOSE_TIMEOUT_S)
+                await within(socket.close(), CLOSE_TIMEOUT_S)
         if self._input_ended or self._failed:
             return None  # nothing more will come to send: the results so far are the stream's
         return dropped
