@@ -1,5 +1,6 @@
 """Hypercorn's WebSocket closes, as koe patches them (`koe.net.close_frames`): koe's close frame reaches a client that
-was still sending when koe closed, instead of being lost to a TCP reset (the client saw 1006, not koe's code)."""
+was still sending when koe closed, instead of being lost to a TCP reset (the client saw 1006, not koe's code), and
+a frame that cannot be parsed is answered with a close frame saying why."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import struct
 
 import orjson
+import pytest
 
 from koe.config import load_settings
 from tests.server.acs.support import koe_server
@@ -48,25 +50,52 @@ def _close_frame(data: bytes) -> tuple[int, str] | None:
     return None
 
 
+async def _upgraded(base: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    received = b"HTTP/1.1 101\r\n\r\n"
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(65536), 5.0):
+            received += chunk
+    return received
+
+
 async def test_a_client_still_sending_when_koe_closes_gets_the_close_frame() -> None:
     async with koe_server(load_settings(overrides={"acs": {"mode": "echo"}})) as (base, _app):
-        port = int(base.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET /acs/media HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        await reader.readuntil(b"\r\n\r\n")
+        reader, writer = await _upgraded(base, "/acs/media")
         unsupported = {"kind": "AudioMetadata", "audioMetadata": {"encoding": "PCM", "sampleRate": 14000}}
         frame = _masked(b"x" * 60_000)
         writer.write(_masked(orjson.dumps(unsupported)) + frame * (BURST_BYTES // len(frame)))
-        received = b"HTTP/1.1 101\r\n\r\n"
         with contextlib.suppress(ConnectionError):  # koe closes while the burst is still going out
             await writer.drain()
         await asyncio.sleep(0.5)  # koe has closed by now, with most of the burst unread
-        with contextlib.suppress(ConnectionError):
-            while chunk := await asyncio.wait_for(reader.read(65536), 5.0):
-                received += chunk
+        received = await _until_closed(reader)
         writer.close()
     assert _close_frame(received) == (1003, "unsupported sampleRate 14000 (need 16000 or 24000)")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (_masked(b"{}", opcode=0x3), 1002),  # a reserved opcode
+        (_masked(b'{"type": "\xff"}'), 1007),  # a text message that is not UTF-8
+        (bytes([0x81, 0x02]) + b"{}", 1002),  # a client frame without a mask
+    ],
+)
+async def test_a_frame_that_cannot_be_parsed_is_answered_with_a_close_frame(frame: bytes, code: int) -> None:
+    async with koe_server(load_settings()) as (base, _app):
+        reader, writer = await _upgraded(base, "/v1/realtime?model=m")
+        writer.write(frame)
+        received = await _until_closed(reader)
+        writer.close()
+    closed = _close_frame(received)
+    assert closed is not None and closed[0] == code, received[-200:]

@@ -13,6 +13,10 @@ with a reset, which makes the peer's kernel drop what it had not yet read: the c
 (the client saw 1006, not koe's 1008). So a connection that koe closes is first half-closed (its write side, after the
 close frame), and read and discarded for up to `LINGER_S` until the peer closes its side too, as RFC 6455 (7.1.1)
 expects a server to wait; the reading goes on in Hypercorn's own read loop, which ignores data after the close.
+
+And a frame that wsproto cannot parse (a reserved opcode, an unmasked frame, invalid UTF-8 in a text message)
+ends the connection with a close frame saying why (1002, 1007: RFC 6455 7.1.7), where Hypercorn closed the socket
+without one.
 """
 
 from __future__ import annotations
@@ -52,8 +56,45 @@ def report_clean_closes() -> None:
         await handle(self, event)
 
     WSStream.handle = handle_with_clean_closes  # type: ignore[method-assign]
+    _fail_with_a_close_frame()
     _linger_on_close()
     _patched = True
+
+
+def _fail_with_a_close_frame() -> None:
+    from hypercorn.protocol.events import Data, StreamClosed
+    from hypercorn.protocol.ws_stream import WSStream
+    from wsproto.connection import ConnectionState
+    from wsproto.events import CloseConnection
+    from wsproto.utilities import LocalProtocolError
+
+    handle_events = WSStream._handle_events
+
+    async def handle_events_failing_cleanly(self: Any) -> None:
+        connection = self.connection
+        events = connection.events
+        failed: list[CloseConnection] = []
+
+        def parsed() -> Any:
+            for event in events():
+                # wsproto reports a frame it could not parse as the peer's close while the connection is still open.
+                if isinstance(event, CloseConnection) and connection.state is ConnectionState.OPEN:
+                    failed.append(event)
+                    return
+                yield event
+
+        connection.events = parsed
+        try:
+            await handle_events(self)
+        finally:
+            del connection.events
+        if failed:
+            with contextlib.suppress(LocalProtocolError):
+                data = connection.send(CloseConnection(code=failed[0].code, reason=failed[0].reason))
+                await self.send(Data(stream_id=self.stream_id, data=data))
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+    WSStream._handle_events = handle_events_failing_cleanly  # type: ignore[method-assign]
 
 
 def _linger_on_close() -> None:
