@@ -39,7 +39,7 @@ from koe.bench.fixtures import AUDIO
 
 RELAY_P99_MS = 10.0
 TRANSCRIBE_P95_MS = 1000.0
-STACKS = ("hypercorn", "uvicorn-websockets", "uvicorn-wsproto", "picows")
+STACKS = ("hypercorn", "uvicorn-websockets", "uvicorn-wsproto", "picows", "picows-bare")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -270,7 +270,7 @@ def bench_acs(
     if not skip_relay:
         relay: dict[str, Any] = {"json_per_frame": json_costs(), "stacks": {}}
         for stack in stacks.split(","):
-            module = "picows" if stack == "picows" else stack.split("-")[0]
+            module = stack.split("-")[0]
             if importlib.util.find_spec(module) is None:
                 relay["stacks"][stack] = {"skipped": f"{module} is not installed"}
                 continue

@@ -62,7 +62,12 @@ def acs(stack: str, port: int, mode: str, profile: str | None = None) -> None:
     async def main() -> None:
         if profiler is not None:
             profiler.enable()
-        if stack == "picows":
+        if stack == "picows-bare":
+            bare = await _bare_picows_echo(port)
+            _ready(port)
+            await _until_sigterm()
+            bare.close()
+        elif stack == "picows":
             from koe.server.acs.listener import AcsMediaListener
 
             listener = await AcsMediaListener.start(app.state.acs, "127.0.0.1", port)
@@ -91,6 +96,22 @@ def acs(stack: str, port: int, mode: str, profile: str | None = None) -> None:
     if profiler is not None and profile:
         profiler.disable()
         profiler.dump_stats(profile)
+
+
+async def _bare_picows_echo(port: int) -> asyncio.Server:
+    """The relay's floor: picows answering each text frame with the same bytes (`data` renamed to `Data`, as the
+    load generator reads koe's outbound frames) and no koe work at all; one receive and one send per frame."""
+    from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    class Echo(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                transport.send(WSMsgType.TEXT, frame.get_payload_as_bytes().replace(b'"data":"', b'"Data":"', 1))
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(WSCloseCode.OK)
+                transport.disconnect()
+
+    return await ws_create_server(lambda _request: Echo(), "127.0.0.1", port)
 
 
 async def _hypercorn(app: Any, port: int, *, h2_streams: int | None = None) -> None:
