@@ -219,6 +219,33 @@ async def test_protocol_violations_close_with_the_doors_code_and_reason(first: s
     assert ws.close_reason is not None and reason in ws.close_reason
 
 
+async def test_a_violation_mid_call_closes_once_on_both_ports() -> None:
+    """Once a call has started, the media listener takes frames in picows's callback (`deliver_directly`); a frame
+    that ends the call there still closes it as the receive loop does: one violation counted, one error event, the
+    door's code and reason, and the audio before it echoed."""
+    async with koe_with_listener(acs_settings(mode="echo")) as koe:
+        for base in (koe.main, koe.media):
+            call_id = f"mid-violation-{base[-5:]}"
+            headers = {"x-ms-call-connection-id": call_id}
+            before = koe.app.state.acs.counters["violations"]
+            async with connect(f"{base}/acs/media", additional_headers=headers) as ws:
+                await ws.send(encode(AudioMetadata("sub", 16000)))
+                await ws.send(_frame(0.0, _tone(20).tobytes()))
+                echo = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+                await ws.send(encode(AudioMetadata("sub", 24000)))
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), WAIT_S)
+            assert echo["Kind"] == "AudioData", base
+            assert (ws.close_code, ws.close_reason) == (
+                1008,
+                "sampleRate changed mid-stream; reconnect to change the format",
+            )
+            assert koe.app.state.acs.counters["violations"] == before + 1, base
+            call = koe.app.state.calls.get(call_id)
+            errors = [event for event in call.recent if event.get("code") == "protocol_violation"]
+            assert len(errors) == 1, base
+
+
 async def test_outbound_audio_waits_while_the_socket_is_backed_up() -> None:
     async with koe_with_listener(acs_settings(mode="echo")) as koe:
         headers = {"x-ms-call-connection-id": "pw-slow"}

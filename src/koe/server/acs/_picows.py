@@ -1,8 +1,11 @@
 """One ACS media connection on picows, as the door's `MediaSocket` (see `koe.server.acs.socket`).
 
-picows calls `on_ws_frame()` for every frame as it is parsed. A whole message goes into a deque and wakes the
-call's one task (`AcsDoor.serve()`, started when the upgrade completes) through a future, so a frame costs no task
-of its own; the task drains every frame that has arrived before it waits again. Sends write straight to picows.
+picows calls `on_ws_frame()` for every frame as it is parsed. Once the call has started, the door takes each whole
+message right there (`deliver_directly()`: parsed, checked and handed to the mode's pipeline, whose answer is sent
+at once), so a 20 ms frame wakes no task. Any other message (before the call starts, one the door declines, or one
+behind others still queued) goes into a deque and wakes the call's one task (`AcsDoor.serve()`, started when the
+upgrade completes) through a future; the task drains every frame that has arrived before it waits again. Sends
+write straight to picows.
 
 Flow control, as the main port has it through Hypercorn's awaited sends: when the transport's write buffer passes
 its high-water mark (picows's `pause_writing`), `send_now()` declines and `send_text()` waits, so outbound audio
@@ -14,9 +17,10 @@ the queue without bound either.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, cast
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -81,6 +85,8 @@ class PicowsMediaSocket(WSListener):
         self._gone = False
         self.lost = False
         self._close_timer: asyncio.TimerHandle | None = None
+        self._direct: Callable[[str | bytes], bool] | None = None
+        self._direct_context = contextvars.copy_context()
 
     # --- picows's callbacks ---------------------------------------------------------------------------------
 
@@ -92,7 +98,10 @@ class PicowsMediaSocket(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind in _DATA and frame.fin and self._fragments is None:
-            self._queue(frame.get_payload_as_bytes())
+            payload = frame.get_payload_as_bytes()
+            direct = self._direct
+            if direct is None or self._frames or not self._direct_context.run(direct, payload):
+                self._queue(payload)
         elif kind in _DATA or kind == _CONTINUATION:
             self._fragment(frame)
         elif kind == _CLOSE:
@@ -153,6 +162,10 @@ class PicowsMediaSocket(WSListener):
         if self._closing or self._transport is None:
             raise ConnectionResetError("the ACS media connection is closing")
         self._transport.send(_TEXT, text)
+
+    def deliver_directly(self, handler: Callable[[str | bytes], bool] | None) -> None:
+        # The handler runs in the context of the task that set it (the call's: its log fields, its tasks' context).
+        self._direct, self._direct_context = handler, contextvars.copy_context()
 
     async def close(self, code: int, reason: str) -> None:
         transport = self._transport

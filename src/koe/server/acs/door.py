@@ -264,6 +264,8 @@ class _Connection:
         self.clock: SessionClock | None = None
         self.awaits_reconnection = False
         """Set when the connection ends: it was lost without a close frame, so its call waits for ACS to reconnect."""
+        self._handed_over: tuple[int, str] | None = None
+        """The close a frame taken directly called for, which the receive loop sends when that frame reaches it."""
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -286,6 +288,7 @@ class _Connection:
             log.exception("ACS media connection failed")
             close = (CloseCode.INTERNAL_ERROR, "internal error")
         finally:
+            self.socket.deliver_directly(None)
             self.clock.stop()
             self.awaits_reconnection = (
                 hung_up and self._ending is None and self.socket.lost and self.door.settings.acs.reconnect_grace_s > 0
@@ -321,38 +324,65 @@ class _Connection:
     async def _receive_loop(self) -> tuple[int, str] | None:
         """Returns the close to send, or None when the peer went away."""
         receive = self.socket.receive
-        assert self.clock is not None
-        touch = self.clock.touch
         while True:
             frame = await receive()
             if frame is None:
                 return None
-            touch()
-            try:
-                event = self.stream.receive(frame)
-            except MalformedFrame as exc:
-                self._malformed(exc)
-                continue
-            except ProtocolViolation as exc:
-                self.door.counters["violations"] += 1
-                log.warning("closing ACS media connection: %s", exc.reason)
-                self.door.publish(self.call_id, {"type": "error", "code": "protocol_violation", "message": exc.reason})
-                return exc.close_code, exc.reason
-            if isinstance(event, AudioData):
-                if self.pipeline is not None and not (event.silent and self.drop_silent):
-                    self.pipeline.audio(event)
-            elif isinstance(event, AudioMetadata):
+            outcome = self._handed_over or self._take(frame)
+            if isinstance(outcome, AudioMetadata):
                 try:
-                    await self._start(event)
+                    await self._start(outcome)
                 except ModeUnavailable as exc:
                     log.error("cannot serve the call in %s mode: %s", self.mode, exc)
                     self.door.publish(self.call_id, {"type": "error", "code": "mode_unavailable", "message": str(exc)})
                     return CloseCode.INTERNAL_ERROR, f"{self.mode} mode unavailable"
-            elif isinstance(event, DtmfData):
-                who = event.participant_raw_id
-                self.door.publish(self.call_id, {"type": "dtmf", "participant": who, "tone": event.data})
-                if self.pipeline is not None:
-                    self.pipeline.dtmf(event)
+                self.socket.deliver_directly(self._take_directly)
+            elif outcome is not None:
+                return outcome
+
+    def _take(self, frame: str | bytes) -> AudioMetadata | tuple[int, str] | None:
+        """One frame, as far as it needs no waiting: the AudioMetadata that starts the call (the receive loop
+        awaits its start), the close that a violation calls for, or None once it is dealt with."""
+        assert self.clock is not None
+        self.clock.touch()
+        try:
+            event = self.stream.receive(frame)
+        except MalformedFrame as exc:
+            self._malformed(exc)
+            return None
+        except ProtocolViolation as exc:
+            self.door.counters["violations"] += 1
+            log.warning("closing ACS media connection: %s", exc.reason)
+            self.door.publish(self.call_id, {"type": "error", "code": "protocol_violation", "message": exc.reason})
+            return exc.close_code, exc.reason
+        if isinstance(event, AudioData):
+            if self.pipeline is not None and not (event.silent and self.drop_silent):
+                self.pipeline.audio(event)
+        elif isinstance(event, AudioMetadata):
+            return event
+        elif isinstance(event, DtmfData):
+            who = event.participant_raw_id
+            self.door.publish(self.call_id, {"type": "dtmf", "participant": who, "tone": event.data})
+            if self.pipeline is not None:
+                self.pipeline.dtmf(event)
+        return None
+
+    def _take_directly(self, frame: str | bytes) -> bool:
+        """A frame taken as it arrives, once the call has started, where the socket can (picows calls this from its
+        frame callback): the relay's hot path no longer wakes the call's task for every 20 ms frame. False leaves
+        the frame to the receive loop, untouched: when koe is ending the call, and for a frame that ends it (a
+        violation), whose close the loop then sends (`_handed_over`)."""
+        if self._ending is not None or self._handed_over is not None:
+            return False
+        try:
+            outcome = self._take(frame)
+        except Exception:
+            log.exception("ACS media connection failed")
+            outcome = (CloseCode.INTERNAL_ERROR, "internal error")
+        if outcome is None or isinstance(outcome, AudioMetadata):
+            return True  # a repeated AudioMetadata of the same format changes nothing once the call has started
+        self._handed_over = outcome
+        return False
 
     async def _start(self, metadata: AudioMetadata) -> None:
         if self.pipeline is not None:

@@ -3,14 +3,17 @@
 `MediaSocket` is the whole contract: the upgrade request's path, query parameters, headers and client host, then
 `receive()` (a text or binary frame, or None once the peer is gone), `lost` (the peer went without a close frame),
 `send_text()`, `send_now()` (a send that
-cannot wait, for the writer's fast path; False when it would have to) and `close(code, reason)`.
+cannot wait, for the writer's fast path; False when it would have to), `close(code, reason)`, and
+`deliver_directly(handler)`: a socket that parses frames in a callback of its own (picows) hands each frame to
+`handler` as it arrives, and queues it for `receive()` only when the handler returns False (or frames are already
+queued, which keeps them in order); a socket that cannot (Starlette's) ignores it.
 `StarletteMediaSocket` adapts a Starlette `WebSocket` (the door on the main port, under Hypercorn); the picows one
 lives with its listener (`koe.server.acs.listener`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -57,6 +60,10 @@ class MediaSocket(Protocol):
         """Close with a code and reason, if the socket is still open."""
         ...
 
+    def deliver_directly(self, handler: Callable[[str | bytes], bool] | None) -> None:
+        """From now on, offer each arriving frame to `handler` first (None: stop); see the module's docstring."""
+        ...
+
 
 class StarletteMediaSocket:
     """The door on the main port: a Starlette WebSocket (Hypercorn underneath). Every send is awaited."""
@@ -90,6 +97,9 @@ class StarletteMediaSocket:
 
     def send_now(self, text: str) -> bool:
         return False  # ASGI sends are coroutines: the writer's task makes them
+
+    def deliver_directly(self, handler: Callable[[str | bytes], bool] | None) -> None:
+        return None  # an ASGI app receives by awaiting: every frame goes through receive()
 
     async def close(self, code: int, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.CONNECTED:
