@@ -6,9 +6,8 @@ is set, with the main port's certificate when that serves TLS: `koe.server.tls`)
 `listener.port` is the bound port (useful with 0); `await listener.close()` at shutdown.
 
 Why: ACS streams 50 JSON frames a second per call. `koe bench acs` measured the door's server CPU per frame at about
-190 µs under Hypercorn (about 100 streams per core), and 52-60 µs for the door's per-frame work on picows (about 390
-streams per core, p99 at most 1.2 ms at 200 streams); a bare picows echo costs about 40 µs. This listener, with the
-call's task, mode pipeline and writer around that work, measured 57-87 µs in brief checks on a shared machine.
+150-190 µs under Hypercorn (about 100 streams per core), and 31.9 µs on this listener (500 streams per core at p99
+2.1 ms), where a bare picows echo with no koe work costs 14.3 µs (docs/acs.md).
 
 One connection:
 1. `_Handshake`, a plain asyncio protocol, reads the upgrade request's head, matches its path (`AcsDoor.match`) and
