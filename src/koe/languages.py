@@ -170,3 +170,18 @@ def join_cjk(text: str) -> str:
     """`text` without the spaces a recogniser leaves between Chinese or Japanese characters (`今天 天气` → `今天天气`);
     spaces between Latin words and around them stay."""
     return _CJK_GAP.sub("", text.strip())
+
+
+_HIRAGANA = re.compile("[\u3040-\u309f]")
+_KANJI_OR_KATAKANA = re.compile("[\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
+
+
+def soft_cut(text: str, limit: int) -> int:
+    """Where to cut `text` no later than `limit` when no punctuation came: after a space, else (Japanese) where
+    hiragana gives way to kanji or katakana, the usual start of a new phrase, else at the limit itself."""
+    if space := text.rfind(" ", 0, limit) + 1:
+        return space
+    for index in range(limit, limit // 2, -1):
+        if _HIRAGANA.match(text[index - 1]) and _KANJI_OR_KATAKANA.match(text[index]):
+            return index
+    return limit

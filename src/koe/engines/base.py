@@ -9,6 +9,7 @@ None, for a remote one) through the `Pool` view, `STT.supports_language()`, `TTS
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -145,6 +146,20 @@ class STT(Protocol):
 
 
 # --- text to speech ----------------------------------------------------------------------------------------
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def speech_text(text: str, max_chars: int) -> str:
+    """The text a TTS engine speaks: control characters (which Piper cannot take: a NUL raised "embedded null
+    character") as spaces, trimmed. `EngineError` when nothing is left or it is longer than `max_chars`."""
+    text = _CONTROL.sub(" ", text).strip()
+    if not text:
+        raise EngineError("nothing to say: the text is empty")
+    if len(text) > max_chars:
+        raise EngineError(f"text of {len(text)} characters exceeds the {max_chars}-character limit")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

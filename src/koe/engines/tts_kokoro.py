@@ -27,7 +27,7 @@ import numpy as np
 from koe.audio.pcm import float_to_pcm
 from koe.engines import _cjk_text, _kokoro_files
 from koe.engines._kokoro_files import Style
-from koe.engines.base import EngineError, EngineUnavailable, SpeechChunk, VoiceInfo
+from koe.engines.base import EngineError, EngineUnavailable, SpeechChunk, VoiceInfo, speech_text
 from koe.engines.pool import Cancelled, WorkerPool
 from koe.languages import UnsupportedLanguage, parse_language
 
@@ -245,11 +245,7 @@ class KokoroTTS:
         self, text: str, voice: str | None = None, cancelled: Cancelled | None = None
     ) -> Iterator[SpeechChunk]:
         """Blocking synthesis, piece by piece; for the CLI and benchmarks. Servers use `synthesize()`."""
-        text = text.strip()
-        if not text:
-            raise EngineError("nothing to say: the text is empty")
-        if len(text) > MAX_TEXT_CHARS:
-            raise EngineError(f"text of {len(text)} characters exceeds the {MAX_TEXT_CHARS}-character limit")
+        text = speech_text(text, MAX_TEXT_CHARS)
         name = voice or self.default_voice
         found = self._split(name)
         if found is None:

@@ -38,7 +38,7 @@ from koe.engines.base import (
     ToolSpec,
 )
 from koe.engines.pool import EngineBusy
-from koe.languages import script_language
+from koe.languages import script_language, soft_cut
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
 from koe.voice.errors import FailureReason, ResponseFailed
@@ -74,23 +74,11 @@ _CLAUSE_BREAK = re.compile(
 _CLAUSE_MARKS = ",;:—、，；："
 _LATIN_MARKS = ",;:—"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
-_HIRAGANA = re.compile("[\u3040-\u309f]")
 _UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]+")
 
 
 def _width(text: str) -> int:
     return len(text) + len(_CJK_CHAR.findall(text))
-
-
-def _soft_cut(text: str, limit: int) -> int:
-    """Where to cut `text` no later than `limit` when no punctuation came: after a space, else (Japanese) where
-    hiragana gives way to kanji or katakana, the usual start of a new phrase, else at the limit itself."""
-    if space := text.rfind(" ", 0, limit) + 1:
-        return space
-    for index in range(limit, limit // 2, -1):
-        if _HIRAGANA.match(text[index - 1]) and _CJK_CHAR.match(text[index]) and not _HIRAGANA.match(text[index]):
-            return index
-    return limit
 
 
 def spaced(previous: str, clause: str) -> str:
@@ -132,7 +120,7 @@ class ClauseSplitter:
             if self._first:
                 limit = FIRST_CLAUSE_MAX_CHARS if cjk else FIRST_LATIN_CLAUSE_MAX_CHARS
             if cut is None and len(self._text) > limit:
-                cut = _soft_cut(self._text, limit)
+                cut = soft_cut(self._text, limit)
             if cut is None:
                 return clauses
             clause, self._text = self._text[:cut].strip(), self._text[cut:]

@@ -159,6 +159,15 @@ async def test_speed_changes_duration_not_words(base_url: str, engines: Engines)
     assert 0.55 < durations[1.5] / durations[1.0] < 0.78  # Piper's length scale is 1/speed
 
 
+async def test_speech_of_text_with_control_characters_is_spoken(base_url: str) -> None:
+    """`{"input": "hello\\u0000world"}` was the one 5xx in 4,113 fuzzed REST requests (Piper: embedded null)."""
+    async with client(base_url) as api:
+        speech = await api.audio.speech.create(
+            model="tts-1", voice="alloy", input="hello\u0000world", response_format="wav"
+        )
+    assert len(speech.content) > 8000
+
+
 async def test_speech_refuses_bad_requests(base_url: str) -> None:
     async with client(base_url) as api:
         with pytest.raises(openai.BadRequestError) as voice:
