@@ -370,8 +370,8 @@ class _Connection:
     def _take_directly(self, frame: str | bytes) -> bool:
         """A frame taken as it arrives, once the call has started, where the socket can (picows calls this from its
         frame callback): the relay's hot path no longer wakes the call's task for every 20 ms frame. False leaves
-        the frame to the receive loop, untouched: when koe is ending the call, and for a frame that ends it (a
-        violation), whose close the loop then sends (`_handed_over`)."""
+        the frame to the receive loop: untouched when koe is ending the call; taken, with its close kept in
+        `_handed_over` for the loop to send, when the frame ends the call (a violation)."""
         if self._ending is not None or self._handed_over is not None:
             return False
         try:
