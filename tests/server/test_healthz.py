@@ -61,12 +61,15 @@ def test_serve_reports_engines_and_survives_a_missing_model(tmp_path: Path) -> N
         assert engines["llm"]["name"].startswith("llama.cpp:SmolLM2")
         assert body["pools"]["tts"] == {"depth": 0, "active": 0}
         assert "stt" not in body["pools"]
+        process.send_signal(signal.SIGUSR1)  # the task dump: every asyncio task with its awaits, in the log
+        assert _wait_for_health(process, f"http://127.0.0.1:{port}/healthz").status_code == 200  # and it serves on
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "stt failed to load" in output
     assert "starting without: stt" in output
+    assert "asyncio tasks:" in output and "koe/server/run.py" in output, output[-2000:]
 
 
 def test_public_without_keys_refuses_to_start(tmp_path: Path) -> None:
