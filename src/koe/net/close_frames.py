@@ -16,7 +16,8 @@ expects a server to wait; the reading goes on in Hypercorn's own read loop, whic
 
 And a frame that wsproto cannot parse (a reserved opcode, an unmasked frame, invalid UTF-8 in a text message)
 ends the connection with a close frame saying why (1002, 1007: RFC 6455 7.1.7), where Hypercorn closed the socket
-without one.
+without one: the failure is handed to Hypercorn as the peer's close, which it answers with the same code and reason
+(the app is told of a clean close, 1000).
 """
 
 from __future__ import annotations
@@ -62,39 +63,21 @@ def report_clean_closes() -> None:
 
 
 def _fail_with_a_close_frame() -> None:
-    from hypercorn.protocol.events import Data, StreamClosed
-    from hypercorn.protocol.ws_stream import WSStream
-    from wsproto.connection import ConnectionState
+    from wsproto.connection import Connection, ConnectionState
     from wsproto.events import CloseConnection
-    from wsproto.utilities import LocalProtocolError
 
-    handle_events = WSStream._handle_events
+    events = Connection.events
 
-    async def handle_events_failing_cleanly(self: Any) -> None:
-        connection = self.connection
-        events = connection.events
-        failed: list[CloseConnection] = []
+    def events_failing_cleanly(self: Any) -> Any:
+        for event in events(self):
+            # wsproto reports a frame it could not parse as the peer's close while the connection is still open,
+            # and Hypercorn answers a peer's close only in REMOTE_CLOSING: in that state it sends the close frame
+            # back with wsproto's code and reason (1002, 1007), then ends the stream.
+            if isinstance(event, CloseConnection) and self._state is ConnectionState.OPEN:
+                self._state = ConnectionState.REMOTE_CLOSING
+            yield event
 
-        def parsed() -> Any:
-            for event in events():
-                # wsproto reports a frame it could not parse as the peer's close while the connection is still open.
-                if isinstance(event, CloseConnection) and connection.state is ConnectionState.OPEN:
-                    failed.append(event)
-                    return
-                yield event
-
-        connection.events = parsed
-        try:
-            await handle_events(self)
-        finally:
-            del connection.events
-        if failed:
-            with contextlib.suppress(LocalProtocolError):
-                data = connection.send(CloseConnection(code=failed[0].code, reason=failed[0].reason))
-                await self.send(Data(stream_id=self.stream_id, data=data))
-            await self.send(StreamClosed(stream_id=self.stream_id))
-
-    WSStream._handle_events = handle_events_failing_cleanly  # type: ignore[method-assign]
+    Connection.events = events_failing_cleanly  # type: ignore[method-assign]
 
 
 def _linger_on_close() -> None:
