@@ -7,8 +7,8 @@ garbage collector's "Task exception was never retrieved".
 
 `within(awaitable, timeout_s)` is koe's one time bound on an await (`TimeoutError` past it). Python 3.11's
 `asyncio.wait_for` swallows a cancellation that arrives in the loop turn in which the awaited thing completes, and a
-task cancelled at that moment runs on; `asyncio.timeout()`, which `within` is built on, does not. A test keeps
-`asyncio.wait_for` out of koe.
+task cancelled at that moment runs on; `asyncio.timeout()`, which `within` is built on, does not. Ruff's banned-api
+rule (TID251, pyproject.toml) keeps `asyncio.wait_for` out of `src/`.
 
 `describe_tasks()` is every task of the running loop with the chain of awaits it is suspended in: what `kill -USR1`
 writes to the log of `koe serve`, to see what a session that does not end is waiting for.
@@ -31,7 +31,7 @@ async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
 
 
 def describe_tasks() -> str:
-    """Every task of the running loop, each with its await chain (outermost first) and the future it waits on."""
+    """Every task of the running loop, each with its state and its chain of awaits, outermost first."""
     lines: list[str] = []
     for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
         state = "cancelling" if task.cancelling() else "done" if task.done() else "pending"
