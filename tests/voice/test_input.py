@@ -1,13 +1,18 @@
-"""Turn timing from speech probabilities, and the real Silero VAD on fixture speech."""
+"""Turn timing from speech probabilities, the real Silero VAD on fixture speech, and the reply's echo in the input
+(the real echo canceller and VAD, a synthetic room)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from koe.audio.echo import EchoCanceller
+from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.registry import Engines
 from koe.voice.config import TurnDetection
-from koe.voice.input import VOICE_END_MS, WINDOW_MS, ParticipantInput, SpeechDetector
+from koe.voice.input import VOICE_END_MS, WINDOW_MS, InputClock, ParticipantInput, SpeechDetector
 from koe.voice.turns import TurnInput
+from tests.audio.test_echo import NOISE_RMS, Signal, room_echo, to_pcm
 from tests.conftest import load_wav
 
 
@@ -69,3 +74,82 @@ def test_real_vad_finds_the_fixture_utterance(engines: Engines) -> None:
     assert 900 <= onset_ms <= 1400  # the speech starts after one second of silence
     end_ms = source.detector.last_voice_ms
     assert abs(end_ms - (1000 + pcm.size * 1000 // rate)) < 600
+
+
+# --- the reply's echo in the input -------------------------------------------------------------------------------
+
+ROOM_GAIN = 0.25
+"""The canceller tests' room returns 3.8 dB more than it plays (its 60 ms tail); this brings it to 8 dB less."""
+ECHO_ONSETS_MS = (500, 6000)
+"""When the caller speaks over the reply in `test_a_caller_over_the_reply_still_starts_a_turn`: while the echo
+canceller is still learning the echo path, and long after."""
+
+
+@pytest.fixture(scope="module")
+def reply16() -> Pcm:
+    """About 9.6 s of koe speaking: two fixture sentences back to back."""
+    return np.concatenate((load_wav("reply_16k.wav")[0], load_wav("utterance_16k.wav")[0]))
+
+
+def _onsets(engines: Engines, near: Pcm, far: Pcm, *, gate: bool = True) -> list[int]:
+    """Where a session's input, with koe's echo canceller and `far` playing, starts a turn (ACS's 64 ms onset)."""
+    source = ParticipantInput(None, engines.require("vad").stream(), TurnDetection(speech_duration_ms=64))
+    source.set_echo(EchoCanceller(ENGINE_RATE))
+    if not gate:
+        source.echo_gate.echo_only = lambda near, far: False  # type: ignore[method-assign]
+    onsets = []
+    for start in range(0, near.size, 320):
+        for signal in source.push(near[start : start + 320], far[start : start + 320]):
+            if signal.input is TurnInput.VOICE_START:
+                onsets.append(signal.at_ms)
+    return onsets
+
+
+def _echo(far: Pcm) -> Signal:
+    """`far` through the canceller tests' room at 8 dB of echo return loss (Geigel's test needs 6 dB or more)."""
+    return room_echo(far, ENGINE_RATE, 80) * ROOM_GAIN
+
+
+def _noise(samples: int) -> Signal:
+    return np.random.default_rng(1).standard_normal(samples) * NOISE_RMS
+
+
+def test_the_reply_does_not_interrupt_itself_while_the_canceller_learns(engines: Engines, reply16: Pcm) -> None:
+    near = to_pcm(_echo(reply16) + _noise(reply16.size))
+    # The canceller alone lets the first echo through (its filter starts from nothing): a turn starts on it.
+    assert _onsets(engines, near, reply16, gate=False)
+    assert _onsets(engines, near, reply16) == []
+
+
+@pytest.mark.parametrize("onset_ms", ECHO_ONSETS_MS)
+def test_a_caller_over_the_reply_still_starts_a_turn(engines: Engines, reply16: Pcm, onset_ms: int) -> None:
+    caller = load_wav("short_16k.wav")[0]
+    near = _echo(reply16) + _noise(reply16.size)
+    at = onset_ms * ENGINE_RATE // 1000
+    near[at : at + caller.size] += caller
+    onsets = _onsets(engines, to_pcm(near), reply16)
+    assert onsets, "the caller was never heard"
+    assert onset_ms - 100 <= onsets[0] <= onset_ms + 400, onsets
+
+
+def test_without_echo_the_gate_opens_within_half_a_second(engines: Engines, reply16: Pcm) -> None:
+    """A phone that cancels its own echo sends koe none: a caller far quieter than the reply is heard at once."""
+    caller = load_wav("short_16k.wav")[0] // 4  # 12 dB below the reply: Geigel's test alone would take it for echo
+    near = _noise(reply16.size)
+    at = ENGINE_RATE
+    near[at : at + caller.size] += caller
+    onsets = _onsets(engines, to_pcm(near), reply16)
+    assert onsets and 900 <= onsets[0] <= 1400, onsets
+
+
+def test_the_input_clock_takes_the_jitter_out_of_arrival_times() -> None:
+    rng = np.random.default_rng(7)
+    clock = InputClock()
+    late = rng.exponential(0.003, 500)  # every chunk a few ms late, each by a different amount
+    late[::50] = 0.0  # and now and then one on time
+    stamps = [clock.capture_end(100.0 + (n + 1) * 0.02 + late[n], 320) for n in range(500)]
+    nominal = [100.0 + (n + 1) * 0.02 for n in range(500)]
+    assert max(abs(s - t) for s, t in zip(stamps[50:], nominal[50:], strict=True)) < 0.001
+    # The sender stopped for a second and sent nothing for it: the clock starts again from the next chunk.
+    resumed = clock.capture_end(100.0 + 501 * 0.02 + 1.0, 320)
+    assert abs(resumed - (100.0 + 501 * 0.02 + 1.0)) < 0.001

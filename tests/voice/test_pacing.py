@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pytest
 
 from koe.engines.base import ChatRequest, LLMEvent
 from koe.engines.llm_openai import OpenAICompatibleLLM
@@ -21,7 +22,7 @@ from koe.engines.registry import Engines
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
 from koe.voice.conversation import Item, Part
-from koe.voice.playback import OUTPUT_LEAD_MS
+from koe.voice.playback import HOLD_FLOOR_MS, OUTPUT_LEAD_MS
 from koe.voice.session import Session
 from tests.engines.openai_standin import STORY, StandIn, pieces
 from tests.voice.test_session import FRAME, INSTRUCTIONS, speech
@@ -183,3 +184,74 @@ async def test_a_barge_in_on_a_paced_reply_reports_what_was_heard(engines: Engin
 async def _drain(session: Session) -> None:
     async for _event in session.events():
         pass
+
+
+@dataclass
+class Pending:
+    """When the caller's voice might be starting (the detector's `onset_pending`), as the feeding loop saw it."""
+
+    since: float | None = None
+    until: float | None = None
+
+
+async def _speak_over(session: Session, pcm: np.ndarray, pending: Pending) -> None:
+    detector = session._participant(None).input.detector
+    for start in range(0, pcm.size, FRAME):
+        session.append_audio(pcm[start : start + FRAME], 16000)
+        now = asyncio.get_running_loop().time()
+        if detector.onset_pending and pending.since is None:
+            pending.since = now
+        elif pending.since is not None and pending.until is None and not detector.onset_pending:
+            pending.until = now
+        await asyncio.sleep(0.02)
+
+
+def _playing_ms(timeline: Timeline, before: float) -> float:
+    """Of the audio sent before `before`, how much was still unplayed then (the playback clock's model)."""
+    first = timeline.audio()[0][0]
+    sent = max((ms for at, ms in timeline.audio() if at < before), default=0.0)
+    return sent - (before - first) * 1000
+
+
+@pytest.mark.parametrize("blip", [False, True], ids=["speech", "blip"])
+async def test_a_reply_sends_nothing_while_the_caller_may_be_starting_to_speak(engines: Engines, blip: bool) -> None:
+    """`speech_duration_ms` (Voice Live: 200) must pass before the caller's speech counts; meanwhile the reply holds
+    (unless the listener's audio would run out), so a barge-in stops it at the first voiced window, and a blip that
+    never becomes speech only delays it, within the lead."""
+    async with StandIn(reply=pieces(STORY)) as server:
+        llm = TimedLLM(server.base_url, "standin-model", api_key="sk-test")
+        llm.started = []
+        timeline = Timeline()
+        # Longer than Voice Live's 200 ms, so that unheld, a 200 ms chunk would surely leave while it is confirmed.
+        td = TurnDetection(silence_duration_ms=300, speech_duration_ms=400)
+        session = Session(
+            replace(engines, llm=llm),
+            SessionConfig(turn_detection=td, echo_cancellation=False),
+            default_instructions=INSTRUCTIONS,
+            observer=timeline,
+        )
+        reader = asyncio.ensure_future(_drain(session))
+        session.create_item(Item("item_q", "message", "user", (Part("input_text", text="Tell me a story."),)))
+        session.create_response()
+        await timeline.wait_for(ev.ResponseAudioDelta)
+        pending = Pending()
+        voice = speech("short_16k.wav", lead_s=0.0, tail_s=0.0)
+        # A blip: two 32 ms windows of voice, then silence; speech: a whole second of it.
+        over = np.concatenate((voice[: 16000 // 10], np.zeros(16000, np.int16))) if blip else voice[:16000]
+        await _speak_over(session, np.concatenate((np.zeros(16000, np.int16), over)), pending)
+        assert pending.since is not None, "the caller's voice was never heard"
+        if blip:
+            assert pending.until is not None, "the blip never ended"
+            assert not [e for _, e in timeline.events if isinstance(e, ev.AudioInterrupted)]
+            # The hold let the lead run down, never out: the reply plays on without a gap.
+            assert _playing_ms(timeline, pending.until) > 0
+        else:
+            await timeline.wait_for(ev.AudioInterrupted)
+            cut_at, _ = timeline.first(ev.AudioInterrupted)
+            held = [at for at, _ms in timeline.audio() if pending.since + SLACK_MS / 1000 < at < cut_at]
+            # Only what the floor let through went out while held: the listener's audio about to run out.
+            for at in held:
+                assert _playing_ms(timeline, at) <= HOLD_FLOOR_MS + SLACK_MS, (at - pending.since, held)
+        await session.close()
+        await reader
+        await llm.aclose()

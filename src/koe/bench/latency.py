@@ -22,6 +22,7 @@ through the Realtime client (`koe.protocols.realtime.client`); events are read a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import statistics
@@ -36,6 +37,7 @@ from koe.bench._turns import (
     INTERRUPT_AFTER_S,
     LEAD_S,
     RATE,
+    Loudspeaker,
     Microphone,
     Progress,
     Turn,
@@ -67,6 +69,9 @@ STAGES = (
 the end of speech to the first audio leaving."""
 
 
+REPLY_EVENTS = ("response.audio.delta", "response.done", "koe.response.timing", "input_audio_buffer.speech_started")
+
+
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"p50": None, "p95": None, "n": 0}
@@ -82,7 +87,8 @@ class _Client:
         self.ws = ws
         self.events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
         self.silence = rt.audio_append(bytes(FRAME * 2))
-        self.microphone = Microphone()
+        self.speaker = Loudspeaker(RATE)
+        self.microphone = Microphone(self.speaker)
         self.held: list[tuple[float, dict[str, Any]]] = []
         """Events read while looking for others, kept for whoever asks for their kind next."""
 
@@ -94,8 +100,17 @@ class _Client:
         await self.ws.send(rt.audio_append(pcm) if pcm is not None else self.silence)
 
     async def ears(self) -> None:
+        """Events as they come; reply audio plays on the loudspeaker, which stops at `speech_started`, as the
+        Voice Live quickstart's player does."""
         async for raw in self.ws:
-            self.events.put_nowait((time.perf_counter(), json.loads(raw)))
+            at, event = time.perf_counter(), json.loads(raw)
+            kind = event.get("type")
+            if kind == "response.audio.delta":
+                self.speaker.play(base64.b64decode(event.get("delta", "")), at)
+            elif kind == "input_audio_buffer.speech_started":
+                self.speaker.flush(at)
+                self.microphone.heard_speech(at)
+            self.events.put_nowait((at, event))
 
     def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
         return self.microphone.say(utterance)
@@ -154,6 +169,7 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
             for index in range(turns):
                 utterance = utterances[index % len(utterances)]
                 turn = Turn(utterance.name)
+                false_starts = client.microphone.false_starts
                 _, last = pending if pending is not None else client.say(utterance)
                 pending = None
                 last_voiced_at = await last
@@ -174,11 +190,21 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                     pending = client.say(interrupting)
                     onset = await pending[0]
                     last_delta = first_audio_at
+                    heard_at: float | None = None
                 while True:
                     at, event = await client.next_event(
-                        ("response.audio.delta", "response.done", "koe.response.timing"), 60
+                        (
+                            "response.audio.delta",
+                            "response.done",
+                            "koe.response.timing",
+                            "input_audio_buffer.speech_started",
+                        ),
+                        60,
                     )
-                    if event["type"] == "koe.response.timing" and event.get("response_id") == response_id:
+                    if event["type"] == "input_audio_buffer.speech_started":
+                        if barge and heard_at is None and at >= onset:
+                            heard_at = at
+                    elif event["type"] == "koe.response.timing" and event.get("response_id") == response_id:
                         turn.breakdown = {k: v for k, v in event.items() if k.endswith("_ms")}
                     elif event["type"] == "response.audio.delta" and event.get("response_id") == response_id:
                         last_delta = at
@@ -188,8 +214,11 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                     # A reply sent in full before the caller spoke had nothing left to stop: no figure, not 0 ms.
                     turn.barge_in_ms = (last_delta - onset) * 1000 if last_delta > onset else None
                     turn.reply_sent_before_onset = last_delta <= onset
+                    if heard_at is not None:
+                        turn.barge_in_heard_ms = (heard_at - onset) * 1000
                 else:
                     await asyncio.sleep(1.0)  # let the reply finish playing before the caller speaks again
+                turn.false_starts = client.microphone.false_starts - false_starts
                 results.append(turn)
                 say_progress(
                     f"{setup.turn_detection} {setup.silence_duration_ms} ms, turn {index + 1}/{turns} "
@@ -238,6 +267,7 @@ def _acs_summary(silence_ms: int, turns: list[Turn]) -> dict[str, Any]:
         "response_latency_ms": _percentiles([t.latency_ms for t in turns if t.latency_ms is not None]),
         "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turns if t.barge_in_ms is not None]),
         "barge_ins_with_nothing_left_to_stop": sum(1 for t in turns if t.reply_sent_before_onset),
+        "false_starts": sum(t.false_starts for t in turns),
         "turns": [vars(t) for t in turns],
     }
 
@@ -251,6 +281,8 @@ def _summary(setup: Setup, turns: list[Turn]) -> dict[str, Any]:
         "response_latency_ms": _percentiles([t.latency_ms for t in turns if t.latency_ms is not None]),
         "barge_in_latency_ms": _percentiles([t.barge_in_ms for t in turns if t.barge_in_ms is not None]),
         "barge_ins_with_nothing_left_to_stop": sum(1 for t in turns if t.reply_sent_before_onset),
+        "false_starts": sum(t.false_starts for t in turns),
+        "barge_in_heard_ms": _percentiles([t.barge_in_heard_ms for t in turns if t.barge_in_heard_ms is not None]),
         "waterfall_ms": _waterfall(turns),
         "turns": [vars(t) for t in turns],
     }

@@ -17,7 +17,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from koe.bench._turns import INTERRUPT_AFTER_S, LEAD_S, Microphone, Progress, Turn, Utterance, load_utterances
+from koe.bench._turns import (
+    INTERRUPT_AFTER_S,
+    LEAD_S,
+    Loudspeaker,
+    Microphone,
+    Progress,
+    Turn,
+    Utterance,
+    load_utterances,
+)
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.protocols.acs_outbound import OutboundAudioData, StopAudio, parse_outbound
 from koe.tasks import within
@@ -45,7 +54,8 @@ class _Caller:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.heard: asyncio.Queue[_Heard] = asyncio.Queue()
-        self.microphone = Microphone()
+        self.speaker = Loudspeaker(RATE)
+        self.microphone = Microphone(self.speaker)
         self.last_audio_at = 0.0
         self.held: list[_Heard] = []
         """Messages read ahead (a new reply's first audio, found while waiting for a StopAudio), read again first."""
@@ -64,8 +74,11 @@ class _Caller:
             message = parse_outbound(raw)
             now = time.perf_counter()
             if isinstance(message, OutboundAudioData):
+                self.speaker.play(message.data, now)
                 self.heard.put_nowait(_Heard(now, True))
             elif isinstance(message, StopAudio):
+                self.speaker.flush(now)
+                self.microphone.heard_speech(now)
                 self.heard.put_nowait(_Heard(now, False))
 
     def say(self, utterance: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
@@ -135,6 +148,7 @@ async def run_acs_turns(base: str, turns: int, say: Progress, call_id: str = "be
             for index in range(turns):
                 utterance = utterances[index % len(utterances)]
                 turn = Turn(utterance.name)
+                false_starts = caller.microphone.false_starts
                 _, last = pending if pending is not None else caller.say(utterance)
                 pending = None
                 last_voiced_at = await last
@@ -152,6 +166,7 @@ async def run_acs_turns(base: str, turns: int, say: Progress, call_id: str = "be
                 else:
                     await caller.reply_end()
                     await asyncio.sleep(1.0)  # the caller listens a moment before speaking again
+                turn.false_starts = caller.microphone.false_starts - false_starts
                 results.append(turn)
                 say(
                     f"acs agent, turn {index + 1}/{turns} ({utterance.name}): response {turn.latency_ms:.0f} ms"

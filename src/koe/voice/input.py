@@ -8,6 +8,7 @@ padding) until the session commits or clears it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,10 +24,37 @@ WINDOW_SAMPLES = 512
 WINDOW_MS = WINDOW_SAMPLES * 1000 // ENGINE_RATE
 VOICE_END_MS = 64
 """Silence after speech before the turn counts as paused (and speculative transcription starts)."""
+ONSET_GRACE_MS = 3 * WINDOW_MS
+"""A possible onset (`SpeechDetector.onset_pending`) outlives its last voiced window by this much: the gaps between a
+talker's first syllables do not end it."""
 HYSTERESIS = 0.15
 """Once speaking, a window counts as silence only below `threshold - HYSTERESIS` (Silero's own recommendation)."""
 MAX_TURN_MS = 60_000
 """A turn that runs this long is ended, so one unbroken stream cannot grow a buffer without bound."""
+GEIGEL_RATIO = 0.5
+"""Geigel's double-talk test: input that peaks above this fraction of the played audio's recent peak may be the
+caller (an echo path returns less than half of what it plays); below it, while the echo canceller still lets echo
+through, it is taken for echo."""
+ECHO_TAIL_MS = 240
+"""How far back the played audio is looked at for that peak: the longest echo delay the test allows for."""
+RESIDUAL_ECHO_DB = -30.0
+"""The echo canceller has learnt the echo path (or there is no echo) once what it lets through of the played audio
+is this far below it: the VAD does not hear speech that quiet."""
+RESIDUAL_DECAY = 0.9
+"""Per chunk (about 20 ms): the residual echo's measure follows the last few hundred ms."""
+FAR_ACTIVE_PEAK = 330
+"""Played audio that peaks below this (about -40 dBFS) is silence: it leaves no echo to mistake for the caller."""
+ECHO_TAIL_SAMPLES = ECHO_TAIL_MS * ENGINE_RATE // 1000
+NEAR_WINDOW_MS = 120
+"""The caller's peak is taken over this long: a talker's peaks come every syllable, and with the far end's window
+`ECHO_TAIL_MS` longer, an echo delayed by up to 120 ms still finds its source's peak there."""
+NEAR_WINDOW_SAMPLES = NEAR_WINDOW_MS * ENGINE_RATE // 1000
+ECHO_MEASURE_MS = 200
+"""The residual echo is judged over at least this much played audio, once the echo has had time to arrive."""
+ECHO_MEASURE_SAMPLES = ECHO_MEASURE_MS * ENGINE_RATE // 1000
+ECHO_REARM_MS = 1000
+"""Played audio silent this long ends a reply: the next one is measured again."""
+ECHO_REARM_SAMPLES = ECHO_REARM_MS * ENGINE_RATE // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +81,24 @@ class SpeechDetector:
         self.onset_ms = 0
         self.last_voice_ms = 0
         self._idle_ms = 0
+        self._now_ms = 0
+        self._heard_ms = -ONSET_GRACE_MS
+        """The end of the last voiced window before an onset."""
 
     def reset(self) -> None:
         self._voiced_ms = self._silent_ms = self._speech_ms = self._idle_ms = 0
         self._speaking = self._paused = False
+        self._heard_ms = -ONSET_GRACE_MS
+
+    @property
+    def speaking(self) -> bool:
+        return self._speaking
+
+    @property
+    def onset_pending(self) -> bool:
+        """A voiced window came within `ONSET_GRACE_MS`, but no onset yet: maybe the caller starting to speak (the
+        onset needs `speech_duration_ms` of voice without a break), maybe a blip."""
+        return not self._speaking and self._now_ms - self._heard_ms < ONSET_GRACE_MS
 
     def window(self, probability: float, end_ms: int, idle_allowed: bool) -> list[Signal]:
         config = self.config
@@ -65,7 +107,10 @@ class SpeechDetector:
         signals: list[Signal] = []
         start_ms = end_ms - WINDOW_MS
         threshold = config.threshold - (HYSTERESIS if self._speaking else 0.0)
+        self._now_ms = end_ms
         if probability >= threshold:
+            if not self._speaking:
+                self._heard_ms = end_ms
             if not self._voiced_ms:
                 self._candidate_onset = start_ms
             self._voiced_ms += WINDOW_MS
@@ -108,6 +153,123 @@ class SpeechDetector:
         return [Signal(TurnInput.COMMIT, end_ms)]
 
 
+CLOCK_WINDOW_S = 2.0
+"""The input clock's start is the least delayed chunk's over this long (a 100 ppm clock drifts 0.2 ms in it)."""
+CLOCK_RESYNC_S = 0.1
+"""A chunk this much later than the input clock expects starts the clock again: the sender paused, or lost audio."""
+
+
+class EchoGate:
+    """Keeps the echo of a reply from starting a turn while the echo canceller does not yet remove it.
+
+    While the reply plays, each chunk of the caller's audio that peaks below `GEIGEL_RATIO` of what played over the
+    last `ECHO_TAIL_MS` is echo or silence (Geigel's double-talk test). Over those chunks, once the reply has played
+    for a whole tail (its echo has arrived), the gate measures what the canceller lets through against what played.
+    Until that residual is below `RESIDUAL_ECHO_DB` over `ECHO_MEASURE_MS` (about 1 s into a reply on the fixtures;
+    at once when there is no echo, as with a phone's own canceller), the VAD's verdict on such a chunk cannot begin
+    speech: otherwise the reply would interrupt itself at its first words. A caller about as loud as the reply at
+    the microphone passes at once, and speech already under way is never cut.
+
+    The verdict holds until the far end has been silent for `ECHO_REARM_MS`: a caller speaking softly over the
+    reply would otherwise read as echo let through, and close the gate on themselves. Each new reply is measured
+    again, as its audio may reach the caller with a different delay."""
+
+    def __init__(self) -> None:
+        self._far: deque[tuple[int, int, float]] = deque()
+        """The tail's played chunks: (samples, peak, energy)."""
+        self._far_samples = 0
+        self._near: deque[tuple[int, int]] = deque()
+        """The caller's last `NEAR_WINDOW_MS`, as it came: (samples, peak)."""
+        self._near_samples = 0
+        self._silent_samples = 0
+        self._playing_samples = 0
+        """Samples since the reply last began to play after a silence longer than the tail."""
+        self._candidate: float | None = None
+        """The tail's far energy for this chunk's length, when the chunk can only be echo or silence."""
+        self._rearm()
+
+    def _rearm(self) -> None:
+        self._far_energy = 0.0
+        self._residual_energy = 0.0
+        self._measured = 0
+        self._learnt = False
+
+    def learnt(self) -> bool:
+        """Whether the canceller lets through no more than `RESIDUAL_ECHO_DB` of the played audio."""
+        if not self._learnt and self._measured >= ECHO_MEASURE_SAMPLES and self._far_energy > 0.0:
+            self._learnt = self._residual_energy <= self._far_energy * 10 ** (RESIDUAL_ECHO_DB / 10)
+        return self._learnt
+
+    def echo_only(self, near: Pcm, far: Pcm) -> bool:
+        """Whether this chunk (`near` as it came, before the canceller) is to be taken for echo; then `cancelled()`
+        must be given the canceller's output for it."""
+        far_peak = int(np.abs(far).max()) if far.size else 0
+        self._far.append((far.size, far_peak, float(np.dot(far, far.astype(np.float64)))))
+        self._far_samples += far.size
+        while len(self._far) > 1 and self._far_samples - self._far[0][0] >= ECHO_TAIL_SAMPLES:
+            self._far_samples -= self._far.popleft()[0]
+        self._near.append((near.size, int(np.abs(near).max()) if near.size else 0))
+        self._near_samples += near.size
+        while len(self._near) > 1 and self._near_samples - self._near[0][0] >= NEAR_WINDOW_SAMPLES:
+            self._near_samples -= self._near.popleft()[0]
+        recent_far = max(peak for _, peak, _ in self._far)
+        if recent_far < FAR_ACTIVE_PEAK:
+            self._playing_samples = 0
+            self._silent_samples += far.size
+            if self._silent_samples >= ECHO_REARM_SAMPLES:
+                self._rearm()
+            self._candidate = None
+            return False
+        self._silent_samples = 0
+        self._playing_samples += far.size
+        quiet = max(peak for _, peak in self._near) < GEIGEL_RATIO * recent_far
+        self._candidate = None
+        if quiet and self._playing_samples >= ECHO_TAIL_SAMPLES and near.size:  # the echo has had time to arrive
+            tail_energy = sum(energy for _, _, energy in self._far)
+            self._candidate = tail_energy * near.size / self._far_samples
+        return quiet and not self.learnt()
+
+    def cancelled(self, out: Pcm) -> None:
+        """The canceller's output for the chunk last given to `echo_only()`."""
+        if self._candidate is None:
+            return
+        self._far_energy = RESIDUAL_DECAY * self._far_energy + self._candidate
+        self._residual_energy = RESIDUAL_DECAY * self._residual_energy + float(np.dot(out, out.astype(np.float64)))
+        self._measured += out.size
+        self._candidate = None
+
+
+class InputClock:
+    """When the caller's audio was captured, on the session's clock, without the network's jitter.
+
+    The echo canceller needs the played audio aligned with the echo in the input to a sample or two; chunks arrive
+    a few ms late, each by a different amount (over loopback: p50 2 ms, p90 3-5 ms, up to 60 ms), so a chunk's
+    arrival does not say which played audio its echo comes from. The sender captures at a steady rate, so a chunk's
+    capture time is the stream's start plus the samples before it. The start is the earliest `arrival - samples
+    before / rate` over the last `CLOCK_WINDOW_S` (the least delayed chunk): steady to a fraction of a ms, and it
+    follows a sender whose clock runs a little fast or slow. A chunk later than that by over `CLOCK_RESYNC_S` means
+    the sender paused or lost audio: the clock starts again from it."""
+
+    def __init__(self) -> None:
+        self._origins: deque[tuple[float, float]] = deque()
+        """(arrival, observed origin), increasing origins: the window's minimum is the first."""
+        self.samples = 0
+
+    def capture_end(self, arrived: float, samples: int) -> float:
+        """The capture time of the last of `samples` samples that arrived at `arrived`."""
+        self.samples += samples
+        observed = arrived - self.samples / ENGINE_RATE
+        origins = self._origins
+        if origins and observed - origins[0][1] > CLOCK_RESYNC_S:
+            origins.clear()
+        while origins and origins[-1][1] >= observed:
+            origins.pop()
+        origins.append((arrived, observed))
+        while origins[0][0] < arrived - CLOCK_WINDOW_S:
+            origins.popleft()
+        return origins[0][1] + self.samples / ENGINE_RATE
+
+
 class ParticipantInput:
     """The input pipeline of one participant (the only one, for a single-speaker stream)."""
 
@@ -123,6 +285,9 @@ class ParticipantInput:
         self._vad = vad
         self.detector = SpeechDetector(turn_detection)
         self.echo = echo
+        self.echo_gate = EchoGate()
+        """Reset with each new echo canceller (`set_echo`)."""
+        self.clock = InputClock()
         self.denoise = denoise
         self._resampler: Resampler | None = None
         self._windows = Reframer(WINDOW_SAMPLES)
@@ -143,6 +308,11 @@ class ParticipantInput:
         self.detector.config = turn_detection
         self.detector.reset()
 
+    def set_echo(self, echo: object | None) -> None:
+        """A new echo canceller (or none), which has learnt nothing yet."""
+        self.echo = echo
+        self.echo_gate = EchoGate()
+
     def to_engine_rate(self, pcm: Pcm, rate: int) -> Pcm:
         if rate == ENGINE_RATE:
             return pcm
@@ -152,8 +322,11 @@ class ParticipantInput:
 
     def push(self, pcm: Pcm, far: Pcm | None = None, idle_allowed: bool = True) -> list[Signal]:
         """Feed 16 kHz audio (already converted); `far` is what was played meanwhile, for the echo canceller."""
+        echo_only = False
         if self.echo is not None and far is not None:
+            echo_only = self.echo_gate.echo_only(pcm, far)
             pcm = self.echo.process(pcm, far)  # type: ignore[attr-defined]  # koe.audio.echo.EchoCanceller
+            self.echo_gate.cancelled(pcm)
         if self.denoise is not None:
             pcm = self.denoise.process(pcm)  # type: ignore[attr-defined]  # koe.audio.denoise.NoiseSuppressor
         self._chunks.append(pcm)
@@ -161,6 +334,8 @@ class ParticipantInput:
         signals: list[Signal] = []
         for window in self._windows.push(pcm):
             probability = self._vad.process(window)
+            if echo_only and not self.detector.speaking:
+                probability = 0.0
             self.samples += WINDOW_SAMPLES
             signals.extend(self.detector.window(probability, self.now_ms, idle_allowed))
         if self.detector.config is not None and self.item_id is None:

@@ -72,7 +72,7 @@ class Participant:
         source = self.input
         source.configure(config.turn_detection)
         source.detector.end_wait_ms = end_wait_for(config.turn_detection, lambda: self.speculation)
-        source.echo = _make_echo(config) if config.mode == "converse" else None
+        source.set_echo(_make_echo(config) if config.mode == "converse" else None)
         source.denoise = _make_denoise(config)
 
 

@@ -10,6 +10,7 @@ listener's speaker at this moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,12 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
-from koe.audio.resample import Resampler
+from koe.audio.resample import SteadyResampler
+from koe.tasks import within
 
 OUTPUT_LEAD_MS = 400
 """How far reply audio may run ahead of the listener's playback: enough to ride out network jitter, short enough
 that a barge-in leaves little already-sent audio behind. Every reply keeps to it from its first chunk on, a held
 (speculative) one included."""
+HOLD_FLOOR_MS = 60
+"""A held reply (`hold()`) still goes on before the listener's unplayed audio runs below this: a hold never leaves
+them a gap."""
 FAR_END_HISTORY_S = 2.0
 """How far back the echo reference reaches; longer than any echo tail the canceller models."""
 
@@ -33,6 +38,8 @@ class _Chunk:
     start: float
     duration: float
     pcm16k: Pcm | None
+    reference_start: float = 0.0
+    """When `pcm16k`'s first sample played: the resampler's fixed delay before `start`."""
 
 
 class PlaybackClock:
@@ -46,7 +53,9 @@ class PlaybackClock:
         self.response_id: str | None = None
         self._item_chunks: list[_Chunk] = []
         self._history: deque[_Chunk] = deque()
-        self._to_16k: Resampler | None = None
+        self._to_16k: SteadyResampler | None = None
+        self._resume = asyncio.Event()
+        self._resume.set()
 
     def now(self) -> float:
         return self._clock()
@@ -60,11 +69,15 @@ class PlaybackClock:
         duration = pcm.size / rate
         self._end = start + duration
         reference: Pcm | None = None
+        reference_start = start
         if self.keep_reference:
+            # Exactly the chunk's duration at a fixed delay: the echo canceller needs the reference aligned to a
+            # few samples, and a plain streaming resampler's short first output left a 12 ms gap in it.
             if self._to_16k is None or self._to_16k.src_rate != rate:
-                self._to_16k = Resampler(rate, ENGINE_RATE)
+                self._to_16k = SteadyResampler(rate, ENGINE_RATE)
             reference = self._to_16k.process(pcm)
-        chunk = _Chunk(start, duration, reference)
+            reference_start = start - self._to_16k.delay_samples / ENGINE_RATE
+        chunk = _Chunk(start, duration, reference, reference_start)
         self._item_chunks.append(chunk)
         self._history.append(chunk)
         while self._history and self._history[0].start + self._history[0].duration < now - FAR_END_HISTORY_S:
@@ -76,12 +89,28 @@ class PlaybackClock:
     def pending_ms(self) -> int:
         return max(0, round((self._end - self._clock()) * 1000))
 
+    def hold(self) -> None:
+        """The caller may be starting to speak over the reply: send no more of it until `resume()`, unless the
+        listener's unplayed audio would run below `HOLD_FLOOR_MS`. If it is the caller, the reply stops with the
+        little that was sent before; if not, it goes on with no gap, as the lead covers the wait."""
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
     async def wait_room(self, chunk_ms: float, lead_ms: int = OUTPUT_LEAD_MS) -> None:
         """Return once `chunk_ms` more audio can be sent without the unplayed audio exceeding `lead_ms` (at once
-        when nothing is waiting to be played, so a chunk longer than the lead still goes)."""
-        ahead_ms = (self._end - self._clock()) * 1000 + chunk_ms - lead_ms
-        if ahead_ms > 0 and self.is_playing():
+        when nothing is waiting to be played, so a chunk longer than the lead still goes), and not while held."""
+        while True:
+            while not self._resume.is_set() and (slack_ms := self.pending_ms() - HOLD_FLOOR_MS) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await within(self._resume.wait(), slack_ms / 1000)
+            ahead_ms = (self._end - self._clock()) * 1000 + chunk_ms - lead_ms
+            if ahead_ms <= 0 or not self.is_playing():
+                return
             await asyncio.sleep(ahead_ms / 1000)
+            if self._resume.is_set():
+                return  # not held meanwhile: the room is there
 
     def played_ms(self, item_id: str) -> int:
         if item_id != self.item_id:
@@ -107,21 +136,22 @@ class PlaybackClock:
                 chunk.duration = max(0.0, now - chunk.start)
         return self.response_id, item_id, played, dropped
 
-    def far_end(self, samples: int) -> Pcm:
-        """The 16 kHz audio playing during the last `samples` samples of wall time (zeros where nothing played)."""
+    def far_end(self, samples: int, until: float | None = None) -> Pcm:
+        """The 16 kHz audio playing during the `samples` samples of wall time that end at `until` (default: now),
+        zeros where nothing played."""
         out = np.zeros(samples, dtype=np.int16)
         if not self.keep_reference or not self._history:
             return out
-        now = self._clock()
+        now = self._clock() if until is None else until
         window_start = now - samples / ENGINE_RATE
         for chunk in self._history:
             if chunk.pcm16k is None:
                 continue
-            lo = max(chunk.start, window_start)
-            hi = min(chunk.start + chunk.duration, now)
+            lo = max(chunk.reference_start, window_start)
+            hi = min(chunk.reference_start + chunk.duration, now)
             if hi <= lo:
                 continue
-            src = int((lo - chunk.start) * ENGINE_RATE)
+            src = int((lo - chunk.reference_start) * ENGINE_RATE)
             dst = int((lo - window_start) * ENGINE_RATE)
             count = min(int((hi - lo) * ENGINE_RATE), samples - dst, chunk.pcm16k.size - src)
             if count > 0:

@@ -97,6 +97,8 @@ class Session:
         context.transcripts, context.replies = self.transcripts, self.replies
         self._watchdog: asyncio.Task[Any] | None = None
         self._closed = False
+        self._onsets_pending: set[str | None] = set()
+        """Participants whose voice may be starting over a reply (`_hold_for_onset`)."""
         self.created_at = clock()
 
     @property
@@ -139,16 +141,33 @@ class Session:
 
     def _push(self, who: Participant, pcm16k: Pcm) -> None:
         source = who.input
-        far = self.playback.far_end(pcm16k.size) if source.echo is not None else None
+        captured = source.clock.capture_end(self.playback.now(), pcm16k.size)
+        far = self.playback.far_end(pcm16k.size, captured) if source.echo is not None else None
         idle_allowed = self.replies.idle and not self.playback.is_playing()
         for signal in source.push(pcm16k, far, idle_allowed):
             self._on_signal(who, signal)
+        self._hold_for_onset(who)
         speaking_ms = source.now_ms - source.detector.onset_ms
         # Only while the voice is on: the pause that ends a short "um" must not count as speaking over the reply.
         if who.pending_barge_in and who.turn.state is Turn.SPEECH and speaking_ms >= FILLER_CONFIRM_MS:
             self._barge_in(who)
         if who.turn.state is Turn.SPEECH and (self.config.partial_results or self.replies.prehears()):
             self.transcripts.maybe_partial(who)
+
+    def _hold_for_onset(self, who: Participant) -> None:
+        """While a caller may be starting to speak over a reply that they can interrupt, the reply sends nothing
+        more (`PlaybackClock.hold`): a barge-in then finds only what was sent before the first voiced window, not
+        what went out while `speech_duration_ms` was being confirmed."""
+        td = self.config.turn_detection
+        pending = who.input.detector.onset_pending and td is not None and td.interrupt_response
+        if pending and self.config.mode == "converse":
+            self._onsets_pending.add(who.input.participant)
+        else:
+            self._onsets_pending.discard(who.input.participant)
+        if self._onsets_pending:
+            self.playback.hold()
+        else:
+            self.playback.resume()
 
     def _warm_llm(self) -> None:
         """Have the LLM evaluate this session's system prompt now, before the first reply needs it."""
