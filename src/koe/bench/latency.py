@@ -10,7 +10,12 @@ client's side, as a Voice Live or OpenAI client sees it. For each turn it measur
   first audio (they overlap: koe transcribes and starts answering during the pause that ends the turn);
 - barge-in latency, on every other turn: the next utterance starts while the reply plays, and the figure is from
   that speech's onset (its first voiced frame sent) to the last audio delta received of the interrupted reply (koe
-  paces every reply from its first chunk, so this is the time koe takes to stop, not the time a burst took).
+  paces every reply from its first chunk, so this is the time koe takes to stop, not the time a burst took; 0 when
+  koe sent nothing after the onset), and to `speech_started` (`barge_in_heard_ms`, when the client is told to stop).
+The reply's own echo is in the input: each reply plays on the caller's loudspeaker (`Loudspeaker`, which stops at
+`speech_started`) and reaches the microphone through a room (`ECHO_TAPS`), so koe's echo canceller must keep the
+reply from interrupting itself; `false_starts` counts the times it did not (koe heard speech while the caller was
+silent).
 Each configuration's `waterfall_ms` gives the per-stage figures (p50, p95) and what the client saw beyond koe's
 own total (`client_extra_ms`: the last frame's way in, the first delta's way out).
 Then the same turns go to the ACS door in agent mode (`koe.bench.latency_acs`), measured as the ACS platform sees
@@ -191,16 +196,9 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                     onset = await pending[0]
                     last_delta = first_audio_at
                     heard_at: float | None = None
+                status = None
                 while True:
-                    at, event = await client.next_event(
-                        (
-                            "response.audio.delta",
-                            "response.done",
-                            "koe.response.timing",
-                            "input_audio_buffer.speech_started",
-                        ),
-                        60,
-                    )
+                    at, event = await client.next_event(REPLY_EVENTS, 60)
                     if event["type"] == "input_audio_buffer.speech_started":
                         if barge and heard_at is None and at >= onset:
                             heard_at = at
@@ -209,11 +207,15 @@ async def _run_turns(url: str, headers: dict[str, str], setup: Setup, turns: int
                     elif event["type"] == "response.audio.delta" and event.get("response_id") == response_id:
                         last_delta = at
                     elif event["type"] == "response.done" and event["response"]["id"] == response_id:
+                        status = event["response"].get("status")
                         break
                 if barge:
-                    # A reply sent in full before the caller spoke had nothing left to stop: no figure, not 0 ms.
-                    turn.barge_in_ms = (last_delta - onset) * 1000 if last_delta > onset else None
-                    turn.reply_sent_before_onset = last_delta <= onset
+                    # Cancelled: koe still had audio to send when the caller spoke; the figure is how long it went on
+                    # sending (0 if it sent nothing after the onset: held from the first voiced window on). Done
+                    # before that: the reply had been sent in full, nothing was left to stop: no figure, not 0 ms.
+                    stopped = status == "cancelled"
+                    turn.barge_in_ms = max(0.0, (last_delta - onset) * 1000) if stopped else None
+                    turn.reply_sent_before_onset = not stopped
                     if heard_at is not None:
                         turn.barge_in_heard_ms = (heard_at - onset) * 1000
                 else:
@@ -329,7 +331,13 @@ async def bench_latency(
         "setup": {"turns_per_run": turns, "fixtures": list(FIXTURES), "pace": "real time", "doors": list(doors)},
         "definitions": {
             "response_latency_ms": "end of the last voiced 20 ms frame sent -> first response.audio.delta received",
-            "barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> last audio delta received",
+            "barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> last audio delta received "
+            "(0 when koe sent none after it; replies already sent in full are counted apart)",
+            "barge_in_heard_ms": "first voiced frame of the interrupting speech sent -> speech_started received",
+            "false_starts": "speech_started (ACS: StopAudio) while the caller was silent: the reply's echo taken for "
+            "speech",
+            "echo": "each reply plays on the caller's loudspeaker and reaches the microphone through taps at 60 ms "
+            "(-12 dB) and 95 ms (-22 dB); the client stops playback at speech_started / StopAudio",
             "acs_response_latency_ms": "end of the last voiced AudioData frame sent -> first outbound AudioData",
             "acs_barge_in_latency_ms": "first voiced frame of the interrupting speech sent -> StopAudio received",
         },

@@ -96,11 +96,15 @@ class SpeechDetector:
 
     @property
     def onset_pending(self) -> bool:
-        """A voiced window came within `ONSET_GRACE_MS`, but no onset yet: maybe the caller starting to speak (the
-        onset needs `speech_duration_ms` of voice without a break), maybe a blip."""
+        """An audible voiced window came within `ONSET_GRACE_MS`, but no onset yet: maybe the caller starting to
+        speak (the onset needs `speech_duration_ms` of voice without a break), maybe a blip. A window that Geigel's
+        test takes for possible echo never counts, even once the canceller removes the echo: holding a reply on its
+        own residual echo would stall it."""
         return not self._speaking and self._now_ms - self._heard_ms < ONSET_GRACE_MS
 
-    def window(self, probability: float, end_ms: int, idle_allowed: bool) -> list[Signal]:
+    def window(self, probability: float, end_ms: int, idle_allowed: bool, audible: bool = True) -> list[Signal]:
+        """One window's speech probability. `audible`: the window's audio is loud enough to be the caller over
+        what is playing (`EchoGate.quiet`); only such a window makes an onset pending."""
         config = self.config
         if config is None:
             return []
@@ -109,7 +113,7 @@ class SpeechDetector:
         threshold = config.threshold - (HYSTERESIS if self._speaking else 0.0)
         self._now_ms = end_ms
         if probability >= threshold:
-            if not self._speaking:
+            if not self._speaking and audible:
                 self._heard_ms = end_ms
             if not self._voiced_ms:
                 self._candidate_onset = start_ms
@@ -184,6 +188,8 @@ class EchoGate:
         self._silent_samples = 0
         self._playing_samples = 0
         """Samples since the reply last began to play after a silence longer than the tail."""
+        self.quiet = False
+        """The last chunk was no louder than the reply's echo could be (Geigel's test), while the reply played."""
         self._candidate: float | None = None
         """The tail's far energy for this chunk's length, when the chunk can only be echo or silence."""
         self._rearm()
@@ -219,10 +225,11 @@ class EchoGate:
             if self._silent_samples >= ECHO_REARM_SAMPLES:
                 self._rearm()
             self._candidate = None
+            self.quiet = False
             return False
         self._silent_samples = 0
         self._playing_samples += far.size
-        quiet = max(peak for _, peak in self._near) < GEIGEL_RATIO * recent_far
+        self.quiet = quiet = max(peak for _, peak in self._near) < GEIGEL_RATIO * recent_far
         self._candidate = None
         if quiet and self._playing_samples >= ECHO_TAIL_SAMPLES and near.size:  # the echo has had time to arrive
             tail_energy = sum(energy for _, _, energy in self._far)
@@ -322,9 +329,10 @@ class ParticipantInput:
 
     def push(self, pcm: Pcm, far: Pcm | None = None, idle_allowed: bool = True) -> list[Signal]:
         """Feed 16 kHz audio (already converted); `far` is what was played meanwhile, for the echo canceller."""
-        echo_only = False
+        echo_only = quiet = False
         if self.echo is not None and far is not None:
             echo_only = self.echo_gate.echo_only(pcm, far)
+            quiet = self.echo_gate.quiet
             pcm = self.echo.process(pcm, far)  # type: ignore[attr-defined]  # koe.audio.echo.EchoCanceller
             self.echo_gate.cancelled(pcm)
         if self.denoise is not None:
@@ -337,7 +345,7 @@ class ParticipantInput:
             if echo_only and not self.detector.speaking:
                 probability = 0.0
             self.samples += WINDOW_SAMPLES
-            signals.extend(self.detector.window(probability, self.now_ms, idle_allowed))
+            signals.extend(self.detector.window(probability, self.now_ms, idle_allowed, not quiet))
         if self.detector.config is not None and self.item_id is None:
             self._trim(self.detector.config.prefix_padding_ms)
         return signals

@@ -46,8 +46,11 @@ from koe.voice.turn_cap import TurnCap
 
 log = logging.getLogger("koe.voice")
 
-AUDIO_CHUNK_MS = 200
-"""Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often."""
+AUDIO_CHUNK_MS = 100
+"""Largest audio delta; keeps every frame far below the 1 MiB WebSocket limit and lets a flush cut in often. Paced
+at `OUTPUT_LEAD_MS` (400), the listener then always has 300 ms or more unplayed when the next one leaves, so a hold
+(`PlaybackClock.hold`) lasting Voice Live's 200 ms `speech_duration_ms` and its detection does not reach the
+60 ms floor."""
 FIRST_CLAUSE_CHARS = 12
 FIRST_WORDS_CHARS = 5
 FIRST_LATIN_CLAUSE_MAX_CHARS = 20
