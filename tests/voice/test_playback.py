@@ -1,10 +1,13 @@
-"""The playback clock, on an injected clock: what was heard, what was dropped, what the speaker plays."""
+"""The playback clock, on an injected clock: what was heard, what was dropped, what the speaker plays; and a hold,
+on the real one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
-from koe.voice.playback import PlaybackClock
+from koe.voice.playback import MAX_HOLD_MS, PlaybackClock
 
 
 class _Clock:
@@ -49,3 +52,19 @@ def test_far_end_is_what_plays_now_at_16k() -> None:
     assert reference.size == 1600 and np.abs(reference).max() > 4000
     clock.now += 1.0  # long after it finished
     assert not playback.far_end(1600).any()
+
+
+async def test_a_hold_ends_by_itself_after_max_hold() -> None:
+    """A speaker whose audio stopped with an onset pending never releases the hold: it ends on its own."""
+    playback = PlaybackClock()
+    playback.sent("resp_1", "item_1", np.zeros(24000 * 2, np.int16), 24000)  # 2 s to play
+    playback.hold()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await playback.wait_room(100, lead_ms=3000)
+    waited_ms = (loop.time() - started) * 1000
+    assert MAX_HOLD_MS - 20 <= waited_ms < MAX_HOLD_MS + 300, waited_ms
+    playback.resume()
+    started = loop.time()
+    await playback.wait_room(100, lead_ms=3000)
+    assert loop.time() - started < 0.05

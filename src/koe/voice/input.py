@@ -55,6 +55,10 @@ ECHO_MEASURE_SAMPLES = ECHO_MEASURE_MS * ENGINE_RATE // 1000
 ECHO_REARM_MS = 1000
 """Played audio silent this long ends a reply: the next one is measured again."""
 ECHO_REARM_SAMPLES = ECHO_REARM_MS * ENGINE_RATE // 1000
+CLOCK_WINDOW_S = 2.0
+"""The input clock's start is the least delayed chunk's over this long (a 100 ppm clock drifts 0.2 ms in it)."""
+CLOCK_RESYNC_S = 0.1
+"""A chunk this much later than the input clock expects starts the clock again: the sender paused, or lost audio."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,20 +161,14 @@ class SpeechDetector:
         return [Signal(TurnInput.COMMIT, end_ms)]
 
 
-CLOCK_WINDOW_S = 2.0
-"""The input clock's start is the least delayed chunk's over this long (a 100 ppm clock drifts 0.2 ms in it)."""
-CLOCK_RESYNC_S = 0.1
-"""A chunk this much later than the input clock expects starts the clock again: the sender paused, or lost audio."""
-
-
 class EchoGate:
     """Keeps the echo of a reply from starting a turn while the echo canceller does not yet remove it.
 
     While the reply plays, each chunk of the caller's audio that peaks below `GEIGEL_RATIO` of what played over the
     last `ECHO_TAIL_MS` is echo or silence (Geigel's double-talk test). Over those chunks, once the reply has played
     for a whole tail (its echo has arrived), the gate measures what the canceller lets through against what played.
-    Until that residual is below `RESIDUAL_ECHO_DB` over `ECHO_MEASURE_MS` (about 1 s into a reply on the fixtures;
-    at once when there is no echo, as with a phone's own canceller), the VAD's verdict on such a chunk cannot begin
+    Until that residual is below `RESIDUAL_ECHO_DB` over `ECHO_MEASURE_MS` (1-2 s into a reply on the fixtures;
+    about 0.5 s when there is no echo, as with a phone's own canceller), the VAD's verdict on such a chunk cannot begin
     speech: otherwise the reply would interrupt itself at its first words. A caller about as loud as the reply at
     the microphone passes at once, and speech already under way is never cut.
 

@@ -29,6 +29,9 @@ that a barge-in leaves little already-sent audio behind. Every reply keeps to it
 HOLD_FLOOR_MS = 60
 """A held reply (`hold()`) still goes on before the listener's unplayed audio runs below this: a hold never leaves
 them a gap."""
+MAX_HOLD_MS = 500
+"""A hold that lasts this long is over, whatever holds it (a speaker whose audio stopped with an onset pending): longer
+than any onset takes to confirm."""
 FAR_END_HISTORY_S = 2.0
 """How far back the echo reference reaches; longer than any echo tail the canceller models."""
 
@@ -56,6 +59,7 @@ class PlaybackClock:
         self._to_16k: SteadyResampler | None = None
         self._resume = asyncio.Event()
         self._resume.set()
+        self._held_since = 0.0
 
     def now(self) -> float:
         return self._clock()
@@ -93,7 +97,9 @@ class PlaybackClock:
         """The caller may be starting to speak over the reply: send no more of it until `resume()`, unless the
         listener's unplayed audio would run below `HOLD_FLOOR_MS`. If it is the caller, the reply stops with the
         little that was sent before; if not, it goes on with no gap, as the lead covers the wait."""
-        self._resume.clear()
+        if self._resume.is_set():
+            self._held_since = self._clock()
+            self._resume.clear()
 
     def resume(self) -> None:
         self._resume.set()
@@ -102,15 +108,19 @@ class PlaybackClock:
         """Return once `chunk_ms` more audio can be sent without the unplayed audio exceeding `lead_ms` (at once
         when nothing is waiting to be played, so a chunk longer than the lead still goes), and not while held."""
         while True:
-            while not self._resume.is_set() and (slack_ms := self.pending_ms() - HOLD_FLOOR_MS) > 0:
+            while self._held() and (slack_ms := self.pending_ms() - HOLD_FLOOR_MS) > 0:
+                left_ms = MAX_HOLD_MS - (self._clock() - self._held_since) * 1000
                 with contextlib.suppress(TimeoutError):
-                    await within(self._resume.wait(), slack_ms / 1000)
+                    await within(self._resume.wait(), min(slack_ms, left_ms) / 1000)
             ahead_ms = (self._end - self._clock()) * 1000 + chunk_ms - lead_ms
             if ahead_ms <= 0 or not self.is_playing():
                 return
             await asyncio.sleep(ahead_ms / 1000)
-            if self._resume.is_set():
+            if not self._held():
                 return  # not held meanwhile: the room is there
+
+    def _held(self) -> bool:
+        return not self._resume.is_set() and (self._clock() - self._held_since) * 1000 < MAX_HOLD_MS
 
     def played_ms(self, item_id: str) -> int:
         if item_id != self.item_id:
