@@ -40,6 +40,15 @@ def test_blips_shorter_than_the_speech_duration_are_ignored() -> None:
     assert _run(detector, [0.0, 0.9, 0.9, 0.0, 0.9, 0.0] * 5) == []
 
 
+def test_a_dip_between_first_syllables_does_not_restart_the_onset() -> None:
+    """As on the echo canceller's output: one window at 0.4 inside the first 200 ms of speech."""
+    detector = SpeechDetector(TurnDetection(speech_duration_ms=200))
+    assert _run(detector, [0.0, 0.9, 0.9, 0.9, 0.4, 0.9, 0.9, 0.9]) == [(TurnInput.VOICE_START, WINDOW_MS)]
+    # Below the threshold less the hysteresis, the window is silence: the count starts again after it.
+    detector = SpeechDetector(TurnDetection(speech_duration_ms=200))
+    assert _run(detector, [0.0, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9]) == []
+
+
 def test_a_short_pause_resumes_the_same_turn() -> None:
     detector = SpeechDetector(TurnDetection(silence_duration_ms=500))
     pause = [0.0] * (VOICE_END_MS // WINDOW_MS + 2)

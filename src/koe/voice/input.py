@@ -28,7 +28,8 @@ ONSET_GRACE_MS = 3 * WINDOW_MS
 """A possible onset (`SpeechDetector.onset_pending`) outlives its last voiced window by this much: the gaps between a
 talker's first syllables do not end it."""
 HYSTERESIS = 0.15
-"""Once speaking, a window counts as silence only below `threshold - HYSTERESIS` (Silero's own recommendation)."""
+"""Once speaking, or once a possible onset has begun, a window counts as silence only below `threshold -
+HYSTERESIS` (Silero's own recommendation)."""
 MAX_TURN_MS = 60_000
 """A turn that runs this long is ended, so one unbroken stream cannot grow a buffer without bound."""
 GEIGEL_RATIO = 0.5
@@ -114,7 +115,10 @@ class SpeechDetector:
             return []
         signals: list[Signal] = []
         start_ms = end_ms - WINDOW_MS
-        threshold = config.threshold - (HYSTERESIS if self._speaking else 0.0)
+        # Once a window has passed the threshold, the next ones need only pass it less the hysteresis, as in speech:
+        # a dip between a talker's first syllables (the echo canceller's output has them) does not restart the
+        # `speech_duration_ms` count.
+        threshold = config.threshold - (HYSTERESIS if self._speaking or self._voiced_ms else 0.0)
         self._now_ms = end_ms
         if probability >= threshold:
             if not self._speaking and audible:
