@@ -72,11 +72,12 @@ class Speculation:
     async def run(self) -> None:
         result: Transcript | None = None
         loop = asyncio.get_running_loop()
-        started = loop.time()
         try:
             result = await self._stt(self.audio)
             self.heard_at = loop.time()
-            self.stt_ms = round((self.heard_at - started) * 1000)
+            # From the speculation's start (`started_at`, where `endpoint_ms` ends), not this task's: on a busy loop
+            # the task starts some ms later, and the reply's chain must still add up to its total.
+            self.stt_ms = round((self.heard_at - self.started_at) * 1000)
         except EngineError:
             pass  # the turn will be transcribed again when it is committed, and fail there visibly
         finally:
