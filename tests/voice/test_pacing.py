@@ -10,6 +10,7 @@ machine (which only makes the audio arrive later), but never faster than the lis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -140,22 +141,27 @@ async def test_a_held_reply_ready_before_the_turn_ends_is_paced_from_its_first_c
         await llm.aclose()
 
 
-async def test_a_barge_in_on_a_paced_reply_reports_what_was_heard(engines: Engines) -> None:
+@contextlib.asynccontextmanager
+async def _telling_a_story(engines: Engines, config: SessionConfig) -> AsyncIterator[tuple[Session, Timeline]]:
+    """A session asked for the stand-in's long story, from its first audio delta on; closed afterwards."""
     async with StandIn(reply=pieces(STORY)) as server:
         llm = TimedLLM(server.base_url, "standin-model", api_key="sk-test")
         llm.started = []
         timeline = Timeline()
-        td = TurnDetection(silence_duration_ms=300, auto_truncate=True)
-        session = Session(
-            replace(engines, llm=llm),
-            SessionConfig(turn_detection=td),
-            default_instructions=INSTRUCTIONS,
-            observer=timeline,
-        )
+        session = Session(replace(engines, llm=llm), config, default_instructions=INSTRUCTIONS, observer=timeline)
         reader = asyncio.ensure_future(_drain(session))
         session.create_item(Item("item_q", "message", "user", (Part("input_text", text="Tell me a story."),)))
         session.create_response()
         await timeline.wait_for(ev.ResponseAudioDelta)
+        yield session, timeline
+        await session.close()
+        await reader
+        await llm.aclose()
+
+
+async def test_a_barge_in_on_a_paced_reply_reports_what_was_heard(engines: Engines) -> None:
+    td = TurnDetection(silence_duration_ms=300, auto_truncate=True)
+    async with _telling_a_story(engines, SessionConfig(turn_detection=td)) as (session, timeline):
         silence = np.zeros(FRAME, np.int16)
         for _ in range(100):  # two seconds of the reply play while the caller listens
             session.append_audio(silence, 16000)
@@ -176,9 +182,6 @@ async def test_a_barge_in_on_a_paced_reply_reports_what_was_heard(engines: Engin
         assert sent_ms - cut.played_ms <= OUTPUT_LEAD_MS + SLACK_MS, (sent_ms, cut.played_ms)
         truncated = await timeline.wait_for(ev.ItemTruncated)
         assert isinstance(truncated, ev.ItemTruncated) and truncated.audio_end_ms == cut.played_ms
-        await session.close()
-        await reader
-        await llm.aclose()
 
 
 async def _drain(session: Session) -> None:
@@ -218,22 +221,10 @@ async def test_a_reply_sends_nothing_while_the_caller_may_be_starting_to_speak(e
     """`speech_duration_ms` (Voice Live: 200) must pass before the caller's speech counts; meanwhile the reply holds
     (unless the listener's audio would run out), so a barge-in stops it at the first voiced window, and a blip that
     never becomes speech only delays it, within the lead."""
-    async with StandIn(reply=pieces(STORY)) as server:
-        llm = TimedLLM(server.base_url, "standin-model", api_key="sk-test")
-        llm.started = []
-        timeline = Timeline()
-        # Longer than Voice Live's 200 ms, so that unheld, a 200 ms chunk would surely leave while it is confirmed.
-        td = TurnDetection(silence_duration_ms=300, speech_duration_ms=400)
-        session = Session(
-            replace(engines, llm=llm),
-            SessionConfig(turn_detection=td, echo_cancellation=False),
-            default_instructions=INSTRUCTIONS,
-            observer=timeline,
-        )
-        reader = asyncio.ensure_future(_drain(session))
-        session.create_item(Item("item_q", "message", "user", (Part("input_text", text="Tell me a story."),)))
-        session.create_response()
-        await timeline.wait_for(ev.ResponseAudioDelta)
+    # Longer than Voice Live's 200 ms, so that unheld, a 100 ms delta would surely leave while it is confirmed.
+    td = TurnDetection(silence_duration_ms=300, speech_duration_ms=400)
+    config = SessionConfig(turn_detection=td, echo_cancellation=False)
+    async with _telling_a_story(engines, config) as (session, timeline):
         pending = Pending()
         voice = speech("short_16k.wav", lead_s=0.0, tail_s=0.0)
         # A blip: two 32 ms windows of voice, then silence; speech: a whole second of it.
@@ -252,6 +243,3 @@ async def test_a_reply_sends_nothing_while_the_caller_may_be_starting_to_speak(e
             # Only what the floor let through went out while held: the listener's audio about to run out.
             for at in held:
                 assert _playing_ms(timeline, at) <= HOLD_FLOOR_MS + SLACK_MS, (at - pending.since, held)
-        await session.close()
-        await reader
-        await llm.aclose()
