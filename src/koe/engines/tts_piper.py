@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from koe.audio.pcm import float_to_pcm
+from koe.engines._onnx import session_options
 from koe.engines.base import EngineError, EngineUnavailable, Gender, SpeechChunk, VoiceInfo, speech_text
 from koe.engines.pool import Cancelled, WorkerPool
 from koe.languages import UnsupportedLanguage, parse_language, soft_cut
@@ -135,7 +136,10 @@ class PiperTTS:
             known = ", ".join(sorted(paths)) or "none"
             raise EngineUnavailable(f"Piper voice {voice!r} is not installed (installed voices: {known})")
         tts = cls(paths, voice, pool or WorkerPool("tts", workers, queue_limit), threads)
-        tts.voice(voice)
+        # The first synthesis in a process is the slowest (espeak-ng loads its data, onnxruntime sizes its buffers):
+        # each bench run's first reply took 60-70 ms longer to its first audio. Paid here, not by a caller.
+        for _chunk in tts.voice(voice).synthesize("Hello."):
+            pass
         tts.load_s = time.perf_counter() - started
         return tts
 
@@ -186,10 +190,7 @@ class PiperTTS:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(self.threads)
         try:
             config = PiperConfig.from_dict(json.loads(path.with_name(path.name + ".json").read_text("utf-8")))
             session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

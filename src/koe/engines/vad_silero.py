@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from koe.audio.pcm import ENGINE_RATE, AudioFormatError, Pcm, Reframer
+from koe.engines._onnx import session_options
 from koe.engines.base import EngineUnavailable
 
 WINDOW_SAMPLES = 512
@@ -44,10 +45,7 @@ class SileroVAD:
         if not path.is_file():
             raise EngineUnavailable(f"Silero VAD model not found at {path}")
         started = time.perf_counter()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(threads)
         # One window per call: the arena only adds memory, and graph-level threading only adds latency.
         options.enable_cpu_mem_arena = False
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL

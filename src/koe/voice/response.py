@@ -53,11 +53,13 @@ at `OUTPUT_LEAD_MS` (400), the listener then always has 300 ms or more unplayed 
 60 ms floor."""
 FIRST_CLAUSE_CHARS = 12
 FIRST_WORDS_CHARS = 5
-FIRST_LATIN_CLAUSE_MAX_CHARS = 20
-"""The first clause of Latin-script text is a few words ("Sure," or "The capital of France "): it ends at a comma
-once `FIRST_WORDS_CHARS` long, or at a word boundary past this length even without punctuation. It gates first
-audio, and Piper's time grows with its length (about 40 ms plus 4 ms a character on this 2-core machine: 9
-characters 71 ms, 29 characters 157 ms). Later clauses are full ones."""
+FIRST_LATIN_CLAUSE_MAX_CHARS = 12
+"""The first clause of Latin-script text is a few words ("Sure," or "The weather "): it ends at a comma once
+`FIRST_WORDS_CHARS` long, or at a word boundary past this length even without punctuation. It gates first audio
+twice: the LLM writes it (about 22 ms a token, 3-4 characters a token) and Piper's time grows with its length
+(about 40 ms plus 4 ms a character on one thread). Cutting at 12 characters rather than 20 took the first clause
+from 153 to 110 ms and Piper's first audio from 141 to 87 ms in `koe bench latency` (server_vad 200, p50), at
+the cost of a seam after the first two or three words. Later clauses are full ones."""
 FIRST_CLAUSE_MAX_CHARS = 28
 """The same limit for Japanese and Chinese text (and the most any first clause is): their clauses end at their own
 marks, and their phrases are found only roughly, so a first clause cut without punctuation is kept longer."""
