@@ -107,14 +107,23 @@ class SpeechDetector:
         own residual echo would stall it."""
         return not self._speaking and self._now_ms - self._heard_ms < ONSET_GRACE_MS
 
-    def window(self, probability: float, end_ms: int, idle_allowed: bool, audible: bool = True) -> list[Signal]:
+    def window(
+        self, probability: float, end_ms: int, idle_allowed: bool, audible: bool = True, echo: bool = False
+    ) -> list[Signal]:
         """One window's speech probability. `audible`: the window's audio is loud enough to be the caller over
-        what is playing (`EchoGate.quiet`); only such a window makes an onset pending."""
+        what is playing (`EchoGate.quiet`); only such a window makes an onset pending. `echo`: Geigel's test takes
+        the window for echo the canceller may still let through (`EchoGate.echo_only`), so it cannot begin an
+        onset; but once an audible window has begun one, it goes on with it. A caller's first syllables over a
+        loud reply are not all louder than half of what plays (traced: "Please book…" 0.8 s into a reply), and
+        taking each such window for silence restarted the `speech_duration_ms` count: that barge-in was heard
+        520 ms after its onset instead of 220."""
         config = self.config
         if config is None:
             return []
         signals: list[Signal] = []
         start_ms = end_ms - WINDOW_MS
+        if echo and not self._speaking and not self._voiced_ms:
+            probability = 0.0
         # Once a window has passed the threshold, the next ones need only pass it less the hysteresis, as in speech:
         # a dip between a talker's first syllables (the echo canceller's output has them) does not restart the
         # `speech_duration_ms` count.
@@ -344,10 +353,8 @@ class ParticipantInput:
         signals: list[Signal] = []
         for window in self._windows.push(pcm):
             probability = self._vad.process(window)
-            if echo_only and not self.detector.speaking:
-                probability = 0.0
             self.samples += WINDOW_SAMPLES
-            signals.extend(self.detector.window(probability, self.now_ms, idle_allowed, not quiet))
+            signals.extend(self.detector.window(probability, self.now_ms, idle_allowed, not quiet, echo_only))
         if self.detector.config is not None and self.item_id is None:
             self._trim(self.detector.config.prefix_padding_ms)
         return signals
