@@ -49,7 +49,7 @@ def test_a_dip_between_first_syllables_does_not_restart_the_onset() -> None:
     assert _run(detector, [0.0, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9]) == []
 
 
-def test_a_window_taken_for_echo_cannot_begin_an_onset_but_goes_on_with_one() -> None:
+def test_a_window_taken_for_echo_cannot_begin_an_onset_nor_break_one() -> None:
     def run(windows: list[tuple[float, bool]]) -> list[tuple[TurnInput, int]]:
         detector = SpeechDetector(TurnDetection(speech_duration_ms=200))
         return [
@@ -58,10 +58,15 @@ def test_a_window_taken_for_echo_cannot_begin_an_onset_but_goes_on_with_one() ->
             for signal in detector.window(probability, (index + 1) * WINDOW_MS, True, not echo, echo)
         ]
 
-    voiced, echo = (0.9, False), (0.9, True)
+    voiced, echo, silent = (0.9, False), (0.9, True), (0.0, False)
     assert run([echo] * 20) == []  # the reply's own voice, however long
-    assert run([voiced, echo, voiced, echo, voiced, echo, voiced]) == [(TurnInput.VOICE_START, 0)]
-    assert run([echo, echo, voiced, voiced, echo, voiced, voiced, voiced, voiced]) == [(TurnInput.VOICE_START, 64)]
+    # Echo windows inside an onset neither count towards speech_duration_ms nor restart it.
+    assert run([voiced, echo] * 6 + [voiced]) == [(TurnInput.VOICE_START, 0)]
+    assert run([voiced, echo] * 5 + [voiced]) == []
+    assert run([echo, echo, voiced, voiced, echo, voiced, voiced, voiced, voiced, voiced]) == [
+        (TurnInput.VOICE_START, 64)
+    ]
+    assert run([voiced] * 3 + [silent] + [voiced] * 3) == []  # a real break still restarts it
 
 
 def test_a_short_pause_resumes_the_same_turn() -> None:
