@@ -124,18 +124,15 @@ class SpeechDetector:
             return []
         signals: list[Signal] = []
         start_ms = end_ms - WINDOW_MS
-        if echo and not self._speaking:
-            threshold = config.threshold - (HYSTERESIS if self._voiced_ms else 0.0)
-            if not self._voiced_ms or probability < threshold:
-                probability = 0.0
-            else:  # neither voice nor a break: it keeps an onset that audible windows began, and adds nothing
-                self._now_ms = end_ms
-                return []
         # Once a window has passed the threshold, the next ones need only pass it less the hysteresis, as in speech:
         # a dip between a talker's first syllables (the echo canceller's output has them) does not restart the
         # `speech_duration_ms` count.
         threshold = config.threshold - (HYSTERESIS if self._speaking or self._voiced_ms else 0.0)
         self._now_ms = end_ms
+        if echo and not self._speaking:
+            if self._voiced_ms and probability >= threshold:
+                return []  # neither voice nor a break: it keeps an onset that audible windows began, adds nothing
+            probability = 0.0
         if probability >= threshold:
             if not self._speaking and audible:
                 self._heard_ms = end_ms
