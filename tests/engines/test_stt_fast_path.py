@@ -140,6 +140,25 @@ def test_silence_gives_no_text_on_the_fast_path(engines: Engines, language: str,
     assert transcript.text == ""
 
 
+@pytest.mark.parametrize("language", ["en", "ja", "auto"])
+def test_faint_noise_is_not_decoded(engines: Engines, language: str) -> None:
+    """Below `INAUDIBLE_PEAK` nothing is decoded at all: Whisper's no-speech test alone was marginal on silence."""
+    noise = np.random.default_rng(7).integers(-20, 21, 32000).astype(np.int16)  # a peak of about -64 dBFS
+    counts = [(d.counts.fast, d.counts.padded, d.counts.fallback) for d in _decoders(engines)]
+    transcript = _stt(engines).transcribe_sync(noise, language=language)
+    assert transcript.text == ""
+    assert transcript.language == ("ja" if language == "ja" else "en")
+    assert [(d.counts.fast, d.counts.padded, d.counts.fallback) for d in _decoders(engines)] == counts
+
+
+def test_quiet_speech_is_still_heard(engines: Engines, texts: dict[str, str]) -> None:
+    """The silence gate stays far below speech: an utterance peaking at -40 dBFS is transcribed as usual."""
+    pcm = _english("utterance").astype(np.float64)
+    quiet = np.round(pcm * (328 / np.max(np.abs(pcm)))).astype(np.int16)
+    transcript = _stt(engines).transcribe_sync(quiet)
+    assert wer(texts["utterance"], transcript.text) <= 0.2, transcript.text
+
+
 @pytest.mark.parametrize("language", ["en", "auto"])
 def test_a_fifth_of_a_second_of_speech_gives_a_few_words_at_most(engines: Engines, language: str) -> None:
     pcm = _english("short")[:3200]
