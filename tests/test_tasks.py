@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 
-from koe.tasks import TaskSet, describe_tasks, within
+from koe.tasks import TaskSet, describe_tasks, stop, within
 
 log = logging.getLogger("koe.test.tasks")
 
@@ -117,3 +118,85 @@ async def test_describe_tasks_shows_where_a_task_waits() -> None:
     assert "in wait" in lines[at + 2]  # asyncio.Event.wait, the await it is suspended in
     event.set()
     await task
+
+
+async def test_stop_cancels_and_waits_for_the_task() -> None:
+    cleaned = asyncio.Event()
+
+    async def worker() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.01)  # cleanup that itself awaits
+            cleaned.set()
+
+    task = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    await stop(task)
+    assert task.cancelled() and cleaned.is_set()
+
+
+async def test_stop_lets_the_callers_own_cancellation_through() -> None:
+    """The flaw of `with suppress(CancelledError): await task`: a caller cancelled while it waits runs on."""
+    release = asyncio.Event()
+    after_stop: list[str] = []
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await release.wait()
+
+    async def suppressing(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        after_stop.append("suppress")
+
+    async def stopping(task: asyncio.Task[None]) -> None:
+        await stop(task)
+        after_stop.append("stop")
+
+    for closer in (suppressing, stopping):
+        release.clear()
+        task = asyncio.create_task(slow_to_stop())
+        await asyncio.sleep(0)
+        caller = asyncio.create_task(closer(task))
+        await asyncio.sleep(0.01)
+        caller.cancel()  # the caller is cancelled while it waits for the task to end
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.wait((caller, task))
+        if closer is suppressing:
+            assert not caller.cancelled()  # what stop() fixes: the cancellation was swallowed
+    assert after_stop == ["suppress"]
+    assert caller.cancelled()
+
+
+async def test_stop_raises_the_tasks_failure_unless_told_to_ignore_it() -> None:
+    async def failing_on_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise ValueError("cleanup failed") from None
+
+    task = asyncio.create_task(failing_on_cancel())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="cleanup failed"):
+        await stop(task)
+    task = asyncio.create_task(failing_on_cancel())
+    await asyncio.sleep(0)
+    await stop(task, ignore_failure=True)
+    finished = asyncio.create_task(asyncio.sleep(0))
+    await finished
+    await stop(finished)  # a task that already ended: nothing to do
+
+
+async def test_a_task_cannot_stop_itself() -> None:
+    async def itself() -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        await stop(current)
+
+    with pytest.raises(RuntimeError, match="cannot stop itself"):
+        await itself()

@@ -10,6 +10,12 @@ garbage collector's "Task exception was never retrieved".
 task cancelled at that moment runs on; `asyncio.timeout()`, which `within` is built on, does not. Ruff's banned-api
 rule (TID251, pyproject.toml) keeps `asyncio.wait_for` out of `src/`.
 
+`stop(task)` cancels a task and waits until it has ended. The usual `task.cancel()` then
+`with suppress(CancelledError): await task` has a flaw: when the *caller* is cancelled while it waits, the suppress
+swallows the caller's own cancellation too, and the caller runs on (a session close cancelled at shutdown, say).
+`stop()` waits with `asyncio.wait`, which never raises the task's outcome, so the caller's cancellation goes through,
+and the task's failure is raised (or, with `ignore_failure`, dropped) only after it has ended.
+
 `describe_tasks()` is every task of the running loop with the chain of awaits it is suspended in: what `kill -USR1`
 writes to the log of `koe serve`, to see what a session that does not end is waiting for.
 """
@@ -28,6 +34,23 @@ async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
     """`await awaitable`, or `TimeoutError` after `timeout_s` (None: no bound); a cancellation always goes through."""
     async with asyncio.timeout(timeout_s):
         return await awaitable
+
+
+async def stop(task: asyncio.Task[Any], *, ignore_failure: bool = False) -> None:
+    """Cancel `task` and wait until it has ended. A failure of the task (an exception other than its cancellation)
+    is raised here, unless `ignore_failure`; the caller's own cancellation always goes through."""
+    if task is asyncio.current_task():
+        raise RuntimeError("a task cannot stop itself and wait for it")
+    task.add_done_callback(_retrieve)  # if the caller is cancelled first, the failure is still retrieved
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled() and (failure := task.exception()) is not None and not ignore_failure:
+        raise failure
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def describe_tasks() -> str:

@@ -18,7 +18,6 @@ throwaway `redis-server` (`koe.bench._redis`), all on loopback:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ from koe.bench._child import Child, write_toml
 from koe.bench._redis import RedisServer
 from koe.bench.fixtures import AUDIO
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
+from koe.tasks import stop
 
 FRAME_BYTES = 640
 """One 20 ms frame of PCM16 at 16 kHz."""
@@ -79,9 +79,7 @@ class _Watcher:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
         if self._socket is not None:
             await self._socket.close()
 

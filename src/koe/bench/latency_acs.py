@@ -12,7 +12,6 @@ is the ACS door's own, `acs.silence_duration_ms` of the server's config (reporte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from koe.bench._turns import (
 )
 from koe.protocols.acs import AudioData, AudioMetadata, encode, iso_timestamp
 from koe.protocols.acs_outbound import OutboundAudioData, StopAudio, parse_outbound
-from koe.tasks import within
+from koe.tasks import stop, within
 
 RATE = 16000
 FRAME = RATE // 50
@@ -174,7 +173,5 @@ async def run_acs_turns(base: str, turns: int, say: Progress, call_id: str = "be
                 )
         finally:
             for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await stop(task, ignore_failure=True)
     return results

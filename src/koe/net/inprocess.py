@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from koe.tasks import within
+from koe.tasks import stop, within
 
 READY_TIMEOUT_S = 4.0
 STOP_TIMEOUT_S = 2.0
@@ -56,9 +56,7 @@ class InProcessServer:
         with contextlib.suppress(Exception):
             await within(asyncio.shield(self._task), STOP_TIMEOUT_S)
         if not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await stop(self._task, ignore_failure=True)
 
 
 async def start_app(

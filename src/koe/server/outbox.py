@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from koe.protocols.websocket import CloseCode
 from koe.server.metrics import METRICS
-from koe.tasks import within
+from koe.tasks import stop, within
 
 log = logging.getLogger("koe.server.outbox")
 
@@ -111,9 +111,7 @@ class Outbox:
         self._drop()
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
 
     def _account(self, delta: int) -> None:
         self.queued_bytes += delta

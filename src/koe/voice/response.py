@@ -39,6 +39,7 @@ from koe.engines.base import (
 )
 from koe.engines.pool import EngineBusy
 from koe.languages import script_language, soft_cut
+from koe.tasks import stop
 from koe.voice import events as ev
 from koe.voice.conversation import Item, Part, new_id
 from koe.voice.errors import FailureReason, ResponseFailed
@@ -318,9 +319,7 @@ class ResponseRun:
             await speaker
         finally:
             if not speaker.done():
-                speaker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await speaker
+                await stop(speaker)
         return finished
 
     async def _generate_text(
@@ -428,9 +427,7 @@ class ResponseRun:
             raise
         finally:
             if not sender.done():
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                await stop(sender)
 
     def _queue_audio(self, outbox: asyncio.Queue[_Say | _Sound | _Said | None], part: _Open, pcm: Pcm) -> None:
         if pcm.size:

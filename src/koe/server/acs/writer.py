@@ -15,7 +15,6 @@ While nothing is queued or in flight, a frame goes out at once when the socket c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from koe.protocols.acs_outbound import STOP_AUDIO, OutboundAudioData, OutboundMe
 from koe.server.acs.socket import MediaSocket
 from koe.server.metrics import METRICS
 from koe.server.outbox import SendStalled, send_within
+from koe.tasks import stop
 
 log = logging.getLogger("koe.server.acs.door")
 
@@ -109,9 +109,7 @@ class OutboundWriter:
         self._closed = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop(self._task, ignore_failure=True)
 
     def _idle_now(self) -> bool:
         """Nothing queued and nothing being sent: a frame sent now cannot overtake another."""

@@ -8,13 +8,14 @@ network errors and 5xx answers; `stats()` says what happened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Collection
 from typing import Any
 
 import httpx
 import orjson
+
+from koe.tasks import stop
 
 log = logging.getLogger("koe.server.calls.webhooks")
 
@@ -61,9 +62,7 @@ class WebhookSender:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
         if self._client is not None:
             await self._client.aclose()
 

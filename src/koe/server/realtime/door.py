@@ -37,7 +37,7 @@ from koe.server.metrics import METRICS
 from koe.server.outbox import CLOSE_TIMEOUT_S, STALL_CLOSE, Outbox, send_within
 from koe.server.realtime.mapping import engine_config, engine_item, response_options
 from koe.server.realtime.render import Renderer
-from koe.tasks import within
+from koe.tasks import stop, within
 from koe.voice.session import Session
 
 log = logging.getLogger("koe.realtime")
@@ -184,11 +184,8 @@ class RealtimeConnection:
             receiver.cancel()
             self.observed.close()
             await self.session.close()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
+            await stop(pump)
+            await stop(receiver)
             await self.outbox.aclose()
 
     async def _receive(self) -> None:

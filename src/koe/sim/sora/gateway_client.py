@@ -28,7 +28,7 @@ import h2.events
 import h2.exceptions
 
 from koe.protocols.sora_results import ResultStreamError, ResultStreamReader
-from koe.tasks import within
+from koe.tasks import stop, within
 
 READ_BYTES = 65536
 
@@ -220,9 +220,7 @@ class GatewayConnection:
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop(self._task, ignore_failure=True)
         for stream in self.streams.values():
             stream._finish("connection closed")
 

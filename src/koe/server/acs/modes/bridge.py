@@ -33,7 +33,7 @@ from koe.protocols.acs import AudioData, DtmfData
 from koe.protocols.realtime import client as rt
 from koe.server.acs.modes.base import ModeContext, ModeUnavailable
 from koe.server.metrics import METRICS
-from koe.tasks import within
+from koe.tasks import stop, within
 from koe.voice.playback import OUTPUT_LEAD_MS, PlaybackClock
 
 log = logging.getLogger("koe.server.acs.door")
@@ -132,9 +132,7 @@ class BridgePipeline:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                 await within(self._reader, 5.0)
         if self._speaker is not None:
-            self._speaker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._speaker
+            await stop(self._speaker)
 
     async def _speak(self) -> None:
         """Send the remote's reply audio to the call at the listener's pace."""

@@ -41,7 +41,7 @@ from koe.protocols.sora import Packet, SoraRequest
 from koe.protocols.sora_results import error_result, koe_result
 from koe.server.sora.metrics import SoraMetrics
 from koe.server.sora.services.base import ResultSink, ServiceStream
-from koe.tasks import within
+from koe.tasks import stop, within
 
 log = logging.getLogger("koe.sora")
 
@@ -349,6 +349,4 @@ class _RelayStream:
             with contextlib.suppress(Exception):
                 await self._socket.close()
         if self._task is not asyncio.current_task():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop(self._task, ignore_failure=True)
