@@ -262,7 +262,9 @@ class Session:
         )
         audio = who.input.peek().copy()
         heard = self._heard(who)
-        who.speculation = Speculation(audio, respond, heard.transcribe, self.replies.prepare, OUTPUT_LEAD_MS)
+        who.speculation = Speculation(
+            audio, respond, heard.transcribe, self.replies.prepare, OUTPUT_LEAD_MS, self._context.spawn
+        )
         self._context.spawn(who.speculation.run())
 
     def _heard(self, who: Participant) -> Heard:

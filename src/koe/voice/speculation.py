@@ -9,15 +9,16 @@ then waits for its release, and from then on goes at the pace `release()` gives 
 long before the turn ended still reaches the listener at the speed it is played.
 
 A speculation knows nothing of the session: it gets a way to transcribe (`Heard.transcribe`, which reuses what
-earlier pauses of the turn heard) and a way to start a reply to a given text (`Replies.prepare`), and the session's
-`Participant` keeps it.
+earlier pauses of the turn heard), a way to start a reply to a given text (`Replies.prepare`) and one to start a
+task of the session's (`VoiceContext.spawn`), and the session's `Participant` keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import numpy as np
 
@@ -29,15 +30,24 @@ from koe.voice.response import ResponseRun
 Transcribe = Callable[[Pcm], Awaitable[Transcript]]
 PrepareReply = Callable[[str, Callable[[ev.Event], None]], ResponseRun]
 """A response answering the given user text (a turn not committed yet), emitting through the given callback."""
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
+"""Starts one of the session's tasks (`VoiceContext.spawn`)."""
 Pace = Callable[[float], Awaitable[None]]
 """Awaited with an audio chunk's length (ms) before it is sent (`ResponseRun.pace`)."""
 
 
 class Speculation:
     def __init__(
-        self, audio: Pcm, respond: bool, transcribe: Transcribe, prepare_reply: PrepareReply, hold_ms: int
+        self,
+        audio: Pcm,
+        respond: bool,
+        transcribe: Transcribe,
+        prepare_reply: PrepareReply,
+        hold_ms: int,
+        spawn: Spawn,
     ) -> None:
         self._stt = transcribe
+        self._spawn = spawn
         self._prepare_reply = prepare_reply
         self.audio = audio
         self._respond = respond
@@ -87,7 +97,8 @@ class Speculation:
             return
         self.run_ = self._prepare_reply(result.text, self._hold)
         self.run_.pace = self._pace
-        self._task = asyncio.get_running_loop().create_task(self.run_.run())
+        # One of the session's tasks: its close cancels the reply and waits for it, released or not.
+        self._task = self._spawn(self.run_.run())
 
     async def transcript(self) -> Transcript | None:
         return await asyncio.shield(self._transcript)
