@@ -217,7 +217,9 @@ async def test_a_call_events_subscriber_that_stops_reading_is_closed() -> None:
         ws = await _deaf(f"ws{base[4:]}/v1/calls/call-1/events")
         for _ in range(int(WAIT_S / 0.01)):
             for _ in range(200):  # 800 kB a round, to a subscriber that reads nothing
-                registry.publish("call-1", {"type": "transcript.completed", "text": "y" * 4000})
+                # Text that differs: permessage-deflate would send a repeated one in a few bytes (see NOISE_FRAMES).
+                text = _NOISE.randbytes(2000).hex()
+                registry.publish("call-1", {"type": "transcript.completed", "text": text})
             await asyncio.sleep(0.01)
             if _metric("koe_send_stalls_total", door="calls") > stalls:
                 break
