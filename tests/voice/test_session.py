@@ -452,3 +452,27 @@ async def test_a_new_speaker_replaces_the_one_silent_longest(engines: Engines, t
     done = recorder.of(ev.TranscriptCompleted)
     assert [e.participant for e in done] == ["8:acs:newcomer"]  # type: ignore[attr-defined]
     assert wer(texts["short"], done[0].text) <= 0.1  # type: ignore[attr-defined]
+
+
+async def test_close_stops_a_held_reply_before_it_returns(engines: Engines) -> None:
+    """A reply started during a pause (held, the turn not yet ended) is one of the session's tasks: `close()` has
+    stopped it by the time it returns, rather than leaving it to end, or to be garbage-collected, later."""
+
+    def held_replies() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if "ResponseRun.run" in repr(t.get_coro()) and not t.done()]
+
+    td = TurnDetection(silence_duration_ms=5000)  # the pause never ends the turn here
+    config = SessionConfig(mode="converse", turn_detection=td, max_output_tokens=24)
+    session = Session(engines, config, default_instructions=INSTRUCTIONS)
+    recorder = Recorder(session)
+    await feed(session, speech(tail_s=0.0))
+    silence = np.zeros(FRAME, np.int16)
+    for _ in range(1500):
+        if held_replies():
+            break
+        session.append_audio(silence, 16000)
+        await asyncio.sleep(0.02)
+    running = held_replies()
+    assert running, "no reply started during the pause"
+    await recorder.close()
+    assert all(task.done() for task in running)
