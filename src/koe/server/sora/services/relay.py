@@ -276,12 +276,12 @@ class _RelayStream:
             text = self._texts.get(event.item_id, "") + event.delta
             self._texts[event.item_id] = text
             if self._service.settings.partial_results and text.strip():
-                start = self._starts.get(event.item_id, 0)
+                start = self._starts.get(event.item_id, self._session_start_ms())
                 self._emit(event.item_id, False, text.strip(), start, self._ends.get(event.item_id, start))
         elif isinstance(event, rt.TranscriptCompleted):
             self._open_items.discard(event.item_id)
             self._texts.pop(event.item_id, None)
-            start = self._starts.pop(event.item_id, 0)
+            start = self._starts.pop(event.item_id, self._session_start_ms())
             end = self._ends.pop(event.item_id, start)
             self._emit(event.item_id, True, event.transcript.strip(), start, end)
         elif isinstance(event, rt.TranscriptFailed):
@@ -292,6 +292,11 @@ class _RelayStream:
             if event.code == "input_audio_buffer_commit_empty":
                 return  # the body ended right after an utterance: nothing was left to commit
             self._fail(f"UPSTREAM-ERROR: {event.code or 'error'}: {event.message}")
+
+    def _session_start_ms(self) -> int:
+        """Where an item with no `speech_started` (one a commit made) begins: no earlier than the upstream session,
+        on the Sora stream's timeline (0 would put a transcript after a reconnect before the ones it follows)."""
+        return round(self._offset_ms)
 
     def _emit(self, item_id: str, final: bool, text: str, start: int, end: int) -> None:
         result: dict[str, Any] = koe_result(
