@@ -351,12 +351,15 @@ def bench_tts(config_file: Path | None, runs: int, languages: str, out: Path) ->
 @CONFIG_OPTION
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed repetitions per clip (median).")
 @click.option("--clips", type=int, default=None, help="Clips per language (default: all fixtures).")
+@click.option(
+    "--fast-only", is_flag=True, help="Only the fast path at the configured beam (no padded calls, no beam 5)."
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/results/speech.json"))
-def bench_speech(config_file: Path | None, runs: int, clips: int | None, out: Path) -> None:
+def bench_speech(config_file: Path | None, runs: int, clips: int | None, fast_only: bool, out: Path) -> None:
     """WER/CER (en, ja, zh) clean, telephone-band and in babble; latency, RTF and memory per Whisper model."""
     from koe.bench.speech import run_speech_bench
 
-    result = run_speech_bench(_settings(config_file), runs=runs, clips=clips, progress=_progress)
+    result = run_speech_bench(_settings(config_file), runs=runs, clips=clips, progress=_progress, fast_only=fast_only)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     out.write_text(text + "\n", encoding="utf-8")

@@ -82,6 +82,11 @@ class STTSettings(BaseModel):
     model_path: Path | None = None
     compute_type: str = "int8"
     threads: int = Field(2, ge=1)
+    # Whisper's decoder (one token at a time: small matrices) on this many threads, the encoder on `threads`. The
+    # decoder then runs from a second copy of the model (tiny.en 56 MB more, base 84). On a 2-core AMD EPYC, a final
+    # transcript took 0.84x the time with the decoder on one thread, and `koe bench latency`'s STT stage 0.66x
+    # (bench/results/stt-threads.json). None: `threads`, one copy.
+    decode_threads: int | None = Field(1, ge=1)
     # Parallel transcriptions. Each one uses `threads` CPU threads. With backend "remote": transcriptions in flight
     # to the server at once (partial transcripts skip while they are all busy).
     workers: int = Field(1, ge=1)

@@ -133,6 +133,26 @@ def test_fast_and_padded_calls_agree_on_the_fixtures(
         assert fast_mean <= padded_mean + 0.05, (key, pairs)
 
 
+def test_the_decoder_on_fewer_threads_writes_what_one_copy_writes(
+    engines: Engines, language_texts: dict[str, str]
+) -> None:
+    # stt.decode_threads (1 by default, against 2 threads for the encoder): the fast path decodes on a second copy
+    # of the model. It is the same model, so the same text comes out, in English and in the multilingual model.
+    english, multilingual = _decoders(engines)
+    assert english.generator is not english.model.model and multilingual.generator is not multilingual.model.model
+    one_copy = WhisperSTT.load(threads=2, decode_threads=None, multilingual=True, preload_multilingual=True)
+    one_english, one_multilingual = one_copy.decoders["tiny.en"], one_copy.decoders["base"]
+    assert one_english.generator is one_english.model.model
+    cases = [(english, one_english, "en", _english(key)) for key in ENGLISH]
+    cases += [
+        (multilingual, one_multilingual, name[:2], read_audio(LANGUAGE_AUDIO / f"{name}.wav", 16000))
+        for name in list(language_texts)[:2]
+    ]
+    for decoder, reference, code, pcm in cases:
+        audio = pcm_to_float(pcm)
+        assert decoder.decode(audio, code, None) == reference.decode(audio, code, None)
+
+
 @pytest.mark.parametrize("language", ["en", "ja", "auto"])
 @pytest.mark.parametrize("seconds", [0.2, 1.0, 5.0])
 def test_silence_gives_no_text_on_the_fast_path(engines: Engines, language: str, seconds: float) -> None:

@@ -8,7 +8,9 @@ for the languages its target is about) transcribes every clip on both decoding p
 and the padded 30 s call, with the language given and detected (`auto`). Reported per model, path and condition:
 WER (English) or CER (Japanese, Chinese), the final transcript's latency and real-time factor, the first partial's
 latency (the first 700 ms of a clip, as a session's first partial sees it), how often the fast path cut a loop or
-handed a segment to the padded call, detection accuracy, and resident memory as each model loads. Timings are the
+handed a segment to the padded call, detection accuracy, and resident memory as each model loads. Then the fast
+path's decoder on the encoder's threads against one thread (`stt.decode_threads`), each model's clean clips run
+alternately. Timings are the
 median of `runs` runs after a warm-up, on `stt.threads` threads (2 by default).
 """
 
@@ -20,6 +22,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,8 +62,14 @@ class Clip:
 
 
 def run_speech_bench(
-    settings: Settings, runs: int = 3, clips: int | None = None, progress: Progress | None = None
+    settings: Settings,
+    runs: int = 3,
+    clips: int | None = None,
+    progress: Progress | None = None,
+    *,
+    fast_only: bool = False,
 ) -> dict[str, Any]:
+    """`fast_only`: only the fast path, at the configured beam (a quick run, to compare two trees or settings)."""
     from koe.engines.stt_whisper import WhisperSTT, multilingual_model_dir
 
     say = progress or (lambda _message: None)
@@ -71,7 +81,9 @@ def run_speech_bench(
         "machine": machine_info(),
         "runs": runs,
         "clips_per_language": clips,
+        "paths": ["fast"] if fast_only else ["fast", "padded"],
         "threads": s.threads,
+        "decode_threads": s.decode_threads or s.threads,
         "clips": {lang: [c.name for c in fixtures if c.language == lang] for lang in ("en", "ja", "zh")},
         "conditions": {
             "clean": "16 kHz as synthesised",
@@ -81,8 +93,16 @@ def run_speech_bench(
         "memory_mb": {"before_models": _rss_mb()},
         "models": {},
     }
-    say(f"{len(fixtures)} clips x {len(CONDITIONS)} conditions, {runs} timed run(s) each, {s.threads} threads")
-    options: dict[str, Any] = {"compute_type": s.compute_type, "threads": s.threads, "cache_dir": s.cache_dir}
+    say(
+        f"{len(fixtures)} clips x {len(CONDITIONS)} conditions, {runs} timed run(s) each, {s.threads} threads "
+        f"({s.decode_threads or s.threads} decoding)"
+    )
+    options: dict[str, Any] = {
+        "compute_type": s.compute_type,
+        "threads": s.threads,
+        "decode_threads": s.decode_threads,
+        "cache_dir": s.cache_dir,
+    }
     english = WhisperSTT.load(s.model_path, beam_size=s.beam_size, multilingual=False, **options)
     english.transcribe_sync(fixtures[0].pcm, language="en")
     result["memory_mb"]["english_model_loaded"] = _rss_mb()
@@ -96,14 +116,22 @@ def run_speech_bench(
         (_label(english), english, ("en",), False),
         ("base", base, ("en", "ja", "zh"), True),
     ]
-    variants.append(("base_beam5", WhisperSTT.load(path, beam_size=5, language="auto", **options), ("ja", "zh"), False))
+    if not fast_only:
+        beam5 = WhisperSTT.load(path, beam_size=5, language="auto", **options)
+        variants.append(("base_beam5", beam5, ("ja", "zh"), False))
+    paths = ("fast",) if fast_only else ("fast", "padded")
     for label, stt, languages, detect in variants:
         say(f"{label}: {', '.join(languages)}")
-        result["models"][label] = _bench_model(stt, heard, languages, detect, runs, say)
+        result["models"][label] = _bench_model(stt, heard, languages, detect, runs, say, paths)
         stt.pool.shutdown()
+    result["decoder_threads"] = {
+        "tiny.en": _decoder_threads(s.model_path, ("en",), fixtures, runs, options, s.beam_size, say),
+        "base": _decoder_threads(path, ("en", "ja", "zh"), fixtures, runs, options, s.beam_size, say),
+    }
     result["memory_mb"]["after_all"] = _rss_mb()
     result["memory_mb"]["peak"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["targets"] = _targets(result)
+    if not fast_only:
+        result["targets"] = _targets(result)
     return result
 
 
@@ -160,10 +188,11 @@ def _bench_model(
     detect: bool,
     runs: int,
     say: Progress,
+    paths: tuple[str, ...],
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {"name": stt.name}
     modes = [("given", False)] + ([("auto", True)] if detect else [])
-    for path in ("fast", "padded"):
+    for path in paths:
         for condition, clips in heard.items():
             for mode, auto in modes:
                 chosen = [clip for clip in clips if clip.language in languages]
@@ -210,6 +239,46 @@ def _run(stt: WhisperSTT, clips: list[Clip], padded: bool, auto: bool, runs: int
     if auto:
         result["detection_accuracy"] = round(detected_right / max(1, len(clips)), 3)
     return result
+
+
+def _decoder_threads(
+    path: Path | None,
+    languages: tuple[str, ...],
+    fixtures: list[Clip],
+    runs: int,
+    options: dict[str, Any],
+    beam_size: int,
+    say: Progress,
+) -> dict[str, Any]:
+    """The fast path's final latency with the decoder on the encoder's `threads` (one copy of the model) and on
+    one thread (a second copy, `stt.decode_threads` 1), the clean clips in `languages` run alternately."""
+    from koe.engines.stt_whisper import WhisperSTT
+
+    threads = int(options["threads"])
+    loaded = {
+        count: WhisperSTT.load(path, beam_size=beam_size, multilingual=False, **{**options, "decode_threads": count})
+        for count in sorted({threads, 1}, reverse=True)
+    }
+    clips = [clip for clip in fixtures if clip.language in languages]
+    medians: dict[int, list[float]] = {count: [] for count in loaded}
+    for clip in clips:
+        elapsed: dict[int, list[float]] = {count: [] for count in loaded}
+        for _ in range(runs + 1):  # the first is a warm-up
+            for count, stt in loaded.items():
+                elapsed[count].append(_timed(partial(stt.transcribe_sync, language=clip.language), clip.pcm))
+        for count in loaded:
+            medians[count].append(statistics.median(elapsed[count][1:]))
+    for stt in loaded.values():
+        stt.pool.shutdown()
+    found: dict[str, Any] = {
+        f"final_ms_decoder_on_{count}": round(statistics.median(values) * 1000, 1) for count, values in medians.items()
+    }
+    if 1 in medians and threads != 1:
+        ratios = [one / many for one, many in zip(medians[1], medians[threads], strict=True)]
+        found["ratio_1_to_threads"] = round(statistics.median(ratios), 3)
+        found["ratio_per_clip"] = {clip.name: round(r, 3) for clip, r in zip(clips, ratios, strict=True)}
+    say(f"decoder threads, {_label(next(iter(loaded.values())))}: {found}")
+    return found
 
 
 def _label(stt: WhisperSTT) -> str:

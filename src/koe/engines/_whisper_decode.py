@@ -91,9 +91,16 @@ class WhisperDecoder:
     fast_path: bool = True
     languages: frozenset[str] = frozenset({"en"})
     """What it can transcribe (Whisper's codes)."""
+    generator: Any = None
+    """The `ctranslate2.models.Whisper` the fast path decodes (and detects languages) with, once `encode()` is
+    done: a second copy of the model on fewer threads (`stt.decode_threads`), or None for the model's own."""
     counts: DecodeCounts = field(default_factory=DecodeCounts)
     _tokenizers: dict[str | None, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def _generator(self) -> Any:
+        return self.model.model if self.generator is None else self.generator
 
     @property
     def multilingual(self) -> bool:
@@ -187,7 +194,7 @@ class WhisperDecoder:
             tokenizer = tokenizers[0]
             starts = [[tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:], *starts[0]]]
         budgets = [int(audio.size / ENGINE_RATE * TOKENS_PER_S) + EXTRA_TOKENS for audio in audios]
-        results = self.model.model.generate(
+        results = self._generator.generate(
             encoded,
             starts,
             beam_size=self.beam_size,
@@ -275,7 +282,7 @@ class WhisperDecoder:
         """The most probable language of each encoded segment, among `allowed` when given."""
         if not self.multilingual:
             return ["en"] * encoded.shape[0]
-        return [_likeliest(ranked, allowed) for ranked in self.model.model.detect_language(encoded)]
+        return [_likeliest(ranked, allowed) for ranked in self._generator.detect_language(encoded)]
 
     def _detect_padded(self, audio: npt.NDArray[np.float32], allowed: frozenset[str]) -> str:
         _code, _probability, ranked = self.model.detect_language(audio)

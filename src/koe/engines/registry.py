@@ -174,6 +174,7 @@ def _load_stt(settings: Settings, engines: Engines) -> STT:
         s.model_path,
         compute_type=s.compute_type,
         threads=s.threads,
+        decode_threads=s.decode_threads,
         workers=s.workers,
         beam_size=s.beam_size,
         language=s.language,

@@ -96,6 +96,7 @@ class WhisperSTT:
         *,
         compute_type: str = "int8",
         threads: int = 2,
+        decode_threads: int | None = None,
         workers: int = 1,
         beam_size: int = 1,
         language: str = "en",
@@ -116,7 +117,7 @@ class WhisperSTT:
             allowed = frozenset(parse_language(tag).code for tag in auto_languages)
         except UnsupportedLanguage as exc:
             raise EngineUnavailable(f"stt.language or stt.auto_languages: {exc}") from exc
-        options = _Options(compute_type, threads, workers, fast_path)
+        options = _Options(compute_type, threads, workers, fast_path, decode_threads)
         primary = _load_decoder(model_path or english_model_dir(), options, beam_size)
         second = None
         if multilingual and not primary.multilingual:
@@ -322,6 +323,8 @@ class _Options:
     threads: int
     workers: int
     fast_path: bool
+    decode_threads: int | None = None
+    """The fast path's decoder threads, from a second copy of the model; None: `threads`, from the one copy."""
 
 
 def _load_decoder(path: Path, options: _Options, beam_size: int) -> WhisperDecoder:
@@ -338,10 +341,26 @@ def _load_decoder(path: Path, options: _Options, beam_size: int) -> WhisperDecod
             num_workers=options.workers,
             local_files_only=True,
         )
+        generator = model.model
+        if options.fast_path and options.decode_threads not in (None, options.threads):
+            import ctranslate2
+
+            generator = ctranslate2.models.Whisper(
+                str(path),
+                device="cpu",
+                compute_type=options.compute_type,
+                intra_threads=options.decode_threads,
+                inter_threads=options.workers,
+            )
     except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError with its own messages
         raise EngineUnavailable(f"cannot load Whisper model from {path}: {exc}") from exc
     return WhisperDecoder(
-        model, path, beam_size, options.fast_path, languages=model_languages(path) or frozenset({"en"})
+        model,
+        path,
+        beam_size,
+        options.fast_path,
+        languages=model_languages(path) or frozenset({"en"}),
+        generator=generator,
     )
 
 
