@@ -4,17 +4,19 @@ language."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 from koe.audio.files import read_audio
+from koe.engines.pool import WorkerPool
 from koe.engines.registry import Engines
 from koe.languages import join_cjk
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig
 from koe.voice.session import Session
-from koe.voice.transcripts import appended
+from koe.voice.transcripts import appended, partial_may_start
 from tests.conftest import LANGUAGE_AUDIO
 from tests.voice.test_session import Recorder, feed
 from tests.wer import cer
@@ -74,3 +76,41 @@ async def test_japanese_partials_grow_without_spaces(engines: Engines, language_
     final = "".join(f.text for f in finals)
     assert final == join_cjk(final) and all(f.language == "ja" for f in finals)
     assert cer("".join(language_texts[name] for name in names), final) <= 0.15
+
+
+@pytest.mark.parametrize(
+    ("workers", "running", "may"),
+    [(1, 0, True), (1, 1, False), (2, 0, True), (2, 1, False), (3, 1, True), (3, 2, False)],
+)
+async def test_a_partial_never_takes_the_last_free_stt_worker(workers: int, running: int, may: bool) -> None:
+    # The final transcript of a pause must not wait behind a partial: CTranslate2 cannot stop one once it runs.
+    pool = WorkerPool("stt", workers, 8)
+    release = threading.Event()
+    jobs = [asyncio.ensure_future(pool.run(release.wait, 10)) for _ in range(running)]
+    try:
+        for _ in range(200):
+            if pool.active == running:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.active == running
+        assert partial_may_start(pool) is may
+    finally:
+        release.set()
+        await asyncio.gather(*jobs)
+        pool.shutdown()
+
+
+async def test_a_partial_does_not_start_while_a_transcription_waits() -> None:
+    pool = WorkerPool("stt", 1, 8)
+    release = threading.Event()
+    jobs = [asyncio.ensure_future(pool.run(release.wait, 10)) for _ in range(2)]
+    try:
+        for _ in range(200):
+            if pool.depth == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.depth == 1 and not partial_may_start(pool)
+    finally:
+        release.set()
+        await asyncio.gather(*jobs)
+        pool.shutdown()

@@ -19,7 +19,7 @@ import logging
 from dataclasses import replace
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
-from koe.engines.base import EngineError, Transcript
+from koe.engines.base import EngineError, Pool, Transcript
 from koe.languages import CLAUSE_END, has_cjk
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
@@ -166,9 +166,8 @@ class Transcripts:
         if who.partial_busy or source.now_ms - who.partial_at_ms < PARTIAL_INTERVAL_MS:
             return
         stt = self._context.engines.stt
-        pool = stt.pool if stt is not None else None
-        if pool is not None and (pool.depth > 0 or pool.active >= pool.workers):
-            return  # partials are best effort: never queue them behind final transcripts
+        if stt is not None and stt.pool is not None and not partial_may_start(stt.pool):
+            return
         who.partial_busy, who.partial_at_ms = True, source.now_ms
         self._context.spawn(self._partial(who, source.item_id or "", source.peek().copy()))
 
@@ -186,6 +185,13 @@ class Transcripts:
             who.partial_text = result.text
             self._context.emit(ev.TranscriptDelta(who.input.participant, item_id, delta, result.text))
         self._context.replies.prehear(settled_words(result.text))
+
+
+def partial_may_start(pool: Pool) -> bool:
+    """Partial transcripts are best effort: one starts only when nothing waits in the STT pool and, with several
+    workers, one stays free, so that the final transcript of a pause never waits for a partial to finish (a
+    partial cannot be stopped once CTranslate2 runs it)."""
+    return pool.depth == 0 and pool.active < max(1, pool.workers - 1)
 
 
 def settled_words(text: str) -> str:
