@@ -101,17 +101,23 @@ class EchoCanceller:
             raise ValueError(f"tail_ms must be positive, got {tail_ms}")
         self.tail_ms = tail_ms
         self.frame_samples = rate * FRAME_MS // 1000
-        # Output leads by one frame less one sample, so a partly filled frame never leaves the output short; the
-        # preprocessor's overlap-add adds one more frame.
-        self._lead = self.frame_samples - 1
-        self.delay_samples = self._lead + self.frame_samples
+        # Chunks of whole frames (20 ms at 16 kHz, as ACS and a steady resampler give) pass with no lead. The first
+        # chunk that ends inside a frame leaves that part for the next call: from then on the output leads by a
+        # frame less one sample, enough for any chunking (zeros are inserted once, where that chunk's output
+        # begins). The preprocessor's overlap-add adds one frame.
+        self._lead = 0
         self._lib = _library()
         self._echo: int | None = None
         self._pre: int | None = None
         self._near_pending: Pcm = np.zeros(0, dtype=np.int16)
         self._far_pending: Pcm = np.zeros(0, dtype=np.int16)
-        self._carry: Pcm = np.zeros(self._lead, dtype=np.int16)
+        self._carry: Pcm = np.zeros(0, dtype=np.int16)
         self._open()
+
+    @property
+    def delay_samples(self) -> int:
+        """How far the output lags the input: one frame, plus the lead that partly filled frames have needed."""
+        return self._lead + self.frame_samples
 
     def _open(self) -> None:
         lib, frame = self._lib, self.frame_samples
@@ -133,8 +139,13 @@ class EchoCanceller:
             raise RuntimeError("EchoCanceller is closed")
         near_all = self._joined(self._near_pending, near)
         far_all = self._joined(self._far_pending, far)
-        frame, carried = self.frame_samples, self._carry.size
+        frame = self.frame_samples
         whole = near_all.size - near_all.size % frame
+        if self._carry.size + whole < near.size:  # the first chunk to end inside a frame: lead from now on
+            grow = frame - 1 - self._lead
+            self._lead += grow
+            self._carry = np.concatenate((np.zeros(grow, dtype=np.int16), self._carry))
+        carried = self._carry.size
         stream = np.empty(carried + whole, dtype=np.int16)
         stream[:carried] = self._carry
         # Frames are handed to C as addresses inside the joined arrays: no per-frame copies or allocations.
@@ -174,7 +185,8 @@ class EchoCanceller:
         self.close()
         self._near_pending = np.zeros(0, dtype=np.int16)
         self._far_pending = np.zeros(0, dtype=np.int16)
-        self._carry = np.zeros(self._lead, dtype=np.int16)
+        self._carry = np.zeros(0, dtype=np.int16)
+        self._lead = 0
         self._open()
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from koe.audio.pcm import ENGINE_RATE, Pcm, Reframer, check_rate
-from koe.audio.resample import Resampler
+from koe.audio.resample import SteadyResampler
 from koe.engines.base import VADStream
 from koe.voice.config import TurnDetection
 from koe.voice.turns import TurnInput
@@ -311,7 +311,8 @@ class ParticipantInput:
         """Reset with each new echo canceller (`set_echo`)."""
         self.clock = InputClock()
         self.denoise = denoise
-        self._resampler: Resampler | None = None
+        self._resampler: SteadyResampler | None = None
+        """Steady: a 20 ms chunk at any rate gives 320 samples, whole frames for the echo canceller (no lead)."""
         self._windows = Reframer(WINDOW_SAMPLES)
         self.samples = 0
         """Samples received so far, at 16 kHz: the participant's input timeline."""
@@ -339,7 +340,7 @@ class ParticipantInput:
         if rate == ENGINE_RATE:
             return pcm
         if self._resampler is None or self._resampler.src_rate != rate:
-            self._resampler = Resampler(check_rate(rate), ENGINE_RATE)
+            self._resampler = SteadyResampler(check_rate(rate), ENGINE_RATE)
         return self._resampler.process(pcm)
 
     def push(self, pcm: Pcm, far: Pcm | None = None, idle_allowed: bool = True) -> list[Signal]:
