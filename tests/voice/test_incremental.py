@@ -7,20 +7,23 @@ from __future__ import annotations
 import asyncio
 import copy
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from koe.audio.pcm import Pcm
 from koe.audio.resample import resample
+from koe.engines.base import Transcript
 from koe.engines.registry import Engines
 from koe.voice import events as ev
 from koe.voice.config import SessionConfig, TurnDetection
+from koe.voice.incremental import MIN_PREFIX_S, Heard
 from koe.voice.session import Session
+from koe.voice.speculation import Speculation
 from tests.voice.test_session import FRAME, Recorder
 from tests.wer import wer
 
-FIRST, SECOND = "I would like to book a table for", "four people tonight at eight."
+FIRST, SECOND = "Good evening, I would like to book a table for", "four people tonight at eight."
 SAID = f"{FIRST} {SECOND}"
 
 
@@ -79,3 +82,39 @@ async def test_a_turn_without_a_pause_inside_is_transcribed_whole(engines: Engin
     await recorder._task
     [done] = recorder.of(ev.TranscriptCompleted)
     assert wer(texts["short"], done.text) <= 0.1  # type: ignore[attr-defined]
+
+
+class _Prefix:
+    """What `Heard` reads of a kept speculation: its audio and its transcript."""
+
+    def __init__(self, audio: Pcm, transcript: Transcript) -> None:
+        self.audio = audio
+        self._transcript = transcript
+
+    async def transcript(self) -> Transcript:
+        return self._transcript
+
+    def covers(self, audio: Pcm) -> bool:
+        return audio.size >= self.audio.size and bool(np.array_equal(audio[: self.audio.size], self.audio))
+
+
+async def test_the_tail_is_heard_in_the_prefixs_language_and_short_prefixes_are_not_kept() -> None:
+    asked: list[tuple[int, str | None]] = []
+
+    async def stt(pcm: Pcm, heard_in: str | None) -> Transcript:
+        asked.append((pcm.size, heard_in))
+        return Transcript("怎么样", language=heard_in or "ja")
+
+    rng = np.random.default_rng(0)
+    turn = rng.integers(-3000, 3000, size=int(3.0 * 16000)).astype(np.int16)
+    heard = Heard(stt)
+    short = turn[: int((MIN_PREFIX_S - 0.1) * 16000)]
+    heard.keep(cast(Speculation, _Prefix(short, Transcript("今天天气", language="zh"))))
+    await heard.transcribe(turn)
+    assert asked == [(turn.size, None)]  # too short to be a prefix: the whole turn, its language detected
+    asked.clear()
+    prefix = turn[: int((MIN_PREFIX_S + 0.2) * 16000)]
+    heard.keep(cast(Speculation, _Prefix(prefix, Transcript("今天天气", language="zh"))))
+    done = await heard.transcribe(turn)
+    assert asked == [(turn.size - prefix.size, "zh")]
+    assert done.text == "今天天气怎么样" and done.language == "zh"

@@ -8,6 +8,7 @@ import pytest
 
 from koe.audio.echo import EchoCanceller
 from koe.audio.pcm import ENGINE_RATE, Pcm
+from koe.audio.resample import resample
 from koe.engines.registry import Engines
 from koe.voice.config import TurnDetection
 from koe.voice.input import VOICE_END_MS, WINDOW_MS, InputClock, ParticipantInput, SpeechDetector
@@ -103,6 +104,26 @@ def test_real_vad_finds_the_fixture_utterance(engines: Engines) -> None:
     assert 900 <= onset_ms <= 1400  # the speech starts after one second of silence
     end_ms = source.detector.last_voice_ms
     assert abs(end_ms - (1000 + pcm.size * 1000 // rate)) < 600
+
+
+def test_the_input_delay_is_what_the_pipeline_holds_back(engines: Engines) -> None:
+    # 24 kHz in 20 ms chunks (a Realtime client), through the resampler and the echo canceller: what the VAD sees
+    # lags what arrived by `delay_samples`, which ResponseTiming counts in endpoint_ms.
+    speech16, rate = load_wav("short_16k.wav")
+    speech24 = resample(speech16, rate, 24000)
+    audio = np.concatenate((np.zeros(12000, dtype=np.int16), speech24, np.zeros(12000, dtype=np.int16)))
+    source = ParticipantInput(None, engines.require("vad").stream(), None, echo=EchoCanceller(ENGINE_RATE))
+    for start in range(0, audio.size - audio.size % 480, 480):
+        pcm = source.to_engine_rate(audio[start : start + 480], 24000)
+        assert pcm.size == 320  # whole frames: the canceller needs no lead
+        source.push(pcm, np.zeros_like(pcm))
+    seen, _start, _end = source.take()
+    expected = np.concatenate((np.zeros(8000, dtype=np.int16), resample(speech24, 24000, ENGINE_RATE)))
+    lags = range(0, 1200)
+    best = max(lags, key=lambda lag: float(np.dot(expected[: 30000 - lag], seen[lag:30000].astype(np.float64))))
+    assert abs(best - source.delay_samples) <= 3, (best, source.delay_samples)
+    received_ms = source.received_samples * 1000 / ENGINE_RATE
+    assert source.lag_ms(1000) == pytest.approx(received_ms + source.delay_samples / 16 - 1000)
 
 
 # --- the reply's echo in the input -------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ The reply's own echo is in the input: each reply plays on the caller's loudspeak
 reply from interrupting itself; `false_starts` counts the times it did not (koe heard speech while the caller was
 silent).
 Each configuration's `waterfall_ms` gives the per-stage figures (p50, p95) and what the client saw beyond koe's
-own total (`client_extra_ms`: the last frame's way in, the first delta's way out).
+own total (`client_extra_ms`: the last frame's way over the network and into koe, the first delta's way out; koe's
+total already counts its input pipeline's delays).
 Then the same turns go to the ACS door in agent mode (`koe.bench.latency_acs`), measured as the ACS platform sees
 them. Without `--url` it serves koe in-process on a free port (the same app `koe serve` runs). What it sends goes
 through the Realtime client (`koe.protocols.realtime.client`); events are read as they come, koe's own

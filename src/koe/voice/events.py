@@ -230,7 +230,9 @@ class ResponseDone:
 class ResponseTiming:
     """Where a reply's latency went, reported once its first audio (or text) leaves.
 
-    `total_ms` runs from the end of the caller's speech (the last voiced window) to that first output. koe
+    `total_ms` runs from the end of the caller's speech (the last voiced window, as the caller's audio arrived:
+    the input's resampler, echo canceller and noise suppressor delays count, in `endpoint_ms`) to that first
+    output. koe
     transcribes and starts answering during the pause that ends the turn, so `turn_end_ms` overlaps the rest. The
     critical path is the chain `endpoint_ms` + `stt_ms` + `llm_wait_ms` + `llm_first_token_ms` + `first_clause_ms`
     + `tts_first_audio_ms` + `release_wait_ms`, which adds up to `total_ms` (to rounding) for a reply a
@@ -247,7 +249,8 @@ class ResponseTiming:
     tts_first_audio_ms: int | None
     """First clause handed to TTS to its first audio."""
     endpoint_ms: int | None = None
-    """End of speech to the VAD calling it (when the speculation, and its transcription, began)."""
+    """End of speech to the VAD calling it (when the speculation, and its transcription, began): the input
+    pipeline's delay, the VAD's windows and its pause."""
     llm_wait_ms: int | None = None
     """The transcript ready to the LLM request (planning the reply; for a live reply, the commit too)."""
     first_clause_ms: int | None = None

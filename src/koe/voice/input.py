@@ -365,6 +365,21 @@ class ParticipantInput:
         return signals
 
     @property
+    def delay_samples(self) -> int:
+        """How far the audio the VAD sees lags the audio as it arrived, at 16 kHz: the resampler's, echo
+        canceller's and noise suppressor's delays."""
+        found = self._resampler.delay_samples if self._resampler is not None else 0
+        for stage in (self.echo, self.denoise):
+            if stage is not None:
+                found += int(stage.delay_samples)  # type: ignore[attr-defined]
+        return found
+
+    def lag_ms(self, at_ms: int) -> float:
+        """How long ago, in audio time, the caller's audio was at `at_ms` on the VAD's timeline: what has arrived
+        since (including the part of a window the VAD has not seen yet) plus the pipeline's `delay_samples`."""
+        return (self.received_samples + self.delay_samples) * 1000 / ENGINE_RATE - at_ms
+
+    @property
     def received_samples(self) -> int:
         """Every sample pushed, including the part of a window the VAD has not seen yet."""
         return self.buffer_start + self._buffered

@@ -199,8 +199,8 @@ class Session:
 
     def _on_signal(self, who: Participant, signal: Signal) -> None:
         if signal.input is TurnInput.VOICE_END:
-            lag_s = (who.input.now_ms - signal.at_ms) / 1000
-            who.voice_end_at = asyncio.get_running_loop().time() - lag_s
+            # When the voice ended as the caller sent it: before the input pipeline's own delays.
+            who.voice_end_at = asyncio.get_running_loop().time() - who.input.lag_ms(signal.at_ms) / 1000
         for action in who.turn.feed(signal.input):
             self._turn_action(who, action, signal)
 

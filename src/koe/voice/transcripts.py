@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from koe.audio.pcm import ENGINE_RATE, Pcm
 from koe.engines.base import EngineError, Pool, Transcript
-from koe.languages import CLAUSE_END, has_cjk
+from koe.languages import AUTO, CLAUSE_END, has_cjk
 from koe.voice import events as ev
 from koe.voice._context import VoiceContext
 from koe.voice.conversation import ConversationError, Item, audio_part, new_id
@@ -41,10 +41,13 @@ class Transcripts:
         self._last_turn: TurnTiming | None = None
         """The most recent committed turn's timing, for the automatic reply that may follow it."""
 
-    async def stt(self, audio: Pcm) -> Transcript:
+    async def stt(self, audio: Pcm, heard_in: str | None = None) -> Transcript:
+        """`audio` transcribed in the session's language; where that is detected (`auto`), in `heard_in` when
+        given (the language the turn's earlier part was heard in)."""
         config = self._context.config
         stt = self._context.engines.require("stt")
-        return await stt.transcribe(audio, language=config.language, prompt=config.transcription_prompt)
+        language = heard_in if heard_in and config.language == AUTO else config.language
+        return await stt.transcribe(audio, language=language, prompt=config.transcription_prompt)
 
     def take_last_turn(self) -> TurnTiming | None:
         turn, self._last_turn = self._last_turn, None
