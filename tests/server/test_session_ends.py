@@ -183,7 +183,10 @@ async def test_a_realtime_client_that_stops_reading_is_closed_and_its_memory_sta
         await _until(lambda: _metric("koe_sessions_active", door="realtime") == active)
         stop.set()
         await watcher
-        assert _metric("koe_send_stalls_total", door="realtime") == stalls + 1
+        if _metric("koe_send_stalls_total", door="realtime") != stalls + 1:
+            # Seen once in a full clean-clone run (passing alone and beside two busy cores): say how it ended.
+            await _read_to_close(ws)
+            pytest.fail(f"the session ended without a send stall: closed {ws.close_code} {ws.close_reason!r}")
         assert _metric("koe_sessions_active", door="realtime") == active  # the session is over
         assert max(peak) <= BUFFER_BYTES + 8 * 1024  # never more than the limit and one event
         assert _metric("koe_outbound_queued_bytes", door="realtime") == 0
