@@ -87,8 +87,9 @@ class STTSettings(BaseModel):
     # transcript took 0.84x the time with the decoder on one thread, and `koe bench latency`'s STT stage 0.66x
     # (bench/results/stt-threads.json). None: `threads`, one copy.
     decode_threads: int | None = Field(1, ge=1)
-    # Parallel transcriptions. Each one uses `threads` CPU threads. With backend "remote": transcriptions in flight
-    # to the server at once (partial transcripts skip while they are all busy).
+    # Parallel transcriptions, each on `threads` (and `decode_threads`) CPU threads. With backend "remote": the ones
+    # in flight to the server at once. Partial transcripts skip while all are busy, and with more than one they
+    # leave one free for final transcripts.
     workers: int = Field(1, ge=1)
     beam_size: int = Field(1, ge=1)
     # The language of requests that name none: "en" (tiny.en, the fastest), "auto" (the multilingual model detects

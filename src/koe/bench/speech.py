@@ -10,8 +10,8 @@ WER (English) or CER (Japanese, Chinese), the final transcript's latency and rea
 latency (the first 700 ms of a clip, as a session's first partial sees it), how often the fast path cut a loop or
 handed a segment to the padded call, detection accuracy, and resident memory as each model loads. Then the fast
 path's decoder on the encoder's threads against one thread (`stt.decode_threads`), each model's clean clips run
-alternately. Timings are the
-median of `runs` runs after a warm-up, on `stt.threads` threads (2 by default).
+alternately. Timings are the median of `runs` runs after a warm-up, on `stt.threads` threads (2 by default).
+`--fast-only` skips the padded calls and beam 5, for a quick comparison of two trees or settings.
 """
 
 from __future__ import annotations

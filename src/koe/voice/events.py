@@ -232,8 +232,8 @@ class ResponseTiming:
 
     `total_ms` runs from the end of the caller's speech (the last voiced window, as the caller's audio arrived:
     the input's resampler, echo canceller and noise suppressor delays count, in `endpoint_ms`) to that first
-    output. koe
-    transcribes and starts answering during the pause that ends the turn, so `turn_end_ms` overlaps the rest. The
+    output. koe transcribes and starts answering during the pause that ends the turn, so `turn_end_ms` overlaps
+    the rest. The
     critical path is the chain `endpoint_ms` + `stt_ms` + `llm_wait_ms` + `llm_first_token_ms` + `first_clause_ms`
     + `tts_first_audio_ms` + `release_wait_ms`, which adds up to `total_ms` (to rounding) for a reply a
     speculation started. None where a part did not apply (a response the client created, or a text-only one).
