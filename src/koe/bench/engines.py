@@ -189,12 +189,18 @@ def _bench_stt(settings: Settings, stt: Any, speech16: Pcm, runs: int, say: Prog
     from koe.engines.stt_whisper import WhisperSTT
 
     audio_s = speech16.size / ENGINE_RATE
-    figures: dict[str, Any] = {"audio_s": round(audio_s, 3), "model": stt.name}
+    s = settings.stt
+    figures: dict[str, Any] = {"audio_s": round(audio_s, 3), "model": stt.name, "decode_threads": s.decode_threads}
     for threads in (1, 2):
-        model = stt if threads == settings.stt.threads else None
+        model = stt if threads == s.threads else None
         if model is None:
-            s = settings.stt
-            model = WhisperSTT.load(s.model_path, compute_type=s.compute_type, threads=threads, beam_size=s.beam_size)
+            model = WhisperSTT.load(
+                s.model_path,
+                compute_type=s.compute_type,
+                threads=threads,
+                decode_threads=s.decode_threads,
+                beam_size=s.beam_size,
+            )
         model.transcribe_sync(speech16)
         elapsed: list[float] = []
         for _ in range(runs):
