@@ -341,7 +341,7 @@ def _load_decoder(path: Path, options: _Options, beam_size: int) -> WhisperDecod
             num_workers=options.workers,
             local_files_only=True,
         )
-        generator = model.model
+        generator = None
         if options.fast_path and options.decode_threads not in (None, options.threads):
             import ctranslate2
 
