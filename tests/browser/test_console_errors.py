@@ -23,6 +23,8 @@ async def _start_and_read(page: Page, wanted_state: str) -> tuple[str, str]:
     await page.click("#start")  # disables the button until the attempt is over
     await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
     await page.wait_for_selector(f"#status[data-state={wanted_state}]", timeout=15_000)
+    if wanted_state == "idle":  # the attempt failed: its error, not the state from before the click took effect
+        await page.wait_for_selector("#error:not([hidden])", timeout=15_000)
     error = await page.locator("#error").text_content() or ""
     return await page.locator("#status").get_attribute("data-state") or "", error
 
